@@ -1,0 +1,52 @@
+# One command to run the demo, one to run the tests (see README.md).
+PYTHON_VERSION ?= 3.13
+PYTHON_LOW ?= 3.10
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test test-fast lint deps system-deps node-deps test-low bench autobahn clean
+
+$(VENV)/.installed: pyproject.toml
+	rm -rf $(VENV)
+	"$$(scripts/find-python $(PYTHON_VERSION))" -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+node_modules/.installed: package.json
+	npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+deps: $(VENV)/.installed node-deps
+
+node-deps: node_modules/.installed
+
+system-deps:
+	scripts/system-deps
+
+## demo: install and serve the demo at http://127.0.0.1:5000
+demo: $(VENV)/.installed node-deps
+	$(PY) examples/demo/app.py
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check $(wildcard src tests bench examples)
+	$(VENV)/bin/mypy
+
+## test: install everything the tests need, then lint and run the whole suite
+test: system-deps deps lint
+	$(PY) -m pytest -q
+	$(MAKE) test-low
+
+## test-low: the protocol core and unit tests on the lowest supported Python
+test-low:
+	rm -rf .venv-low
+	"$$(scripts/find-python $(PYTHON_LOW))" -m venv .venv-low
+	.venv-low/bin/python -m pip install -q --upgrade pip
+	.venv-low/bin/python -m pip install -q -e '.[test]'
+	.venv-low/bin/python -m pytest -q -m "not slow" tests/protocol
+
+test-fast: $(VENV)/.installed node-deps
+	$(PY) -m pytest -q -x -m "not slow"
+
+clean:
+	rm -rf $(VENV) .venv-low node_modules .pytest_cache .mypy_cache .hypothesis
