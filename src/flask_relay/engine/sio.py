@@ -1,0 +1,961 @@
+"""The Socket.IO v5 server: namespaces, rooms, acknowledgements, emit targeting.
+
+This layer sits between an Engine.IO server and an *application* (the Flask
+face, or anything implementing :class:`SocketIOApplication`). It imports no
+Flask. Its threading model:
+
+* The Engine.IO server calls :class:`EngineBinding`'s ``on_connect``,
+  ``on_message`` and ``on_disconnect`` on its event loop. Those only decode the
+  packet (fast) and hand the application call to a dispatcher keyed by the
+  Engine.IO connection, so the loop never runs user code, the events of one
+  client run one at a time and in order, and different clients run
+  concurrently (:mod:`flask_relay.engine.dispatch`).
+* Emits, room changes, ``call()`` and disconnects are safe from any thread: the
+  registry of sockets and rooms is guarded by one re-entrant lock, and the
+  Engine.IO server's send methods are themselves thread-safe. Sends happen
+  under that lock, so two emits to the same client arrive in the order their
+  callers took the lock, and the packets of a binary message stay together.
+
+One :class:`SocketIOServer` can serve several Engine.IO servers at once
+(:meth:`SocketIOServer.attach` returns one :class:`EngineBinding` per engine):
+the network server and the in-process test client share the same namespaces,
+rooms and handlers, and a broadcast reaches the clients of both.
+
+Broadcasts are encoded once: an emit without a callback builds the Socket.IO
+packet once (one :meth:`Encoder.encode`) and, per engine, calls
+``engine.prepare`` once and ``engine.send_prepared`` for all its recipients.
+
+What a client sees, in order, for a namespace connection:
+
+1. ``CONNECT`` (``40/ns,{auth}``) from the client. Unknown namespaces get
+   ``CONNECT_ERROR {"message": "Invalid namespace"}`` at once.
+2. The application's ``on_connect`` runs in a worker. Anything it emits to
+   the new socket is held back and sent right after the ``CONNECT`` reply,
+   which is what clients expect (the reference server runs ``connection``
+   handlers after the reply). A refusal (``False`` or
+   :class:`ConnectionRefusedError`) sends ``CONNECT_ERROR`` with
+   ``{"message": ..., "data": ...}`` and drops what was held back.
+3. Events, acks, then a ``DISCONNECT`` from either side or the end of the
+   Engine.IO connection; the application's ``on_disconnect`` runs after every
+   event handler already queued for that client, and only if the connection
+   had been accepted.
+
+Engine.IO connections that send no ``CONNECT`` within ``connect_timeout``
+seconds (default 45, like the reference) are closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import logging
+import secrets
+import threading
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any, Protocol
+
+from ..protocol.errors import ProtocolError
+from ..protocol.jsonlib import JSONModule
+from ..protocol.socketio import Decoder, Encoder, Packet, PacketType
+from .dispatch import Dispatcher, DispatchQueueFull
+
+__all__ = [
+    "NOT_HANDLED",
+    "ConnectionRefusedError",
+    "DisconnectReason",
+    "EngineBinding",
+    "EngineLike",
+    "Socket",
+    "SocketIOApplication",
+    "SocketIOServer",
+]
+
+logger = logging.getLogger("flask_relay.sio")
+
+_CONNECT = PacketType.CONNECT
+_DISCONNECT = PacketType.DISCONNECT
+_EVENT = PacketType.EVENT
+_ACK = PacketType.ACK
+_CONNECT_ERROR = PacketType.CONNECT_ERROR
+
+#: Returned by :meth:`SocketIOApplication.on_event` when no handler exists: no
+#: acknowledgement is sent (python-socketio does the same).
+NOT_HANDLED: Any = type("NotHandled", (), {"__repr__": lambda self: "NOT_HANDLED"})()
+
+
+class ConnectionRefusedError(builtins.ConnectionRefusedError):
+    """Raise in a connect handler to refuse the connection.
+
+    The positional arguments reach the client in the ``CONNECT_ERROR`` packet,
+    as in python-socketio: none gives ``{"message": "Connection rejected by
+    server"}``, one gives ``{"message": str(arg)}``, two add ``"data": arg2``,
+    more add ``"data": [arg2, arg3, ...]``. It subclasses the built-in
+    :class:`ConnectionRefusedError`, so ``except ConnectionRefusedError``
+    catches both.
+    """
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        error: dict[str, Any]
+        if not args:
+            error = {"message": "Connection rejected by server"}
+        else:
+            error = {"message": str(args[0])}
+            if len(args) == 2:
+                error["data"] = args[1]
+            elif len(args) > 2:
+                error["data"] = list(args[1:])
+        self.error_args = error
+
+
+class DisconnectReason:
+    """The reasons given to disconnect handlers (python-socketio's strings)."""
+
+    #: The server called ``disconnect()``.
+    SERVER_DISCONNECT = "server disconnect"
+    #: The client left the namespace (``socket.disconnect()``).
+    CLIENT_DISCONNECT = "client disconnect"
+    #: The client stopped answering pings.
+    PING_TIMEOUT = "ping timeout"
+    #: The connection was closed (the browser tab was closed, for example).
+    TRANSPORT_CLOSE = "transport close"
+    #: The connection failed, or the client sent something unparsable.
+    TRANSPORT_ERROR = "transport error"
+
+
+# Engine.IO close reasons (the reference's) -> the reasons handlers get.
+_EIO_REASONS = {
+    "transport close": DisconnectReason.TRANSPORT_CLOSE,
+    "transport error": DisconnectReason.TRANSPORT_ERROR,
+    "ping timeout": DisconnectReason.PING_TIMEOUT,
+    "parse error": DisconnectReason.TRANSPORT_ERROR,
+    "forced close": DisconnectReason.SERVER_DISCONNECT,
+    "server shutting down": DisconnectReason.SERVER_DISCONNECT,
+    "client disconnect": DisconnectReason.CLIENT_DISCONNECT,
+}
+
+
+class EngineLike(Protocol):
+    """What the Socket.IO layer needs from an Engine.IO server (any thread)."""
+
+    def send(self, sid: str, data: str | bytes) -> None: ...
+
+    def send_many(self, sid: str, items: list[str | bytes]) -> None: ...
+
+    def prepare(self, items: list[str | bytes]) -> Any: ...
+
+    def send_prepared(self, sids: Iterable[str], prepared: Any) -> None: ...
+
+    def disconnect(self, sid: str, reason: str = "forced close") -> None: ...
+
+
+class DispatcherLike(Protocol):
+    def submit(self, key: Hashable, fn: Callable[..., Any], *args: Any) -> None: ...
+
+
+class SocketIOApplication(Protocol):
+    """The user-facing side: called in worker threads, never on the loop."""
+
+    def has_namespace(self, namespace: str) -> bool:
+        """Whether handlers exist for ``namespace`` (so connecting to it is allowed)."""
+        ...
+
+    def on_connect(self, socket: Socket, auth: Any) -> Any:
+        """Return ``False`` or raise :class:`ConnectionRefusedError` to refuse."""
+        ...
+
+    def on_event(self, socket: Socket, event: Any, args: list[Any]) -> Any:
+        """Return the acknowledgement (``None``: empty, tuple: several args)."""
+        ...
+
+    def on_disconnect(self, socket: Socket, reason: str) -> None: ...
+
+
+# Socket states.
+CONNECTING = 0  # CONNECT received, connect handler not finished
+CONNECTED = 1  # CONNECT reply sent
+DISCONNECTING = 2  # left every index but rooms()/environ; disconnect handler pending
+DISCONNECTED = 3
+
+
+class _Waiter:
+    """A blocking ``call()`` waiting for its acknowledgement."""
+
+    __slots__ = ("event", "args", "error")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.args: tuple[Any, ...] = ()
+        self.error: BaseException | None = None
+
+
+_Ack = Callable[..., Any] | _Waiter
+
+
+class Socket:
+    """One client's connection to one namespace.
+
+    ``sid`` is a fresh random id, never the (secret) Engine.IO session id.
+    ``environ`` is the WSGI environ of the connection's handshake request
+    (shared by every namespace of that connection). ``data`` is free for the
+    application to use.
+    """
+
+    __slots__ = (
+        "sid",
+        "namespace",
+        "connection",
+        "state",
+        "rooms",
+        "pending",
+        "next_ack_id",
+        "acks",
+        "accepted",
+        "data",
+    )
+
+    def __init__(self, sid: str, namespace: str, connection: Connection) -> None:
+        self.sid = sid
+        self.namespace = namespace
+        self.connection = connection
+        self.state = CONNECTING
+        #: Rooms joined, own room first; dict for insertion order.
+        self.rooms: dict[Hashable, None] = {sid: None}
+        #: Output held back until the CONNECT reply is sent.
+        self.pending: list[list[str | bytes]] | None = []
+        self.next_ack_id = 0
+        self.acks: dict[int, _Ack] = {}
+        self.accepted = False
+        self.data: dict[str, Any] = {}
+
+    @property
+    def environ(self) -> dict[str, Any]:
+        return self.connection.environ
+
+    @property
+    def eio_sid(self) -> str:
+        return self.connection.eio_sid
+
+    @property
+    def connected(self) -> bool:
+        return self.state == CONNECTED
+
+    def __repr__(self) -> str:
+        return f"<Socket {self.sid} {self.namespace} state={self.state}>"
+
+
+class Connection:
+    """One Engine.IO connection and its namespace sockets."""
+
+    __slots__ = ("binding", "eio_sid", "environ", "decoder", "sockets", "timer", "closed")
+
+    def __init__(
+        self, binding: EngineBinding, eio_sid: str, environ: dict[str, Any], decoder: Decoder
+    ) -> None:
+        self.binding = binding
+        self.eio_sid = eio_sid
+        self.environ = environ
+        self.decoder = decoder
+        self.sockets: dict[str, Socket] = {}
+        self.timer: asyncio.TimerHandle | None = None
+        self.closed = False
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.eio_sid}>"
+
+
+def _ack_args(result: Any) -> list[Any]:
+    """A handler's return value as acknowledgement arguments (python-socketio rules)."""
+    if result is None:
+        return []
+    if isinstance(result, tuple):
+        return list(result)
+    return [result]
+
+
+def data_to_args(data: Any) -> list[Any]:
+    """python-socketio's ``data`` convention: ``None`` none, tuple several, else one."""
+    if data is None:
+        return []
+    if isinstance(data, tuple):
+        return list(data)
+    return [data]
+
+
+def _unwrap(args: tuple[Any, ...]) -> Any:
+    """What ``call()`` returns: nothing -> None, one -> it, several -> the tuple."""
+    if not args:
+        return None
+    if len(args) == 1:
+        return args[0]
+    return args
+
+
+def _new_sid() -> str:
+    return secrets.token_urlsafe(15)
+
+
+class EngineBinding:
+    """The :class:`EngineHandler` given to one Engine.IO server.
+
+    Create it with :meth:`SocketIOServer.attach`. ``engine`` may be set after
+    construction, for Engine.IO servers that need their handler first.
+    """
+
+    def __init__(
+        self, server: SocketIOServer, engine: EngineLike | None, dispatcher: DispatcherLike
+    ) -> None:
+        self.server = server
+        self.engine: EngineLike = engine  # type: ignore[assignment]
+        self.dispatcher = dispatcher
+        self.connections: dict[str, Connection] = {}
+
+    # EngineHandler: called on the engine's loop (or the test client's thread).
+
+    def on_connect(self, sid: str, environ: dict[str, Any]) -> None:
+        self.server._eio_connect(self, sid, environ)
+
+    def on_message(self, sid: str, data: str | bytes) -> None:
+        conn = self.connections.get(sid)
+        if conn is not None:
+            self.server._eio_message(conn, data)
+
+    def on_disconnect(self, sid: str, reason: str) -> None:
+        conn = self.connections.pop(sid, None)
+        if conn is not None:
+            self.server._eio_disconnect(conn, reason)
+
+
+class SocketIOServer:
+    """A Socket.IO server independent of any web framework.
+
+    :param application: receives connects, events and disconnects (may be set
+        later through the ``application`` attribute).
+    :param namespaces: namespaces accepted in addition to those the
+        application has handlers for; ``"*"`` accepts any. Default ``["/"]``.
+    :param json: the JSON module for packets (see :mod:`flask_relay.protocol.jsonlib`).
+    :param always_connect: send the ``CONNECT`` reply before the connect
+        handler runs; a refusal then becomes a ``DISCONNECT``.
+    :param connect_timeout: seconds an Engine.IO connection may stay without
+        any namespace ``CONNECT`` before it is closed.
+    :param max_attachments: binary attachments allowed in one packet.
+    :param max_workers: worker threads of the default dispatcher.
+    :param logger: ``True`` logs connections and events at INFO level, a
+        :class:`logging.Logger` is used as is; errors are always logged.
+    """
+
+    reason = DisconnectReason
+
+    def __init__(
+        self,
+        application: SocketIOApplication | None = None,
+        *,
+        namespaces: list[str] | str | None = None,
+        json: JSONModule | None = None,
+        always_connect: bool = False,
+        connect_timeout: float = 45.0,
+        max_attachments: int = 10,
+        max_workers: int = 32,
+        logger: bool | logging.Logger = False,
+    ) -> None:
+        self.application = application
+        if namespaces == "*" or namespaces == ["*"]:
+            self.namespaces: list[str] | str = "*"
+        else:
+            self.namespaces = list(namespaces) if namespaces else ["/"]
+        self.json = json
+        self.always_connect = always_connect
+        self.connect_timeout = connect_timeout
+        self.max_attachments = max_attachments
+        self.max_workers = max_workers
+        self._encoder = Encoder(json)
+        self._lock = threading.RLock()
+        self._sockets: dict[str, Socket] = {}
+        # namespace -> sid -> socket, for broadcasts to a whole namespace
+        self._namespace_sockets: dict[str, dict[str, Socket]] = {}
+        # namespace -> room -> sid -> socket
+        self._rooms: dict[str, dict[Hashable, dict[str, Socket]]] = {}
+        self._dispatcher: Dispatcher | None = None
+        self.bindings: list[EngineBinding] = []
+        if isinstance(logger, logging.Logger):
+            self.logger = logger
+        else:
+            self.logger = globals()["logger"]
+            if logger:
+                if self.logger.level == logging.NOTSET or self.logger.level > logging.INFO:
+                    self.logger.setLevel(logging.INFO)
+                if not self.logger.hasHandlers():
+                    self.logger.addHandler(logging.StreamHandler())
+
+    # -- wiring ------------------------------------------------------------------
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        """The worker pool used by bindings created without their own dispatcher."""
+        with self._lock:
+            if self._dispatcher is None:
+                self._dispatcher = Dispatcher(self.max_workers)
+            return self._dispatcher
+
+    def attach(
+        self, engine: EngineLike | None = None, dispatcher: DispatcherLike | None = None
+    ) -> EngineBinding:
+        """Serve the clients of ``engine``; returns the handler to give it."""
+        binding = EngineBinding(self, engine, dispatcher or self.dispatcher)
+        with self._lock:
+            self.bindings.append(binding)
+        return binding
+
+    def detach(self, binding: EngineBinding) -> None:
+        """Forget ``binding`` (its connections should be gone)."""
+        with self._lock:
+            if binding in self.bindings:
+                self.bindings.remove(binding)
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop the default dispatcher's workers (after the queued calls ran)."""
+        with self._lock:
+            dispatcher, self._dispatcher = self._dispatcher, None
+        if dispatcher is not None:
+            dispatcher.shutdown(wait=wait)
+
+    # -- the loop side -----------------------------------------------------------
+
+    def _eio_connect(self, binding: EngineBinding, eio_sid: str, environ: dict[str, Any]) -> None:
+        conn = Connection(binding, eio_sid, environ, Decoder(self.json, self.max_attachments))
+        binding.connections[eio_sid] = conn
+        if self.connect_timeout is not None and self.connect_timeout > 0:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None  # in-process engine: the client connects at once
+            if loop is not None:
+                conn.timer = loop.call_later(self.connect_timeout, self._connect_timed_out, conn)
+
+    def _connect_timed_out(self, conn: Connection) -> None:
+        conn.timer = None
+        if not conn.sockets and not conn.closed:
+            self.logger.info("%s sent no CONNECT in time: closing", conn.eio_sid)
+            conn.binding.engine.disconnect(conn.eio_sid, "forced close")
+
+    def _submit(self, conn: Connection, fn: Callable[..., Any], *args: Any) -> bool:
+        try:
+            conn.binding.dispatcher.submit(conn, fn, *args)
+        except DispatchQueueFull as exc:
+            self.logger.error("closing %s: %s", conn.eio_sid, exc)
+            conn.binding.engine.disconnect(conn.eio_sid, "forced close")
+            return False
+        except RuntimeError as exc:  # dispatcher shut down
+            self.logger.warning("dropping work for %s: %s", conn.eio_sid, exc)
+            return False
+        return True
+
+    def _eio_message(self, conn: Connection, data: str | bytes) -> None:
+        try:
+            packet = conn.decoder.feed(data)
+        except ProtocolError as exc:
+            self.logger.warning("closing %s: %s", conn.eio_sid, exc.reason)
+            conn.binding.engine.disconnect(conn.eio_sid, "parse error")
+            return
+        if packet is None:
+            return
+        ptype = packet.type
+        namespace = packet.namespace
+        if ptype is _EVENT:
+            sock = conn.sockets.get(namespace)
+            if sock is None:
+                self.logger.info("%s: event for unconnected namespace %s", conn.eio_sid, namespace)
+                return
+            self._submit(conn, self._run_event, sock, packet.data, packet.id)
+        elif ptype is _ACK:
+            sock = conn.sockets.get(namespace)
+            if sock is None or packet.id is None:
+                return
+            with self._lock:
+                ack = sock.acks.pop(packet.id, None)
+            if ack is None:
+                self.logger.info("%s: unknown ack id %s", sock.sid, packet.id)
+            elif isinstance(ack, _Waiter):
+                ack.args = tuple(packet.data)
+                ack.event.set()
+            else:
+                self._submit(conn, ack, *packet.data)
+        elif ptype is _CONNECT:
+            self._handle_connect(conn, namespace, packet.data)
+        elif ptype is _DISCONNECT:
+            with self._lock:
+                sock = conn.sockets.get(namespace)
+                if sock is None:
+                    return
+                self._begin_disconnect(sock)
+            self._submit(conn, self._finish_disconnect, sock, DisconnectReason.CLIENT_DISCONNECT)
+        else:  # CONNECT_ERROR: only servers send it
+            self.logger.warning("closing %s: unexpected %s packet", conn.eio_sid, ptype.name)
+            conn.binding.engine.disconnect(conn.eio_sid, "parse error")
+
+    def _accepts(self, namespace: str) -> bool:
+        if self.namespaces == "*" or namespace in self.namespaces:
+            return True
+        app = self.application
+        return app is not None and app.has_namespace(namespace)
+
+    def _handle_connect(self, conn: Connection, namespace: str, auth: Any) -> None:
+        if conn.timer is not None:
+            conn.timer.cancel()
+            conn.timer = None
+        with self._lock:
+            if namespace in conn.sockets:
+                self.logger.info("%s: already connected to %s", conn.eio_sid, namespace)
+                return
+            if not self._accepts(namespace):
+                self.logger.info("%s: refused unknown namespace %s", conn.eio_sid, namespace)
+                self._send_raw(
+                    conn,
+                    Packet(_CONNECT_ERROR, namespace, {"message": "Invalid namespace"}),
+                )
+                return
+            sock = Socket(_new_sid(), namespace, conn)
+            conn.sockets[namespace] = sock
+            self._sockets[sock.sid] = sock
+            self._namespace_sockets.setdefault(namespace, {})[sock.sid] = sock
+            self._rooms.setdefault(namespace, {})[sock.sid] = {sock.sid: sock}
+        self._submit(conn, self._run_connect, sock, auth)
+
+    def _eio_disconnect(self, conn: Connection, reason: str) -> None:
+        if conn.timer is not None:
+            conn.timer.cancel()
+            conn.timer = None
+        mapped = _EIO_REASONS.get(reason, reason)
+        with self._lock:
+            conn.closed = True
+            socks = list(conn.sockets.values())
+            for sock in socks:
+                self._begin_disconnect(sock)
+        for sock in socks:
+            if not self._submit(conn, self._finish_disconnect, sock, mapped):
+                self._forget(sock)
+
+    # -- the worker side ---------------------------------------------------------
+
+    def _run_connect(self, sock: Socket, auth: Any) -> None:
+        if sock.state != CONNECTING:
+            return  # the client left before its turn came
+        if self.always_connect:
+            self._accept(sock)
+        refusal: dict[str, Any] | None = None
+        app = self.application
+        try:
+            result = True if app is None else app.on_connect(sock, auth)
+        except ConnectionRefusedError as exc:
+            refusal = exc.error_args
+        except builtins.ConnectionRefusedError:
+            refusal = {"message": "Connection refused by server"}
+        except BaseException:
+            self._refuse(sock, {"message": "Connection rejected by server"})
+            raise
+        else:
+            if result is False:
+                refusal = {"message": "Connection rejected by server"}
+        if refusal is not None:
+            self._refuse(sock, refusal)
+            return
+        sock.accepted = True
+        if not self.always_connect:
+            self._accept(sock)
+        self.logger.info("%s connected to %s", sock.sid, sock.namespace)
+
+    def _accept(self, sock: Socket) -> None:
+        with self._lock:
+            if sock.state != CONNECTING:
+                return
+            items = self._encoder.encode(Packet(_CONNECT, sock.namespace, {"sid": sock.sid}))
+            pending = sock.pending or ()
+            sock.pending = None
+            sock.state = CONNECTED
+            for held in pending:
+                items.extend(held)
+            self._send_items(sock.connection, items)
+
+    def _refuse(self, sock: Socket, error: dict[str, Any]) -> None:
+        with self._lock:
+            state = sock.state
+            if state == CONNECTED:  # always_connect: already told it was connected
+                self._send_raw(sock.connection, Packet(_DISCONNECT, sock.namespace))
+            elif state == CONNECTING:
+                self._send_raw(sock.connection, Packet(_CONNECT_ERROR, sock.namespace, error))
+            if state in (CONNECTING, CONNECTED):
+                self._begin_disconnect(sock)
+            self._forget(sock)
+        self.logger.info("%s refused on %s: %s", sock.sid, sock.namespace, error)
+
+    def _run_event(self, sock: Socket, data: list[Any], ack_id: int | None) -> None:
+        if sock.state != CONNECTED:
+            return
+        app = self.application
+        if app is None:
+            return
+        event = data[0]
+        self.logger.info("%s: event %r on %s", sock.sid, event, sock.namespace)
+        result = app.on_event(sock, event, data[1:])
+        if ack_id is not None and result is not NOT_HANDLED:
+            with self._lock:
+                if sock.state == CONNECTED:
+                    self._send_raw(
+                        sock.connection, Packet(_ACK, sock.namespace, _ack_args(result), ack_id)
+                    )
+
+    def _finish_disconnect(self, sock: Socket, reason: str) -> None:
+        try:
+            if sock.accepted and self.application is not None:
+                self.logger.info("%s left %s: %s", sock.sid, sock.namespace, reason)
+                self.application.on_disconnect(sock, reason)
+        finally:
+            self._forget(sock)
+
+    # -- registry (call with the lock held) --------------------------------------
+
+    def _begin_disconnect(self, sock: Socket) -> None:
+        """Take ``sock`` out of every index emits use; wake its pending calls."""
+        if sock.state >= DISCONNECTING:
+            return
+        sock.state = DISCONNECTING
+        sock.pending = None
+        conn = sock.connection
+        if conn.sockets.get(sock.namespace) is sock:
+            del conn.sockets[sock.namespace]
+        ns_sockets = self._namespace_sockets.get(sock.namespace)
+        if ns_sockets is not None:
+            ns_sockets.pop(sock.sid, None)
+            if not ns_sockets:
+                del self._namespace_sockets[sock.namespace]
+        rooms = self._rooms.get(sock.namespace)
+        if rooms is not None:
+            for room in sock.rooms:
+                members = rooms.get(room)
+                if members is not None:
+                    members.pop(sock.sid, None)
+                    if not members:
+                        del rooms[room]
+            if not rooms:
+                del self._rooms[sock.namespace]
+        acks, sock.acks = sock.acks, {}
+        for ack in acks.values():
+            if isinstance(ack, _Waiter):
+                ack.error = TimeoutError(f"client {sock.sid} disconnected before acknowledging")
+                ack.event.set()
+
+    def _forget(self, sock: Socket) -> None:
+        with self._lock:
+            if sock.state < DISCONNECTING:
+                self._begin_disconnect(sock)
+            sock.state = DISCONNECTED
+            if self._sockets.get(sock.sid) is sock:
+                del self._sockets[sock.sid]
+
+    def _send_raw(self, conn: Connection, packet: Packet) -> None:
+        self._send_items(conn, self._encoder.encode(packet))
+
+    def _send_items(self, conn: Connection, items: list[str | bytes]) -> None:
+        if conn.closed:
+            return
+        engine = conn.binding.engine
+        if len(items) == 1:
+            engine.send(conn.eio_sid, items[0])
+        else:
+            engine.send_many(conn.eio_sid, items)
+
+    def _deliver(self, sock: Socket, items: list[str | bytes]) -> None:
+        state = sock.state
+        if state == CONNECTED:
+            self._send_items(sock.connection, items)
+        elif state == CONNECTING and sock.pending is not None:
+            sock.pending.append(items)
+
+    def _deliver_many(self, socks: list[Socket], items: list[str | bytes]) -> None:
+        if len(socks) == 1:
+            self._deliver(socks[0], items)
+            return
+        by_binding: dict[EngineBinding, list[str]] = {}
+        for sock in socks:
+            state = sock.state
+            if state == CONNECTED:
+                conn = sock.connection
+                if not conn.closed:
+                    sids = by_binding.get(conn.binding)
+                    if sids is None:
+                        by_binding[conn.binding] = [conn.eio_sid]
+                    else:
+                        sids.append(conn.eio_sid)
+            elif state == CONNECTING and sock.pending is not None:
+                sock.pending.append(items)
+        for binding, sids in by_binding.items():
+            engine = binding.engine
+            if len(sids) == 1:
+                if len(items) == 1:
+                    engine.send(sids[0], items[0])
+                else:
+                    engine.send_many(sids[0], items)
+            else:
+                engine.send_prepared(sids, engine.prepare(items))
+
+    def _targets(self, namespace: str, to: Any, skip_sid: Any) -> list[Socket]:
+        if to is None:
+            members: Iterable[Socket] = self._namespace_sockets.get(namespace, {}).values()
+        elif isinstance(to, (list, tuple, set, frozenset)):
+            rooms = self._rooms.get(namespace, {})
+            union: dict[str, Socket] = {}
+            for room in to:
+                union.update(rooms.get(room, ()))
+            members = union.values()
+        else:
+            members = self._rooms.get(namespace, {}).get(to, {}).values()
+        if skip_sid is None:
+            return list(members)
+        if isinstance(skip_sid, str):
+            return [s for s in members if s.sid != skip_sid]
+        skip = set(skip_sid)
+        return [s for s in members if s.sid not in skip]
+
+    # -- public API (any thread) -------------------------------------------------
+
+    def emit(
+        self,
+        event: Any,
+        data: Any = None,
+        to: Any = None,
+        room: Any = None,
+        skip_sid: Any = None,
+        namespace: str | None = None,
+        callback: Callable[..., Any] | None = None,
+        ignore_queue: bool = False,
+    ) -> None:
+        """Emit ``event`` (python-socketio's signature).
+
+        ``data`` is one argument, or a tuple of several; ``to``/``room`` a sid,
+        a room or a list of rooms (``None``: the whole namespace); ``skip_sid``
+        a sid or a list of sids. With ``callback`` every recipient gets its own
+        ack id and the callback runs (in a worker) once per recipient that
+        acknowledges.
+        """
+        self.emit_args(
+            event,
+            data_to_args(data),
+            namespace=namespace or "/",
+            to=to if to is not None else room,
+            skip_sid=skip_sid,
+            callback=callback,
+        )
+
+    def emit_args(
+        self,
+        event: Any,
+        args: list[Any],
+        *,
+        namespace: str = "/",
+        to: Any = None,
+        skip_sid: Any = None,
+        callback: Callable[..., Any] | None = None,
+    ) -> int:
+        """Emit with the arguments as a list; returns the number of recipients."""
+        data = [event, *args]
+        if callback is None:
+            # Encoding first: an unencodable payload raises here, in the caller.
+            items = self._encoder.encode(Packet(_EVENT, namespace, data))
+            with self._lock:
+                socks = self._targets(namespace, to, skip_sid)
+                self._deliver_many(socks, items)
+            return len(socks)
+        with self._lock:
+            socks = self._targets(namespace, to, skip_sid)
+            for sock in socks:
+                ack_id = self._new_ack(sock, callback)
+                try:
+                    items = self._encoder.encode(Packet(_EVENT, namespace, data, ack_id))
+                except BaseException:
+                    sock.acks.pop(ack_id, None)
+                    raise
+                self._deliver(sock, items)
+        return len(socks)
+
+    def send(
+        self,
+        data: Any,
+        to: Any = None,
+        room: Any = None,
+        skip_sid: Any = None,
+        namespace: str | None = None,
+        callback: Callable[..., Any] | None = None,
+        ignore_queue: bool = False,
+    ) -> None:
+        """Emit a ``message`` event."""
+        self.emit("message", data, to, room, skip_sid, namespace, callback)
+
+    @staticmethod
+    def _new_ack(sock: Socket, ack: _Ack) -> int:
+        ack_id = sock.next_ack_id
+        sock.next_ack_id = ack_id + 1
+        sock.acks[ack_id] = ack
+        return ack_id
+
+    def call(
+        self,
+        event: Any,
+        data: Any = None,
+        to: Any = None,
+        sid: Any = None,
+        namespace: str | None = None,
+        timeout: float | None = 60,
+        ignore_queue: bool = False,
+    ) -> Any:
+        """Emit to one client and wait for its acknowledgement.
+
+        Returns ``None``, the single argument, or a tuple of the arguments the
+        client acknowledged with. Raises :class:`TimeoutError` when no ack
+        arrives within ``timeout`` seconds, or as soon as the client
+        disconnects; :class:`ValueError` without a recipient.
+
+        Do not call it from a connect handler for the connecting client: the
+        event is held back until the handler returns, so it would time out.
+        """
+        return self.call_args(
+            event,
+            data_to_args(data),
+            to=to if to is not None else sid,
+            namespace=namespace or "/",
+            timeout=timeout,
+        )
+
+    def call_args(
+        self,
+        event: Any,
+        args: list[Any],
+        *,
+        to: Any,
+        namespace: str = "/",
+        timeout: float | None = 60,
+    ) -> Any:
+        """:meth:`call` with the arguments as a list."""
+        if to is None:
+            raise ValueError("Cannot use call() to broadcast: give a recipient (to=sid)")
+        waiter = _Waiter()
+        with self._lock:
+            socks = self._targets(namespace, to, None)
+            socks = [s for s in socks if s.state <= CONNECTED]
+            if not socks:
+                raise TimeoutError(f"no client {to!r} connected to namespace {namespace!r}")
+            if len(socks) > 1:
+                raise ValueError("call() needs a single recipient, not a room")
+            sock = socks[0]
+            ack_id = self._new_ack(sock, waiter)
+            try:
+                items = self._encoder.encode(Packet(_EVENT, namespace, [event, *args], ack_id))
+            except BaseException:
+                sock.acks.pop(ack_id, None)
+                raise
+            self._deliver(sock, items)
+        if not waiter.event.wait(timeout):
+            with self._lock:
+                sock.acks.pop(ack_id, None)
+            if not waiter.event.is_set():
+                raise TimeoutError(f"no acknowledgement from {sock.sid} within {timeout} s")
+        if waiter.error is not None:
+            raise waiter.error
+        return _unwrap(waiter.args)
+
+    def _socket(self, sid: str, namespace: str | None) -> Socket | None:
+        sock = self._sockets.get(sid)
+        if sock is None or sock.namespace != (namespace or "/"):
+            return None
+        return sock
+
+    def enter_room(self, sid: str, room: Hashable, namespace: str | None = None) -> None:
+        """Put ``sid`` in ``room`` (created on first use). Unknown sids are ignored."""
+        with self._lock:
+            sock = self._socket(sid, namespace)
+            if sock is None or sock.state > CONNECTED:
+                return
+            sock.rooms[room] = None
+            rooms = self._rooms.setdefault(sock.namespace, {})
+            members = rooms.get(room)
+            if members is None:
+                rooms[room] = {sid: sock}
+            else:
+                members[sid] = sock
+
+    def leave_room(self, sid: str, room: Hashable, namespace: str | None = None) -> None:
+        """Take ``sid`` out of ``room``; empty rooms disappear."""
+        with self._lock:
+            sock = self._socket(sid, namespace)
+            if sock is None or sock.state > CONNECTED:
+                return
+            sock.rooms.pop(room, None)
+            rooms = self._rooms.get(sock.namespace)
+            if rooms is None:
+                return
+            members = rooms.get(room)
+            if members is not None:
+                members.pop(sid, None)
+                if not members:
+                    del rooms[room]
+
+    def close_room(self, room: Hashable, namespace: str | None = None) -> None:
+        """Take every member out of ``room``."""
+        namespace = namespace or "/"
+        with self._lock:
+            rooms = self._rooms.get(namespace)
+            if rooms is None:
+                return
+            members = rooms.pop(room, None)
+            for sock in (members or {}).values():
+                sock.rooms.pop(room, None)
+
+    def rooms(self, sid: str, namespace: str | None = None) -> list[Hashable]:
+        """The rooms ``sid`` is in, its own room first (also in its disconnect handler)."""
+        with self._lock:
+            sock = self._socket(sid, namespace)
+            return [] if sock is None else list(sock.rooms)
+
+    def get_environ(self, sid: str, namespace: str | None = None) -> dict[str, Any] | None:
+        """The WSGI environ of the client's handshake request."""
+        with self._lock:
+            sock = self._socket(sid, namespace)
+            return None if sock is None else sock.environ
+
+    def get_socket(self, sid: str, namespace: str | None = None) -> Socket | None:
+        """The :class:`Socket` for ``sid`` (still there during its disconnect handler)."""
+        with self._lock:
+            return self._socket(sid, namespace)
+
+    def participants(self, namespace: str = "/", room: Hashable | None = None) -> list[str]:
+        """Sids connected to ``namespace`` (or in ``room`` of it)."""
+        with self._lock:
+            return [s.sid for s in self._targets(namespace, room, None) if s.state == CONNECTED]
+
+    def disconnect(
+        self, sid: str, namespace: str | None = None, ignore_queue: bool = False
+    ) -> None:
+        """Disconnect ``sid`` from ``namespace``: the client gets ``DISCONNECT``.
+
+        The disconnect handler runs in a worker after the handlers already
+        queued for that client, with reason ``"server disconnect"``. The
+        Engine.IO connection stays open for its other namespaces, as in the
+        reference; clients close it when no namespace is left.
+        """
+        with self._lock:
+            sock = self._socket(sid, namespace)
+            if sock is None or sock.state > CONNECTED:
+                return
+            if sock.state == CONNECTED:
+                self._send_raw(sock.connection, Packet(_DISCONNECT, sock.namespace))
+            else:
+                self._send_raw(
+                    sock.connection,
+                    Packet(
+                        _CONNECT_ERROR, sock.namespace, {"message": "Connection rejected by server"}
+                    ),
+                )
+            self._begin_disconnect(sock)
+        if not self._submit(
+            sock.connection, self._finish_disconnect, sock, DisconnectReason.SERVER_DISCONNECT
+        ):
+            self._forget(sock)

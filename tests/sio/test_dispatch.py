@@ -1,0 +1,200 @@
+"""The dispatcher: per-key order, concurrency across keys, limits, failures."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import pytest
+
+from flask_relay.engine.dispatch import Dispatcher, DispatchQueueFull, InlineDispatcher
+
+
+@pytest.fixture
+def dispatcher():
+    d = Dispatcher(max_workers=4)
+    yield d
+    d.shutdown(wait=True)
+
+
+def test_same_key_runs_in_order_and_never_overlaps(dispatcher: Dispatcher) -> None:
+    seen: dict[str, list[int]] = {"a": [], "b": [], "c": []}
+    active: dict[str, int] = {k: 0 for k in seen}
+    overlap = []
+    lock = threading.Lock()
+    done = threading.Semaphore(0)
+
+    def job(key: str, i: int) -> None:
+        with lock:
+            active[key] += 1
+            if active[key] > 1:
+                overlap.append((key, i))
+        time.sleep(0)  # let other threads interleave
+        seen[key].append(i)
+        with lock:
+            active[key] -= 1
+        done.release()
+
+    for i in range(200):
+        for key in seen:
+            dispatcher.submit(key, job, key, i)
+    for _ in range(600):
+        assert done.acquire(timeout=10)
+    assert overlap == []
+    for key in seen:
+        assert seen[key] == list(range(200))
+
+
+def test_different_keys_run_concurrently(dispatcher: Dispatcher) -> None:
+    # Both calls must be inside at once to pass the barrier: proves concurrency
+    # without timing.
+    barrier = threading.Barrier(3, timeout=10)
+    results = []
+
+    def job(name: str) -> None:
+        barrier.wait()
+        results.append(name)
+
+    dispatcher.submit("k1", job, "one")
+    dispatcher.submit("k2", job, "two")
+    barrier.wait()
+    dispatcher.shutdown(wait=True)
+    assert sorted(results) == ["one", "two"]
+
+
+def test_max_workers_bounds_threads() -> None:
+    d = Dispatcher(max_workers=2)
+    release = threading.Event()
+    started = threading.Semaphore(0)
+    names: set[str] = set()
+
+    def job() -> None:
+        names.add(threading.current_thread().name)
+        started.release()
+        release.wait(10)
+
+    try:
+        for i in range(6):
+            d.submit(i, job)
+        assert started.acquire(timeout=10)
+        assert started.acquire(timeout=10)
+        assert d.thread_count == 2
+        assert d.pending() == 4
+        release.set()
+        for _ in range(4):
+            assert started.acquire(timeout=10)
+    finally:
+        release.set()
+        d.shutdown()
+    assert len(names) == 2
+
+
+def test_exception_is_logged_and_worker_survives(
+    dispatcher: Dispatcher, caplog: pytest.LogCaptureFixture
+) -> None:
+    done = threading.Event()
+
+    def boom() -> None:
+        raise ValueError("kaboom")
+
+    with caplog.at_level(logging.ERROR, logger="flask_relay.dispatch"):
+        dispatcher.submit("k", boom)
+        dispatcher.submit("k", done.set)
+        assert done.wait(10)
+    assert any("kaboom" in (r.exc_text or "") for r in caplog.records)
+
+
+def test_per_key_limit() -> None:
+    d = Dispatcher(max_workers=1, max_pending_per_key=3)
+    gate = threading.Event()
+    started = threading.Event()
+
+    def block() -> None:
+        started.set()
+        gate.wait(10)
+
+    try:
+        d.submit("k", block)
+        assert started.wait(10)
+        for _ in range(3):
+            d.submit("k", lambda: None)
+        with pytest.raises(DispatchQueueFull, match="max_pending_per_key=3"):
+            d.submit("k", lambda: None)
+        d.submit("other", lambda: None)  # another key is not affected
+    finally:
+        gate.set()
+        d.shutdown()
+
+
+def test_total_limit() -> None:
+    d = Dispatcher(max_workers=1, max_pending=2)
+    gate = threading.Event()
+    started = threading.Event()
+
+    def block() -> None:
+        started.set()
+        gate.wait(10)
+
+    try:
+        d.submit(0, block)
+        assert started.wait(10)
+        d.submit(1, lambda: None)
+        d.submit(2, lambda: None)
+        with pytest.raises(DispatchQueueFull, match="max_pending=2"):
+            d.submit(3, lambda: None)
+    finally:
+        gate.set()
+        d.shutdown()
+
+
+def test_shutdown_drains_then_refuses() -> None:
+    d = Dispatcher(max_workers=1)
+    out: list[int] = []
+    for i in range(50):
+        d.submit("k", out.append, i)
+    d.shutdown(wait=True)
+    assert out == list(range(50))
+    assert d.thread_count == 0
+    with pytest.raises(RuntimeError, match="shutdown"):
+        d.submit("k", out.append, 1)
+
+
+def test_idle_workers_exit() -> None:
+    d = Dispatcher(max_workers=2, idle_timeout=0.05)
+    done = threading.Event()
+    d.submit("k", done.set)
+    assert done.wait(10)
+    deadline = time.monotonic() + 10
+    while d.thread_count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert d.thread_count == 0
+    done.clear()
+    d.submit("k", done.set)  # a new thread starts on demand
+    assert done.wait(10)
+    d.shutdown()
+
+
+def test_invalid_arguments() -> None:
+    with pytest.raises(ValueError):
+        Dispatcher(max_workers=0)
+    with pytest.raises(ValueError):
+        Dispatcher(max_pending_per_key=0)
+
+
+def test_inline_dispatcher_runs_now_and_keeps_order_on_reentry() -> None:
+    d = InlineDispatcher()
+    out: list[str] = []
+
+    def outer() -> None:
+        out.append("outer-start")
+        d.submit("k", out.append, "inner")  # same key: after outer
+        d.submit("j", out.append, "other")  # other key: right away
+        out.append("outer-end")
+
+    d.submit("k", outer)
+    assert out == ["outer-start", "other", "outer-end", "inner"]
+    with pytest.raises(ZeroDivisionError):
+        d.submit("k", lambda: 1 / 0)
+    d.submit("k", out.append, "again")
+    assert out[-1] == "again"
