@@ -2,11 +2,33 @@
 
 A Socket.IO v5 server (Engine.IO v4) and plain WebSocket routes, served from one
 event loop with user handlers in worker threads. API-compatible with
-Flask-SocketIO 5.x and Flask-Sock.
+Flask-SocketIO 5.x and Flask-Sock: switching is a change of the import line::
+
+    from flask_relay import SocketIO, emit, join_room   # was: from flask_socketio import ...
 """
 
 from __future__ import annotations
 
+from .context import call, close_room, disconnect, emit, join_room, leave_room, rooms, send
+from .engine.sio import ConnectionRefusedError
+from .extension import SocketIO
+from .namespace import Namespace
+from .test_client import SocketIOTestClient
+
 __version__ = "0.1.0.dev0"
 
-__all__ = ["__version__"]
+__all__ = [
+    "ConnectionRefusedError",
+    "Namespace",
+    "SocketIO",
+    "SocketIOTestClient",
+    "__version__",
+    "call",
+    "close_room",
+    "disconnect",
+    "emit",
+    "join_room",
+    "leave_room",
+    "rooms",
+    "send",
+]

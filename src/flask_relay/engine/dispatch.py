@@ -45,7 +45,7 @@ import threading
 from collections.abc import Callable, Hashable
 from typing import Any
 
-__all__ = ["Dispatcher", "DispatchQueueFull", "InlineDispatcher"]
+__all__ = ["DispatchQueueFull", "Dispatcher", "DispatcherClosed", "InlineDispatcher"]
 
 logger = logging.getLogger("flask_relay.dispatch")
 
@@ -57,6 +57,14 @@ class DispatchQueueFull(RuntimeError):
 
     Nothing was queued. The caller decides what to drop (the Socket.IO server
     closes the offending connection).
+    """
+
+
+class DispatcherClosed(RuntimeError):
+    """A submission after :meth:`Dispatcher.shutdown`: nothing was queued.
+
+    A distinct type so callers can tell it from a :class:`RuntimeError` raised
+    by user code that an :class:`InlineDispatcher` runs in the submitter.
     """
 
 
@@ -101,11 +109,11 @@ class Dispatcher:
         """Queue ``fn(*args)`` behind the earlier calls with the same ``key``.
 
         Raises :class:`DispatchQueueFull` when a limit is reached and
-        :class:`RuntimeError` after :meth:`shutdown`.
+        :class:`DispatcherClosed` after :meth:`shutdown`.
         """
         with self._cond:
             if self._shutdown:
-                raise RuntimeError("cannot submit after shutdown")
+                raise DispatcherClosed("cannot submit after shutdown")
             if self._pending >= self.max_pending:
                 raise DispatchQueueFull(
                     f"{self._pending} calls already pending (max_pending={self.max_pending})"

@@ -48,16 +48,17 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any, Protocol
 
 from ..protocol.errors import ProtocolError
 from ..protocol.jsonlib import JSONModule
 from ..protocol.socketio import Decoder, Encoder, Packet, PacketType
-from .dispatch import Dispatcher, DispatchQueueFull
+from .dispatch import Dispatcher, DispatcherClosed, DispatchQueueFull
 
 __all__ = [
     "NOT_HANDLED",
@@ -445,7 +446,7 @@ class SocketIOServer:
             self.logger.error("closing %s: %s", conn.eio_sid, exc)
             conn.binding.engine.disconnect(conn.eio_sid, "forced close")
             return False
-        except RuntimeError as exc:  # dispatcher shut down
+        except DispatcherClosed as exc:
             self.logger.warning("dropping work for %s: %s", conn.eio_sid, exc)
             return False
         return True
@@ -921,10 +922,44 @@ class SocketIOServer:
             sock = self._socket(sid, namespace)
             return None if sock is None else sock.environ
 
+    def lookup(self, sid: str) -> Socket | None:
+        """The :class:`Socket` for ``sid`` whatever its namespace (sids are unique)."""
+        with self._lock:
+            return self._sockets.get(sid)
+
     def get_socket(self, sid: str, namespace: str | None = None) -> Socket | None:
         """The :class:`Socket` for ``sid`` (still there during its disconnect handler)."""
         with self._lock:
             return self._socket(sid, namespace)
+
+    def get_session(self, sid: str, namespace: str | None = None) -> dict[str, Any]:
+        """The user session of ``sid`` (python-socketio's ``get_session``).
+
+        A dict that lives as long as the namespace connection; it is not the
+        Flask session. Raises :class:`KeyError` for an unknown sid.
+        """
+        with self._lock:
+            sock = self._socket(sid, namespace)
+            if sock is None:
+                raise KeyError(f"no session for {sid!r}: not connected")
+            return sock.data
+
+    def save_session(
+        self, sid: str, session: dict[str, Any], namespace: str | None = None
+    ) -> None:
+        """Replace the user session of ``sid`` (python-socketio's ``save_session``)."""
+        with self._lock:
+            sock = self._socket(sid, namespace)
+            if sock is None:
+                raise KeyError(f"no session for {sid!r}: not connected")
+            sock.data = session
+
+    @contextlib.contextmanager
+    def session(self, sid: str, namespace: str | None = None) -> Iterator[dict[str, Any]]:
+        """``with server.session(sid) as s:`` reads the user session and saves it after."""
+        data = self.get_session(sid, namespace)
+        yield data
+        self.save_session(sid, data, namespace)
 
     def participants(self, namespace: str = "/", room: Hashable | None = None) -> list[str]:
         """Sids connected to ``namespace`` (or in ``room`` of it)."""

@@ -1,0 +1,807 @@
+"""The ``SocketIO`` Flask extension: a drop-in for Flask-SocketIO 5.x.
+
+Switching from Flask-SocketIO is one line::
+
+    from flask_relay import SocketIO, emit      # was: from flask_socketio import ...
+
+    socketio = SocketIO(app)                    # or SocketIO() + socketio.init_app(app)
+
+    @socketio.on("chat")
+    def chat(message):
+        emit("chat", message, broadcast=True)
+        return "delivered"                      # the acknowledgement
+
+    if __name__ == "__main__":
+        socketio.run(app)
+
+The constructor and ``init_app`` take Flask-SocketIO's options with the same
+names and defaults. What differs is underneath: handlers run in a pool of
+worker threads (no eventlet, no gevent, no monkey patching), the events of one
+client run one at a time and in order while different clients run
+concurrently, and ``run()`` serves the application with Flask-Relay's own
+HTTP server, which is meant for production (no ``allow_unsafe_werkzeug``).
+
+Handlers run like Flask views: inside the application context and the request
+context of the connection's handshake request (``request.args``,
+``request.headers``, ``request.cookies``, ``session``, ``g``,
+``current_app``), with ``request.sid``, ``request.namespace`` and
+``request.event`` (``{"message": name, "args": args}``) set. Flask's
+``before_request``/``after_request`` hooks do not run, as in Flask-SocketIO.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+import inspect
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import flask
+from flask.sessions import SessionMixin
+
+from .engine.sio import (
+    NOT_HANDLED,
+    ConnectionRefusedError,
+    DisconnectReason,
+    Socket,
+    SocketIOServer,
+)
+from .namespace import Namespace
+from .protocol.jsonlib import JSONModule
+
+if TYPE_CHECKING:
+    from .server.http import Server
+    from .test_client import SocketIOTestClient
+
+__all__ = ["DEFAULT_OPTIONS", "SocketIO"]
+
+logger = logging.getLogger("flask_relay")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Every option the constructor and ``init_app`` know, with its default
+#: (Flask-SocketIO's defaults; the Engine.IO ones are the reference server's).
+DEFAULT_OPTIONS: dict[str, Any] = {
+    # Flask-SocketIO
+    "manage_session": True,
+    "message_queue": None,
+    "channel": "flask-socketio",
+    "path": "socket.io",
+    # python-socketio
+    "client_manager": None,
+    "logger": False,
+    "serializer": "default",
+    "json": None,
+    "async_handlers": True,
+    "always_connect": False,
+    "namespaces": None,
+    # Engine.IO
+    "async_mode": None,
+    "ping_interval": 25,
+    "ping_timeout": 20,
+    "max_http_buffer_size": 1_000_000,
+    "allow_upgrades": True,
+    "http_compression": True,
+    "compression_threshold": 1024,
+    "cookie": None,
+    "cors_allowed_origins": None,
+    "cors_credentials": True,
+    "monitor_clients": True,
+    "transports": ["polling", "websocket"],
+    "engineio_logger": False,
+    # Flask-Relay
+    "connect_timeout": 45,
+    "max_workers": 32,
+}
+
+#: Options given to the Engine.IO endpoint when the server starts.
+ENGINEIO_OPTIONS = (
+    "ping_interval",
+    "ping_timeout",
+    "max_http_buffer_size",
+    "allow_upgrades",
+    "http_compression",
+    "compression_threshold",
+    "cookie",
+    "cors_allowed_origins",
+    "cors_credentials",
+    "monitor_clients",
+    "transports",
+)
+
+_ACCEPTED_ASYNC_MODES = (None, "threading", "relay", "flask_relay", "flask-relay")
+_GREEN_ASYNC_MODES = ("eventlet", "gevent", "gevent_uwsgi")
+
+# Events python-socketio never routes to a catch-all ('*') handler.
+_RESERVED_EVENTS = frozenset(("connect", "connect_error", "disconnect", "__disconnect_final"))
+
+
+class MessageQueueNotSupported(NotImplementedError):
+    """``message_queue`` / ``client_manager`` were given: not in this release."""
+
+
+class _ManagedSession(dict[str, Any], SessionMixin):
+    """The per-connection copy of the Flask session (``manage_session=True``).
+
+    A plain dict with Flask's session attributes, forked from the cookie
+    session when the connection's first handler runs. Changes stay with the
+    connection: HTTP routes do not see them (use ``manage_session=False`` and
+    a server-side session interface to share).
+    """
+
+
+class _FlaskJSON:
+    """``flask.json`` as a packet JSON module: compact, inside an app context.
+
+    ``flask.json`` uses the current app's JSON provider, so encoding pushes
+    the extension's app context when none is active (emits from background
+    threads, for instance).
+    """
+
+    def __init__(self, socketio: SocketIO) -> None:
+        self._socketio = socketio
+
+    def _context(self) -> Any:
+        app = self._socketio.app
+        if flask.has_app_context() or app is None:
+            return _NullContext()
+        return app.app_context()
+
+    def dumps(self, obj: Any) -> str:
+        with self._context():
+            return flask.json.dumps(obj, separators=(",", ":"))
+
+    def loads(self, s: str | bytes) -> Any:
+        with self._context():
+            return flask.json.loads(s)
+
+
+class _NullContext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _set_session(ctx: Any, session: Any) -> None:
+    """Make ``session`` the request context's session (before or after push)."""
+    if "_session" in vars(ctx):  # Flask >= 3.1: read-only property over _session
+        ctx._session = session
+    else:
+        ctx.session = session
+
+
+def _call_with_optional(handler: Callable[..., Any], *args: Any) -> Any:
+    """Call ``handler(*args)``, or ``handler()`` if it takes no argument.
+
+    Flask-SocketIO retries after any ``TypeError``, which also swallows
+    ``TypeError`` raised *inside* the handler; checking the signature does not.
+    """
+    try:
+        signature = inspect.signature(handler)
+    except (TypeError, ValueError):
+        try:
+            return handler(*args)
+        except TypeError:
+            return handler()
+    try:
+        signature.bind(*args)
+    except TypeError:
+        return handler()
+    return handler(*args)
+
+
+def _event_args(args: tuple[Any, ...]) -> list[Any]:
+    """Positional emit arguments as the event's arguments.
+
+    Flask-SocketIO's convention is kept (one argument, a tuple for several,
+    ``None`` for none), and several positional arguments also work.
+    """
+    if len(args) == 1:
+        only = args[0]
+        if only is None:
+            return []
+        if isinstance(only, tuple):
+            return list(only)
+        return [only]
+    return list(args)
+
+
+class _Application:
+    """The :class:`SocketIOApplication` the server calls; routes to the extension.
+
+    A separate object because Flask-SocketIO's public ``on_event`` has another
+    meaning than the server interface's.
+    """
+
+    __slots__ = ("socketio",)
+
+    def __init__(self, socketio: SocketIO) -> None:
+        self.socketio = socketio
+
+    def has_namespace(self, namespace: str) -> bool:
+        sio = self.socketio
+        return (
+            namespace in sio.handlers
+            or namespace in sio.namespace_handlers
+            or "*" in sio.handlers
+            or "*" in sio.namespace_handlers
+        )
+
+    def on_connect(self, socket: Socket, auth: Any) -> Any:
+        result = self.socketio._trigger(socket, "connect", (socket.environ, auth))
+        return True if result is NOT_HANDLED else result
+
+    def on_event(self, socket: Socket, event: Any, args: list[Any]) -> Any:
+        return self.socketio._trigger(socket, event, tuple(args))
+
+    def on_disconnect(self, socket: Socket, reason: str) -> None:
+        self.socketio._trigger(socket, "disconnect", (reason,))
+
+
+class SocketIO:
+    """The Socket.IO server of a Flask application.
+
+    ``SocketIO(app, **options)``, or ``SocketIO(**options)`` then
+    ``init_app(app, **more_options)`` (the two sets are merged). The options
+    and their defaults are Flask-SocketIO's (see :data:`DEFAULT_OPTIONS`):
+
+    ``manage_session`` (``True``)
+        ``True``: each connection gets its own copy of the Flask session,
+        taken when it connects. ``False``: Flask's session interface is used
+        and saved after every handler, so a server-side session is shared with
+        HTTP routes. May be changed at run time.
+    ``message_queue``, ``channel``, ``client_manager``
+        Scaling over several processes; message queues arrive in a later
+        release and giving one raises :class:`NotImplementedError` now.
+    ``path`` (``"socket.io"``, alias ``resource``)
+        The endpoint's URL path.
+    ``logger``, ``engineio_logger`` (``False``)
+        ``True`` logs connections and events, or give a :class:`logging.Logger`.
+    ``json``
+        A module with ``dumps`` and ``loads`` for packets (``flask.json`` works).
+    ``always_connect`` (``False``)
+        Accept connections before the connect handler runs.
+    ``async_handlers`` (``True``), ``async_mode`` (``None``)
+        Accepted for compatibility. Handlers always run in worker threads,
+        one at a time per client. ``async_mode`` may be ``None`` or
+        ``"threading"``; ``"eventlet"`` and ``"gevent"`` are refused because
+        nothing here needs them.
+    ``namespaces`` (``None``)
+        Namespaces accepted besides those with handlers; ``"*"`` for any.
+    ``ping_interval`` (25), ``ping_timeout`` (20), ``max_http_buffer_size``
+    (1,000,000), ``allow_upgrades``, ``http_compression``,
+    ``compression_threshold``, ``cookie``, ``cors_allowed_origins``,
+    ``cors_credentials``, ``monitor_clients``, ``transports``
+        The Engine.IO endpoint's options.
+    ``connect_timeout`` (45)
+        Seconds a client may stay connected without joining a namespace.
+    ``max_workers`` (32)
+        Worker threads running handlers.
+    """
+
+    #: Disconnect reasons given to disconnect handlers.
+    reason = DisconnectReason
+
+    def __init__(self, app: flask.Flask | None = None, **kwargs: Any) -> None:
+        self.app: flask.Flask | None = None
+        self.server: SocketIOServer = None  # type: ignore[assignment]
+        self.server_options: dict[str, Any] = {}
+        #: namespace -> event -> handler (decorator handlers)
+        self.handlers: dict[str, dict[str, Callable[..., Any]]] = {}
+        #: namespace -> :class:`Namespace` instance
+        self.namespace_handlers: dict[str, Namespace] = {}
+        #: namespace -> error handler
+        self.exception_handlers: dict[str, Callable[[BaseException], Any]] = {}
+        self.default_exception_handler: Callable[[BaseException], Any] | None = None
+        self.manage_session = True
+        self.async_mode = "threading"
+        self._http_server: Server | None = None
+        self._local_binding: Any = None
+        self._local_engine: Any = None
+        if app is not None or "message_queue" in kwargs:
+            self.init_app(app, **kwargs)
+        else:
+            self._check_options(kwargs)
+            self.server_options.update(kwargs)
+
+    # -- configuration -------------------------------------------------------------
+
+    @staticmethod
+    def _check_options(options: dict[str, Any]) -> None:
+        mode = options.get("async_mode")
+        if mode in _GREEN_ASYNC_MODES:
+            raise ValueError(
+                f"async_mode={mode!r} is not needed with Flask-Relay: handlers run in "
+                "ordinary worker threads and the network runs on its own event loop, so "
+                "there is nothing to monkey patch. Remove the async_mode argument (or use "
+                "'threading') and uninstall eventlet/gevent if nothing else needs them."
+            )
+        if mode not in _ACCEPTED_ASYNC_MODES:
+            raise ValueError(f"unknown async_mode {mode!r}: use None or 'threading'")
+        if options.get("message_queue") is not None or options.get("client_manager") is not None:
+            raise MessageQueueNotSupported(
+                "message queues (message_queue=..., client_manager=...) arrive in a later "
+                "Flask-Relay release; this one serves a single process. Remove the option "
+                "to run one process, or stay on Flask-SocketIO for multi-process setups "
+                "until then."
+            )
+        serializer = options.get("serializer", "default")
+        if serializer not in (None, "default", "json"):
+            raise ValueError(
+                f"serializer={serializer!r} is not supported: only the default JSON "
+                "serializer is implemented"
+            )
+
+    def init_app(self, app: flask.Flask | None, **kwargs: Any) -> None:
+        """Attach to ``app``: options given here are merged over the constructor's.
+
+        Sets ``app.extensions['socketio']`` and builds a fresh :attr:`server`.
+        """
+        options = dict(self.server_options)
+        options.update(kwargs)
+        if "resource" in options:
+            options["path"] = options.pop("resource")
+        self._check_options(options)
+        self.server_options = options
+        if app is not None:
+            if not hasattr(app, "extensions"):
+                app.extensions = {}
+            app.extensions["socketio"] = self
+            self.app = app
+        self.manage_session = bool(self._option("manage_session"))
+        json = self._option("json")
+        if json is flask.json:
+            json = _FlaskJSON(self)
+        self.server = SocketIOServer(
+            _Application(self),
+            namespaces=self._option("namespaces"),
+            json=json,
+            always_connect=bool(self._option("always_connect")),
+            connect_timeout=float(self._option("connect_timeout")),
+            max_workers=int(self._option("max_workers")),
+            logger=self._option("logger"),
+        )
+        self._local_binding = None
+        self._local_engine = None
+
+    def _option(self, name: str) -> Any:
+        return self.server_options.get(name, DEFAULT_OPTIONS[name])
+
+    @property
+    def path(self) -> str:
+        """The Socket.IO endpoint's path, without slashes (``"socket.io"``)."""
+        return str(self._option("path")).strip("/")
+
+    def _require_server(self) -> SocketIOServer:
+        if self.server is None:
+            raise RuntimeError("SocketIO is not initialized: call init_app(app) first")
+        return self.server
+
+    # -- registering handlers ------------------------------------------------------
+
+    def on(self, message: str, namespace: str | None = None) -> Callable[[F], F]:
+        """Decorator: ``handler`` runs for event ``message`` in ``namespace``.
+
+        ``"connect"`` handlers may take ``auth``; ``"disconnect"`` handlers
+        may take the reason; ``"*"`` catches every event that has no handler
+        (the handler gets the event name first); ``namespace="*"`` catches
+        every namespace without handlers of its own. Decorators can be stacked.
+        """
+        ns = namespace or "/"
+
+        def decorator(handler: F) -> F:
+            self.handlers.setdefault(ns, {})[message] = handler
+            return handler
+
+        return decorator
+
+    def event(self, *args: Any, **kwargs: Any) -> Any:
+        """Decorator using the handler's name: ``@socketio.event`` or ``@socketio.event(...)``."""
+        if len(args) == 1 and not kwargs and callable(args[0]):
+            handler = args[0]
+            return self.on(handler.__name__)(handler)
+
+        def decorator(handler: F) -> F:
+            return self.on(handler.__name__, *args, **kwargs)(handler)
+
+        return decorator
+
+    def on_event(
+        self, message: str, handler: Callable[..., Any], namespace: str | None = None
+    ) -> None:
+        """``on`` without the decorator syntax."""
+        self.on(message, namespace)(handler)
+
+    def on_error(self, namespace: str | None = None) -> Callable[[F], F]:
+        """Decorator: handles exceptions of ``namespace``'s handlers (its return is the ack)."""
+        ns = namespace or "/"
+
+        def decorator(handler: F) -> F:
+            if not callable(handler):
+                raise ValueError("exception_handler must be callable")
+            self.exception_handlers[ns] = handler
+            return handler
+
+        return decorator
+
+    def on_error_default(self, exception_handler: F) -> F:
+        """Decorator: handles exceptions of namespaces without their own handler."""
+        if not callable(exception_handler):
+            raise ValueError("exception_handler must be callable")
+        self.default_exception_handler = exception_handler
+        return exception_handler
+
+    def on_namespace(self, namespace_handler: Namespace) -> None:
+        """Register a class-based :class:`~flask_relay.Namespace` instance."""
+        if not isinstance(namespace_handler, Namespace):
+            raise ValueError("Not a namespace instance.")
+        namespace_handler._set_socketio(self)
+        self.namespace_handlers[namespace_handler.namespace] = namespace_handler
+
+    # -- dispatch (called by the server in worker threads) -------------------------
+
+    def _trigger(self, sock: Socket, event: Any, args: tuple[Any, ...]) -> Any:
+        """Find the handler the way python-socketio does and run it."""
+        namespace = sock.namespace
+        sid = sock.sid
+        if not isinstance(event, str):
+            return NOT_HANDLED
+        for ns in (namespace, "*"):
+            handlers = self.handlers.get(ns)
+            if handlers is not None:
+                handler = handlers.get(event)
+                if handler is not None:
+                    return self._handle_event(handler, event, namespace, sid, *args)
+                if event not in _RESERVED_EVENTS:
+                    catch_all = handlers.get("*")
+                    if catch_all is not None:
+                        return self._handle_event(catch_all, event, namespace, sid, event, *args)
+            ns_handler = self.namespace_handlers.get(ns)
+            if ns_handler is not None:
+                return ns_handler.trigger_event(event, sid, *args)
+        return NOT_HANDLED
+
+    def _handle_event(
+        self,
+        handler: Callable[..., Any],
+        message: str | None,
+        namespace: str | None,
+        sid: str | None,
+        *args: Any,
+        error_handler: Callable[[BaseException], Any] | None = None,
+    ) -> Any:
+        """Run ``handler`` like a view of the connection's handshake request.
+
+        ``args`` follow python-socketio: ``(environ, auth)`` for connect,
+        ``(reason,)`` for disconnect, the event's arguments otherwise.
+        """
+        server = self._require_server()
+        sock = server.lookup(sid) if sid is not None else None
+        if sock is None or (namespace not in (None, "*") and sock.namespace != namespace):
+            return "", 400
+        namespace = sock.namespace
+        environ = sock.environ
+        app = environ.get("flask.app") or self.app
+        if app is None:
+            raise RuntimeError("no Flask application: call init_app(app) or run(app)")
+        ctx = app.request_context(environ)
+        managed = self.manage_session
+        saved: _ManagedSession | None = environ.get("saved_session") if managed else None
+        if saved is not None:
+            # Set before push, so Flask does not open the cookie session again.
+            _set_session(ctx, saved)
+        with ctx:
+            if managed:
+                if saved is None:
+                    saved = _ManagedSession(flask.session)
+                    environ["saved_session"] = saved
+                    _set_session(ctx, saved)
+                session_obj: Any = saved
+            else:
+                session_obj = ctx.session
+            request: Any = ctx.request
+            request.sid = sid
+            request.namespace = namespace
+            request.event = {"message": message, "args": args}
+            try:
+                if message == "connect":
+                    auth = args[1] if len(args) > 1 else None
+                    result = _call_with_optional(handler, auth)
+                elif message == "disconnect":
+                    result = _call_with_optional(handler, *args)
+                else:
+                    result = handler(*args)
+            except builtins.ConnectionRefusedError:
+                raise  # a refusal, never an error for the error handlers
+            except Exception as exc:
+                handle = error_handler
+                if handle is None:
+                    handle = self.exception_handlers.get(namespace, self.default_exception_handler)
+                if handle is None:
+                    raise
+                return handle(exc)
+            if not managed and getattr(session_obj, "modified", True):
+                app.session_interface.save_session(app, session_obj, app.response_class())
+            return result
+
+    # -- sending -------------------------------------------------------------------
+
+    def _wrap_callback(
+        self, callback: Callable[..., Any] | None
+    ) -> Callable[..., Any] | None:
+        """Run an ack callback in the request context of the client that emitted."""
+        if callback is None or not flask.has_request_context():
+            return callback
+        sid = getattr(flask.request, "sid", None)
+        if not sid:
+            return callback
+        namespace = getattr(flask.request, "namespace", None)
+        original = callback
+
+        def in_context(*args: Any) -> Any:
+            return self._handle_event(original, None, namespace, sid, *args)
+
+        return in_context
+
+    def emit(
+        self,
+        event: str,
+        *args: Any,
+        namespace: str | None = "/",
+        to: Any = None,
+        room: Any = None,
+        include_self: bool = True,
+        skip_sid: Any = None,
+        callback: Callable[..., Any] | None = None,
+        ignore_queue: bool = False,
+    ) -> None:
+        """Emit ``event`` from the server (usable anywhere, in any thread).
+
+        Without ``to``/``room`` every client of ``namespace`` receives it. One
+        positional argument is one event argument (a tuple: several);
+        ``include_self=False`` skips the client whose handler is running;
+        ``skip_sid`` is a sid or a list; ``callback`` runs once per client that
+        acknowledges, in that handler's request context if the emit came from
+        a handler.
+        """
+        server = self._require_server()
+        if not include_self and not skip_sid:
+            skip_sid = flask.request.sid  # type: ignore[attr-defined]
+        server.emit_args(
+            event,
+            _event_args(args),
+            namespace=namespace or "/",
+            to=to if to is not None else room,
+            skip_sid=skip_sid,
+            callback=self._wrap_callback(callback),
+        )
+
+    def send(
+        self,
+        data: Any,
+        json: bool = False,
+        namespace: str | None = None,
+        to: Any = None,
+        callback: Callable[..., Any] | None = None,
+        include_self: bool = True,
+        skip_sid: Any = None,
+        room: Any = None,
+        ignore_queue: bool = False,
+    ) -> None:
+        """Send a ``message`` event (``json=True``: a ``json`` event)."""
+        if not include_self and not skip_sid:
+            skip_sid = flask.request.sid  # type: ignore[attr-defined]
+        self.emit(
+            "json" if json else "message",
+            data,
+            namespace=namespace,
+            to=to,
+            room=room,
+            skip_sid=skip_sid,
+            callback=callback,
+        )
+
+    def call(
+        self,
+        event: str,
+        *args: Any,
+        namespace: str | None = "/",
+        to: Any = None,
+        room: Any = None,
+        timeout: float | None = 60,
+        ignore_queue: bool = False,
+    ) -> Any:
+        """Emit to one client and block until it acknowledges; return the ack.
+
+        Returns ``None``, the single argument, or a tuple of the arguments.
+        Raises :class:`TimeoutError` after ``timeout`` seconds, or at once if
+        the client disconnects. Works from handlers too (the acknowledgement
+        is read by the event loop, not by a handler thread).
+        """
+        server = self._require_server()
+        return server.call_args(
+            event,
+            _event_args(args),
+            to=to if to is not None else room,
+            namespace=namespace or "/",
+            timeout=timeout,
+        )
+
+    def close_room(self, room: Hashable, namespace: str | None = None) -> None:
+        """Take every client out of ``room``."""
+        self._require_server().close_room(room, namespace or "/")
+
+    # -- tasks ---------------------------------------------------------------------
+
+    def start_background_task(
+        self, target: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> threading.Thread:
+        """Run ``target(*args, **kwargs)`` in a daemon thread; returns it (``join()``).
+
+        A plain thread: it may block and sleep, and its emits go out at once.
+        """
+        thread = threading.Thread(target=target, args=args, kwargs=kwargs, daemon=True)
+        thread.start()
+        return thread
+
+    def sleep(self, seconds: float = 0) -> None:
+        """``time.sleep`` (kept for Flask-SocketIO code that yields to other tasks)."""
+        time.sleep(seconds)
+
+    # -- serving -------------------------------------------------------------------
+
+    def make_server(
+        self,
+        app: flask.Flask,
+        host: str = "127.0.0.1",
+        port: int = 5000,
+        *,
+        debug: bool = False,
+        **kwargs: Any,
+    ) -> Server:
+        """Build (without starting) the HTTP server :meth:`run` uses.
+
+        Call ``start()``/``stop()`` on it to serve from a background thread
+        (tests, embedding) or ``serve_forever()``. ``kwargs`` go to
+        :class:`flask_relay.server.http.Server` (``certfile``, ``keyfile``,
+        ``ssl``, ``wsgi_threads``, ``limits``, ``backlog``,
+        ``shutdown_timeout``, ``reuse_port``).
+        """
+        from .server.http import Server
+
+        if self.server is None or self.app is None:
+            self.init_app(app)
+        self.app = app
+        wsgi_app: Any = app
+        if debug:
+            from werkzeug.debug import DebuggedApplication
+
+            wsgi_app = DebuggedApplication(app, evalex=True)
+        return Server(
+            wsgi_app,
+            {"/" + self.path: self._engine_mount()},
+            host=host,
+            port=port,
+            **kwargs,
+        )
+
+    def _engine_mount(self) -> Any:
+        """The Engine.IO endpoint bound to this Socket.IO server."""
+        eio = importlib.import_module(".engine.eio", __package__)
+        EngineIOServer = eio.EngineIOServer  # noqa: N806
+        options = {name: self._option(name) for name in ENGINEIO_OPTIONS}
+        engine = EngineIOServer(logger=self._option("engineio_logger"), **options)
+        binding = self._require_server().attach(engine)
+        engine.handler = binding
+        return engine
+
+    def run(
+        self,
+        app: flask.Flask,
+        host: str | None = None,
+        port: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Serve ``app`` and the Socket.IO endpoint until Ctrl-C (or :meth:`stop`).
+
+        Flask-SocketIO's arguments: ``host`` (``127.0.0.1``), ``port`` (from
+        ``SERVER_NAME``, else 5000), ``debug`` (``app.debug``),
+        ``use_reloader`` (= debug), ``reloader_options``, ``extra_files``,
+        ``log_output`` (= debug), ``certfile``/``keyfile`` for HTTPS.
+        ``allow_unsafe_werkzeug`` is accepted and unneeded: Werkzeug's
+        development server is not used.
+        """
+        if host is None:
+            host = "127.0.0.1"
+        if port is None:
+            server_name = app.config.get("SERVER_NAME")
+            if server_name and ":" in server_name:
+                port = int(server_name.rsplit(":", 1)[1])
+            else:
+                port = 5000
+        debug = bool(kwargs.pop("debug", app.debug))
+        log_output = bool(kwargs.pop("log_output", debug))
+        use_reloader = bool(kwargs.pop("use_reloader", debug))
+        reloader_options = dict(kwargs.pop("reloader_options", None) or {})
+        extra_files = kwargs.pop("extra_files", None)
+        if extra_files:
+            reloader_options["extra_files"] = extra_files
+        kwargs.pop("allow_unsafe_werkzeug", None)
+        server_kwargs = {}
+        for name in (
+            "certfile",
+            "keyfile",
+            "ssl",
+            "wsgi_threads",
+            "limits",
+            "backlog",
+            "shutdown_timeout",
+            "reuse_port",
+        ):
+            if name in kwargs:
+                server_kwargs[name] = kwargs.pop(name)
+        if kwargs:
+            logger.warning("run(): ignoring options %s", ", ".join(sorted(kwargs)))
+        app.debug = debug
+        if log_output:
+            server_logger = logging.getLogger("flask_relay.server")
+            server_logger.setLevel(logging.INFO)
+            if not server_logger.hasHandlers():
+                server_logger.addHandler(logging.StreamHandler(sys.stderr))
+
+        def serve() -> None:
+            server = self.make_server(app, host, port, debug=debug, **server_kwargs)
+            self._http_server = server
+            print(f" * Flask-Relay serving {server.url}/ (Ctrl-C to stop)", file=sys.stderr)
+            try:
+                server.serve_forever()
+            finally:
+                self._http_server = None
+
+        if use_reloader:
+            from werkzeug._reloader import run_with_reloader
+
+            run_with_reloader(serve, **reloader_options)
+        else:
+            serve()
+
+    def stop(self) -> None:
+        """Stop the server :meth:`run` started (from a handler or another thread)."""
+        server = self._http_server
+        if server is None:
+            raise RuntimeError("Cannot stop unknown web server: run() is not serving")
+        threading.Thread(target=server.stop, daemon=True).start()
+
+    # -- testing -------------------------------------------------------------------
+
+    def test_client(
+        self,
+        app: flask.Flask,
+        namespace: str | None = None,
+        query_string: str | None = None,
+        headers: dict[str, str] | None = None,
+        auth: Any = None,
+        flask_test_client: Any = None,
+    ) -> SocketIOTestClient:
+        """An in-process client (see :class:`flask_relay.SocketIOTestClient`)."""
+        from .test_client import SocketIOTestClient
+
+        return SocketIOTestClient(
+            app,
+            self,
+            namespace=namespace,
+            query_string=query_string,
+            headers=headers,
+            auth=auth,
+            flask_test_client=flask_test_client,
+        )
+
+
+__all__ += ["ConnectionRefusedError", "JSONModule", "MessageQueueNotSupported"]
