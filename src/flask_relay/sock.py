@@ -82,6 +82,7 @@ if TYPE_CHECKING:
     from werkzeug.wrappers import Response as BaseResponse
 
     from .server.loop import Hub
+    from .ws_testing import WebSocketTestClient
 
 __all__ = [
     "UPGRADER_KEY",
@@ -838,6 +839,19 @@ class Sock:
             return target.route(path, **kwargs)(websocket_route)  # type: ignore[return-value]
 
         return decorator
+
+
+    def test_client(
+        self, app: Flask | None = None, flask_test_client: Any = None, timeout: float = 5.0
+    ) -> WebSocketTestClient:
+        """An in-process client for this extension's routes
+        (:class:`flask_relay.ws_testing.WebSocketTestClient`)."""
+        from .ws_testing import WebSocketTestClient
+
+        target = app or self.app
+        if target is None:
+            raise RuntimeError("test_client() needs the app (Sock was not given one)")
+        return WebSocketTestClient(target, flask_test_client, timeout=timeout)
 
 
 def _options_for(app: Flask) -> WebSocketOptions:

@@ -599,15 +599,21 @@ def test_invalid_utf8_in_binary_is_fine() -> None:
         pytest.param(raw_frame(8, struct.pack("!H", 1005)), id="close-code-1005"),
         pytest.param(raw_frame(8, struct.pack("!H", 999)), id="close-code-999"),
         pytest.param(raw_frame(8, struct.pack("!H", 5000)), id="close-code-5000"),
-        pytest.param(
-            raw_frame(1, b"a", fin=False) + raw_frame(8, b"\x03\xe8"), id="close-mid-message"
-        ),
     ],
 )
 def test_protocol_violations_close_with_1002(wire: bytes) -> None:
     conn = raw_conn()
     closed = assert_closed_with(conn.receive_data(wire), conn, 1002)
     assert closed.reason  # says what was wrong
+    assert conn.receive_data(raw_frame(1, b"more")) == []
+
+
+def test_close_mid_message_drops_the_fragment_and_answers_1000() -> None:
+    # Control frames may be interleaved with fragments (RFC 6455 5.4); a close
+    # ends the connection normally (Autobahn 7.1.5), nothing after it counts.
+    conn = raw_conn()
+    wire = raw_frame(1, b"a", fin=False) + raw_frame(8, b"\x03\xe8") + raw_frame(0, b"b")
+    assert_closed_with(conn.receive_data(wire), conn, 1000)
     assert conn.receive_data(raw_frame(1, b"more")) == []
 
 

@@ -415,7 +415,16 @@ class _ServerProtocol(ServerProtocol):
         else:
             # CLOSE: websockets echoes it (or, if we initiated, completes the
             # handshake) and switches to discarding input. Closed is added
-            # by WebSocketConnection once the parser has stopped.
+            # by WebSocketConnection once the parser has stopped. A close
+            # frame may interrupt a fragmented message (control frames can be
+            # interleaved): the unfinished message is dropped and the close
+            # answered normally, not failed with 1002 (Autobahn 7.1.5).
+            if self.current_size is not None:
+                self.current_size = None
+                self.fragmented = None
+                self.text_parts = []
+                self.binary_parts = []
+                self.text_decoder = None
             super().recv_frame(frame)
         # websockets keeps its own event list; we never read it.
         self.events.clear()

@@ -30,6 +30,7 @@ import asyncio
 import io
 import logging
 import signal
+import socket
 import ssl as ssl_module
 import sys
 import tempfile
@@ -525,6 +526,22 @@ class HTTPConnection(asyncio.Protocol):
             handle = _Upgrade(self, pending.extra)
             mount.handle_upgrade(request, handle)
             return
+        app = self.server.wsgi_app
+        if (
+            request.upgrade
+            and app is not None
+            and (request.header("upgrade") or "").lower() == "websocket"
+        ):
+            # A WebSocket route (flask_relay.Sock): the app decides in a thread
+            # of its own, and either takes the connection or answers in HTTP.
+            from .wsroute import serve_route_upgrade  # imports Flask: only when used
+
+            self._cancel_timer()
+            self.current = None
+            route = _WSGIResponse(self, request, pending.body or _Body(0))
+            handle = _Upgrade(self, pending.extra)
+            serve_route_upgrade(app, route.environ(), handle, self.server.hub)
+            return
         if request.upgrade:
             # Not ours: the WSGI app answers, and the connection closes after.
             request.keep_alive = False
@@ -535,7 +552,6 @@ class HTTPConnection(asyncio.Protocol):
             self.current = responder
             mount.handle_request(request, responder)
             return
-        app = self.server.wsgi_app
         if app is None:
             self._write_response(
                 _simple_response(404, "Not Found", close=not request.keep_alive),
@@ -879,6 +895,7 @@ class Server:
         shutdown_timeout: float = 10.0,
         server_name: str | None = None,
         reuse_port: bool = False,
+        sockets: Iterable[socket.socket] | None = None,
     ) -> None:
         self.wsgi_app = wsgi_app
         self.host = host
@@ -893,6 +910,8 @@ class Server:
         self.shutdown_timeout = shutdown_timeout
         self.server_name = server_name
         self.reuse_port = reuse_port
+        #: Listening sockets to serve instead of binding host:port (gunicorn's).
+        self.sockets = list(sockets) if sockets is not None else None
         self.wsgi_threads = wsgi_threads
         self.executor = ThreadPoolExecutor(
             max_workers=wsgi_threads, thread_name_prefix="flask-relay-wsgi"
@@ -940,6 +959,16 @@ class Server:
         for _, mount in self._mounts:
             mount.attach(self.hub)
         loop = asyncio.get_running_loop()
+        if self.sockets is not None:
+            for listener in self.sockets:
+                self._servers.append(
+                    await loop.create_server(
+                        lambda: HTTPConnection(self), sock=listener, ssl=self.ssl,
+                        backlog=self.backlog,
+                    )
+                )
+            logger.info("Serving on %d inherited socket(s)", len(self.sockets))
+            return
         server = await loop.create_server(
             lambda: HTTPConnection(self),
             self.host,
@@ -1023,6 +1052,9 @@ class Server:
                 await asyncio.wait_for(mount.shutdown(), self.shutdown_timeout)
             except Exception:
                 logger.exception("Error while shutting down the mount at %s", prefix)
+        from .wsroute import shutdown_routes
+
+        await shutdown_routes(self.shutdown_timeout)
         for conn in list(self._connections):
             conn.shutdown()
         loop = asyncio.get_running_loop()

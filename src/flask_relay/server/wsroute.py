@@ -12,6 +12,10 @@
 * :func:`dispatch_upgrade`: run the Flask dispatch of an upgrade request in a
   thread of its own and report, once, either "accepted" or the HTTP response to
   send instead.
+* :func:`serve_route_upgrade`: the own HTTP server's door (``server/http.py``
+  calls it for a WebSocket upgrade outside every mount).
+* :func:`shutdown_routes`: close every route connection of the running loop
+  with 1001 (the server's graceful shutdown).
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ import asyncio
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from ..protocol import websocket as wsproto
 from ..sock import (
     CLOSE_ABNORMAL,
+    UPGRADER_KEY,
     ChannelListener,
     ConnectionClosed,
     HandshakeRejected,
@@ -34,6 +40,7 @@ from ..sock import (
 
 if TYPE_CHECKING:
     from .loop import Hub
+    from .request import UpgradeHandle
 
 __all__ = [
     "RouteChannel",
@@ -42,12 +49,17 @@ __all__ = [
     "dispatch_upgrade",
     "environ_headers",
     "is_websocket_upgrade",
+    "serve_route_upgrade",
+    "shutdown_routes",
 ]
 
 logger = logging.getLogger("flask_relay.sock")
 
 #: Seconds to wait for the peer's close frame (or its TCP close) after ours.
 CLOSE_TIMEOUT = 10.0
+
+#: Every route connection whose transport is open, on any loop (for shutdown).
+_live: set[RouteChannel] = set()
 
 
 def is_websocket_upgrade(environ: dict[str, Any]) -> bool:
@@ -94,6 +106,7 @@ class RouteChannel(asyncio.Protocol):
         # uvloop's transports do not subclass asyncio.Transport.
         self._transport = cast(asyncio.Transport, transport)
         transport = self._transport
+        _live.add(self)
         if self._reading_paused:
             transport.pause_reading()
         self._flush()  # the 101 response and anything sent meanwhile
@@ -119,6 +132,7 @@ class RouteChannel(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
+        _live.discard(self)
         if self._close_timer is not None:
             self._close_timer.cancel()
             self._close_timer = None
@@ -343,3 +357,65 @@ def dispatch_upgrade(
     thread = threading.Thread(target=run, name="flask-relay-ws-route", daemon=True)
     thread.start()
     return outcome
+
+
+def _serialize(outcome: RouteOutcome) -> bytes:
+    """The HTTP/1.1 response for an upgrade the application answered in HTTP."""
+    lines = [f"HTTP/1.1 {outcome.status}\r\n"]
+    for name, value in outcome.headers:
+        if name.lower() not in ("content-length", "connection", "transfer-encoding"):
+            lines.append(f"{name}: {value}\r\n")
+    lines.append(f"Content-Length: {len(outcome.body)}\r\nConnection: close\r\n\r\n")
+    return "".join(lines).encode("latin-1") + outcome.body
+
+
+class HandleUpgrader(RouteUpgrader):
+    """The own server's upgrader: switches the HTTP connection's transport."""
+
+    def __init__(self, hub: Hub, environ: dict[str, Any], handle: UpgradeHandle) -> None:
+        super().__init__(hub, environ)
+        self._handle = handle
+
+    def start(self, channel: RouteChannel) -> None:
+        self.hub.call(self._handle.switch, channel)
+
+
+def serve_route_upgrade(
+    app: Callable[..., Iterable[bytes]],
+    environ: dict[str, Any],
+    handle: UpgradeHandle,
+    hub: Hub,
+) -> None:
+    """Serve a WebSocket upgrade request with the WSGI ``app`` (on the loop).
+
+    The application runs in a thread of its own (:func:`dispatch_upgrade`);
+    when it answers in HTTP instead of accepting (no such route, a refusing
+    decorator, a bad handshake) the answer is written and the connection
+    closed.
+    """
+    upgrader = HandleUpgrader(hub, environ, handle)
+    environ[UPGRADER_KEY] = upgrader
+
+    def on_outcome(outcome: RouteOutcome) -> None:
+        if not outcome.accepted:
+            hub.call(handle.write_raw_and_close, _serialize(outcome))
+
+    dispatch_upgrade(app, environ, upgrader, on_outcome)
+
+
+async def shutdown_routes(
+    timeout: float, code: int = 1001, reason: str = "server shutting down"
+) -> None:
+    """Close the running loop's route connections; wait (bounded) for the handshakes."""
+    loop = asyncio.get_running_loop()
+    channels = [c for c in _live if c._loop is loop]
+    if not channels:
+        return
+    for channel in channels:
+        channel.close(code, reason)
+    deadline = time.monotonic() + timeout
+    while any(c in _live for c in channels) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    for channel in channels:
+        if channel in _live and channel._transport is not None:
+            channel._transport.abort()

@@ -1,0 +1,134 @@
+"""A gunicorn worker class that runs Flask-Relay's own server.
+
+::
+
+    gunicorn -k flask_relay.gunicorn.Worker -w 1 --bind 127.0.0.1:8000 app:app
+
+Each worker process serves gunicorn's listening sockets from one event loop
+(the package's HTTP/1.1 server): the Socket.IO endpoint of a
+:class:`flask_relay.SocketIO` on the app and WebSocket routes
+(:class:`flask_relay.Sock`) natively, every other request through the Flask
+app in a thread pool. Unlike the sync and gthread workers, a WebSocket or a
+long-poll does not hold a worker thread, so ``--threads`` does not cap the
+number of clients (it sizes the pool for ordinary requests; at least 16).
+
+Signals follow gunicorn's conventions: ``SIGTERM`` (sent by the arbiter on
+stop, ``SIGHUP`` reload and worker count changes) is a graceful shutdown: the
+listeners close, Socket.IO clients get a close packet ("server shutting
+down"), WebSocket routes a 1001 close frame, requests in progress get up to
+``--graceful-timeout`` seconds. ``SIGQUIT`` and ``SIGINT`` exit at once, as in
+the other workers. The worker tells the arbiter it is alive every
+``--timeout / 2`` seconds from the loop (a blocked loop gets the worker
+restarted, which is what that timeout is for), and stops gracefully when its
+parent process goes away.
+
+Several workers (``-w N``) are fine for WebSocket routes and for Socket.IO
+clients that use only the WebSocket transport; long-polling clients need
+sticky sessions across processes, as with every Socket.IO server.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Any
+
+from gunicorn.workers.base import Worker as _BaseWorker
+
+from .server.http import HTTPLimits, Server
+
+__all__ = ["Worker"]
+
+#: Smallest WSGI thread pool the worker runs (gunicorn's ``--threads`` defaults to 1).
+MIN_WSGI_THREADS = 16
+
+
+def _build_server(app: Any, **kwargs: Any) -> Server:
+    """The server for ``app``: with its SocketIO endpoint when it has one."""
+    extensions = getattr(app, "extensions", None) or {}
+    socketio = extensions.get("socketio")
+    make_server = getattr(socketio, "make_server", None)
+    if make_server is not None:
+        server: Server = make_server(app, **kwargs)
+        return server
+    return Server(app, **kwargs)
+
+
+class Worker(_BaseWorker):  # type: ignore[misc]
+    """gunicorn worker serving the app with Flask-Relay's event-loop server."""
+
+    server: Server | None = None
+
+    def init_signals(self) -> None:
+        super().init_signals()
+        # SIGTERM is handled on the loop (graceful shutdown); until the loop
+        # runs, gunicorn's handler only marks the worker as not alive.
+
+    def _limits(self) -> HTTPLimits:
+        cfg = self.cfg
+        limits = HTTPLimits()
+        if cfg.limit_request_line:
+            limits.max_target_size = int(cfg.limit_request_line)
+        if cfg.limit_request_fields:
+            limits.max_headers = int(cfg.limit_request_fields)
+        if cfg.keepalive:
+            limits.keep_alive_timeout = float(cfg.keepalive)
+        return limits
+
+    def run(self) -> None:
+        cfg = self.cfg
+        ssl_context = None
+        if cfg.is_ssl:
+            from gunicorn.sock import ssl_context as gunicorn_ssl_context
+
+            ssl_context = gunicorn_ssl_context(cfg)
+        host, port = "127.0.0.1", 0
+        for listener in self.sockets:
+            address = listener.sock.getsockname()
+            if isinstance(address, tuple):
+                host, port = str(address[0]), int(address[1])
+                break
+        server = _build_server(
+            self.wsgi,
+            host=host,
+            port=port,
+            sockets=[listener.sock for listener in self.sockets],
+            ssl=ssl_context,
+            wsgi_threads=max(int(cfg.threads or 1), MIN_WSGI_THREADS),
+            limits=self._limits(),
+            shutdown_timeout=max(1.0, float(cfg.graceful_timeout) - 1.0),
+        )
+        self.server = server
+        if not self.alive:
+            return  # SIGTERM arrived while the app was loading
+        server.hub.call(self._on_loop_start)
+        # serve_forever() installs SIGTERM and SIGINT handlers on the loop that
+        # shut down gracefully; gunicorn's SIGINT means "now", restored below.
+        server.serve_forever()
+
+    # -- on the loop -------------------------------------------------------------
+
+    def _on_loop_start(self) -> None:
+        assert self.server is not None
+        loop = self.server.hub.loop
+        loop.add_signal_handler(signal.SIGQUIT, self._quit)
+        loop.add_signal_handler(signal.SIGINT, self._quit)
+        loop.add_signal_handler(signal.SIGUSR1, self.log.reopen_files)
+        self._heartbeat()
+
+    def _quit(self) -> None:
+        self.alive = False
+        self.cfg.worker_int(self)
+        sys.exit(0)
+
+    def _heartbeat(self) -> None:
+        assert self.server is not None
+        if self.alive and self.ppid != os.getppid():
+            self.log.info("Parent changed, shutting down: %s", self)
+            self.alive = False
+            os.kill(os.getpid(), signal.SIGTERM)  # the loop's graceful shutdown
+            return
+        self.notify()
+        interval = max(0.5, float(self.cfg.timeout or 30) / 2.0)
+        self.server.hub.loop.call_later(interval, self._heartbeat)
