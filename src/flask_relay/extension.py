@@ -533,9 +533,7 @@ class SocketIO:
 
     # -- sending -------------------------------------------------------------------
 
-    def _wrap_callback(
-        self, callback: Callable[..., Any] | None
-    ) -> Callable[..., Any] | None:
+    def _wrap_callback(self, callback: Callable[..., Any] | None) -> Callable[..., Any] | None:
         """Run an ack callback in the request context of the client that emitted."""
         if callback is None or not flask.has_request_context():
             return callback

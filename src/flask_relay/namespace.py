@@ -170,9 +170,7 @@ class Namespace:
         """The per-connection user dict (python-socketio's session, not Flask's)."""
         return self._sio.server.get_session(sid, namespace or self.namespace)
 
-    def save_session(
-        self, sid: str, session: dict[str, Any], namespace: str | None = None
-    ) -> None:
+    def save_session(self, sid: str, session: dict[str, Any], namespace: str | None = None) -> None:
         """Replace the per-connection user dict."""
         self._sio.server.save_session(sid, session, namespace or self.namespace)
 
