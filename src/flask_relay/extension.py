@@ -135,6 +135,25 @@ class _ManagedSession(dict[str, Any], SessionMixin):
     """
 
 
+_CTX_KEY = "flask_relay.request_context"
+
+
+class _CachedContext:
+    """A connection's reusable request context and the lock of its one user."""
+
+    __slots__ = ("app", "ctx", "fresh", "lock")
+
+    def __init__(self, app: flask.Flask, ctx: Any) -> None:
+        self.app = app
+        self.ctx = ctx
+        self.fresh = True
+        self.lock = threading.Lock()
+
+
+def _no_match() -> None:
+    return None
+
+
 class _FlaskJSON:
     """``flask.json`` as a packet JSON module: compact, inside an app context.
 
@@ -491,12 +510,49 @@ class SocketIO:
         app = environ.get("flask.app") or self.app
         if app is None:
             raise RuntimeError("no Flask application: call init_app(app) or run(app)")
-        ctx = app.request_context(environ)
+        # One request context per connection, reused while no other thread has
+        # it (an ack callback may run beside the connection's own handler):
+        # building a Request and its URL adapter is most of the per-event cost.
+        cached: _CachedContext | None = environ.get(_CTX_KEY)
+        lock: threading.Lock | None = None
+        if cached is None:
+            cached = _CachedContext(app, app.request_context(environ))
+            environ[_CTX_KEY] = cached
+        elif cached.fresh:
+            # Its Request already holds the URL match (url_rule, view_args or
+            # routing_exception) of this unchanging environ: skip redoing it.
+            cached.fresh = False
+            cached.ctx.match_request = _no_match
+        if cached.app is app and cached.lock.acquire(blocking=False):
+            lock = cached.lock
+            ctx = cached.ctx
+        else:
+            ctx = app.request_context(environ)
+        try:
+            return self._run_in_context(
+                app, ctx, environ, handler, message, namespace, sid, args, error_handler
+            )
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _run_in_context(
+        self,
+        app: flask.Flask,
+        ctx: Any,
+        environ: dict[str, Any],
+        handler: Callable[..., Any],
+        message: str | None,
+        namespace: str,
+        sid: str | None,
+        args: tuple[Any, ...],
+        error_handler: Callable[[BaseException], Any] | None,
+    ) -> Any:
         managed = self.manage_session
         saved: _ManagedSession | None = environ.get("saved_session") if managed else None
-        if saved is not None:
-            # Set before push, so Flask does not open the cookie session again.
-            _set_session(ctx, saved)
+        # Set before push: the connection's copy (Flask does not reopen the
+        # cookie), or None so Flask opens the session afresh.
+        _set_session(ctx, saved)
         with ctx:
             if managed:
                 if saved is None:

@@ -619,3 +619,15 @@ def test_json_option(peers, app: Flask, json_module: str) -> None:
         assert peer.ask("when") == ["Tue, 02 Jan 2024 00:00:00 GMT"]
     else:
         assert peer.ask("when") == [{"é": [1.5, None, True]}]
+
+
+def test_each_event_gets_a_fresh_g_and_the_same_request(peers, app: Flask, sio: SocketIO) -> None:
+    @sio.on("probe")
+    def probe(value):
+        had = hasattr(g, "value")
+        g.value = value
+        return [had, request.path, request.args.get("k"), request.sid]
+
+    peer = peers(app, sio, query="k=v")
+    for i in range(3):
+        assert peer.ask("probe", i) == [[False, "/socket.io/", "v", peer.sid()]]
