@@ -13,22 +13,7 @@ from flask import Flask
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def _load_free_port() -> Callable[[], int]:
-    """``free_port`` from tests/conftest.py (a same-named module cannot be imported)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "_relay_tests_root_conftest", Path(__file__).resolve().parent.parent / "conftest.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.free_port  # type: ignore[no-any-return]
-
-
-free_port = _load_free_port()
-
-from peers import LocalPeer, NetworkPeer, Peer  # noqa: E402
+from peers import LocalPeer, NetworkPeer, Peer, free_port  # noqa: E402
 
 from flask_relay import SocketIO  # noqa: E402
 

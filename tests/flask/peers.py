@@ -21,6 +21,24 @@ from typing import Any
 SYNC_EVENT = "__peer_sync__"
 
 
+def _load_free_port() -> Any:
+    """``free_port`` from tests/conftest.py (a same-named module cannot be imported)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "_relay_tests_root_conftest", Path(__file__).resolve().parent.parent / "conftest.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.free_port
+
+
+#: tests/conftest.py's free_port(): a port on 127.0.0.1 that was free a moment ago.
+free_port = _load_free_port()
+
+
 def _sync_handler() -> str:
     return "synced"
 

@@ -1,0 +1,117 @@
+"""``socketio.run()`` / ``make_server()`` over a real socket, with the python-socketio client."""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+import threading
+from typing import Any
+
+import pytest
+import requests
+import socketio as socketio_client
+from flask import Flask, request
+from peers import free_port, wait_until
+
+from flask_relay import SocketIO, emit
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("flask_relay.engine.eio") is None,
+    reason="the Engine.IO server (engine/eio.py) is not there yet",
+)
+
+
+def _client() -> Any:
+    return socketio_client.Client(reconnection=False, handle_sigint=False)
+
+
+@pytest.fixture
+def served(app: Flask, sio: SocketIO) -> Any:
+    @app.route("/hello")
+    def hello():
+        return "hello from flask"
+
+    server = sio.make_server(app, "127.0.0.1", free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("transports", [["polling"], ["websocket"], None])
+def test_transports(served: Any, app: Flask, sio: SocketIO, transports: Any) -> None:
+    sio.on("echo")(lambda *args: args)
+    client = _client()
+    client.connect(served.url, transports=transports, wait_timeout=5)
+    try:
+        assert client.call("echo", (1, "two", b"3"), timeout=5) == (1, "two", b"3")
+    finally:
+        client.disconnect()
+
+
+def test_flask_routes_are_served_beside(served: Any) -> None:
+    response = requests.get(served.url + "/hello", timeout=5)
+    assert response.status_code == 200
+    assert response.text == "hello from flask"
+    assert requests.get(served.url + "/missing", timeout=5).status_code == 404
+
+
+def test_custom_path(app: Flask) -> None:
+    sio = SocketIO(app, path="/realtime/")
+    sio.on("where")(lambda: request.path)
+    server = sio.make_server(app, "127.0.0.1", free_port())
+    server.start()
+    client = _client()
+    try:
+        client.connect(server.url, socketio_path="realtime", wait_timeout=5)
+        assert client.call("where", timeout=5).startswith("/realtime")
+    finally:
+        client.disconnect()
+        server.stop()
+
+
+def _wait_listening(port: int) -> None:
+    def listening() -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_until(listening, timeout=10, what=f"a listener on port {port}")
+
+
+def test_run_and_stop(app: Flask, sio: SocketIO) -> None:
+    @sio.on("connect")
+    def on_connect():
+        emit("welcome", "hi")
+
+    @sio.on("shutdown")
+    def shutdown():
+        sio.stop()
+        return "stopping"
+
+    port = free_port()
+    errors: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            sio.run(app, port=port, use_reloader=False, log_output=False)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        _wait_listening(port)
+        client = _client()
+        got: list[Any] = []
+        client.on("welcome", got.append)
+        client.connect(f"http://127.0.0.1:{port}", wait_timeout=5)
+        wait_until(lambda: got == ["hi"], what="welcome event")
+        assert client.call("shutdown", timeout=5) == "stopping"
+        thread.join(20)
+        assert not thread.is_alive(), "run() did not return after stop()"
+        assert errors == []
+        client.disconnect()
+    finally:
+        if thread.is_alive() and sio._http_server is not None:
+            sio._http_server.stop()
