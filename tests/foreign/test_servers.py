@@ -29,8 +29,8 @@ from websockets.sync.client import connect
 ROOT = Path(__file__).resolve().parents[2]
 APP_DIR = ROOT / "tests" / "routes"
 BIN = Path(sys.executable).parent
-sys.path.insert(0, str(ROOT / "tests"))
-from conftest import free_port  # noqa: E402
+sys.path.insert(0, str(ROOT / "tests" / "routes"))
+from wshelpers import free_port  # noqa: E402
 
 DOORS = ["flask-run", "app-run", "gunicorn-sync", "gunicorn-gthread", "gunicorn-relay"]
 

@@ -17,8 +17,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed as ClientClosed
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
-
-from conftest import Served, run_peer
+from wshelpers import Served, run_peer
 
 
 def test_echo_text_and_binary(served: Served) -> None:

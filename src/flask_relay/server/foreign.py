@@ -29,6 +29,17 @@ first use of ``ws``): then the middleware returns, the thread goes back to the
 server's pool, and the route goes on in a thread of its own. So a gunicorn
 gthread worker with ``--threads 4`` serves any number of WebSocket routes, not
 four (Flask-Sock #78, #39).
+
+The Socket.IO endpoint
+----------------------
+Requests under a *mount* (the Engine.IO endpoint of a
+:class:`flask_relay.SocketIO` on the app, found through
+``app.extensions["socketio"]``, or mounts given to :func:`install`) are served
+by the same mount objects the own server uses (``server/request.py``): a
+polling request is handed to the mount on the loop and the server's thread
+waits for the answer (a long-poll holds that thread while it waits, as with
+any WSGI server); a WebSocket upgrade takes the socket over as above, and
+the mount runs the connection on the loop without any server thread.
 """
 
 from __future__ import annotations
@@ -44,11 +55,19 @@ from typing import Any
 
 from ..sock import UPGRADER_KEY
 from .loop import Hub
-from .wsroute import RouteChannel, RouteUpgrader, dispatch_upgrade, is_websocket_upgrade
+from .request import HTTPRequest, Mount, reason_phrase
+from .wsroute import (
+    RouteChannel,
+    RouteUpgrader,
+    dispatch_upgrade,
+    environ_headers,
+    is_websocket_upgrade,
+)
 
 __all__ = [
     "ForeignMiddleware",
     "SocketTakeover",
+    "TakenSocketHandle",
     "install",
     "raw_socket",
     "shared_hub",
@@ -128,7 +147,7 @@ class SocketTakeover(RouteUpgrader):
 
 
 def _connect(
-    loop: asyncio.AbstractEventLoop, sock: socket.socket, protocol: asyncio.Protocol
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, protocol: asyncio.BaseProtocol
 ) -> None:
     async def run() -> None:
         try:
@@ -137,25 +156,212 @@ def _connect(
             sock.close()
             protocol.connection_lost(exc)
 
-    loop.create_task(run())
+    task = loop.create_task(run())
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
+_tasks: set[asyncio.Task[None]] = set()
+
+
+def _response_bytes(status: int, headers: list[tuple[str, str]], body: bytes) -> bytes:
+    lines = [f"HTTP/1.1 {status} {reason_phrase(status)}\r\n"]
+    for name, value in headers:
+        if name.lower() not in ("content-length", "connection"):
+            lines.append(f"{name}: {value}\r\n")
+    lines.append(f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+    return "".join(lines).encode("latin-1") + body
+
+
+class _WriteAndClose(asyncio.Protocol):
+    """Writes one prepared response on a taken socket, then closes it."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(self._data)  # type: ignore[attr-defined]
+        transport.close()
+
+
+class TakenSocketHandle:
+    """An :class:`~flask_relay.server.request.UpgradeHandle` over a socket taken
+    from a foreign server (used on the loop thread, like the own server's).
+
+    ``switch`` connects the socket to the protocol through the loop, so
+    ``connection_made`` comes a moment later, not during the call.
+    """
+
+    def __init__(self, hub: Hub, sock: socket.socket) -> None:
+        self._hub = hub
+        self._sock: socket.socket | None = sock
+
+    def _give(self, protocol: asyncio.BaseProtocol) -> None:
+        sock, self._sock = self._sock, None
+        if sock is None:
+            raise RuntimeError("the upgrade was already answered")
+        _connect(self._hub.loop, sock, protocol)
+
+    def reject(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.write_raw_and_close(_response_bytes(status, headers, body))
+
+    def write_raw_and_close(self, data: bytes) -> None:
+        if self._sock is not None:
+            self._give(_WriteAndClose(data))
+
+    def switch(self, protocol: Any) -> None:
+        self._give(protocol)
+
+
+class _WaitingResponder:
+    """A mount's :class:`~flask_relay.server.request.Responder` for a request
+    whose server thread waits for the answer."""
+
+    def __init__(self) -> None:
+        self.on_abort: Callable[[], None] | None = None
+        self._done = False
+        self.ready = threading.Event()
+        self.status = 500
+        self.headers: list[tuple[str, str]] = []
+        self.body = b""
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def respond(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        if self._done:
+            return
+        self._done = True
+        self.status, self.headers, self.body = status, list(headers), body
+        self.ready.set()
+
+
+#: Longest a server thread waits for a mount's answer (a long-poll answers
+#: within the ping interval; this only bounds a mount that never answers).
+MOUNT_ANSWER_TIMEOUT = 120.0
+
+
+def _http_request(environ: dict[str, Any]) -> HTTPRequest:
+    """The mount-side view of a WSGI request (without its body)."""
+    headers = [(name, value) for name, value in environ_headers(environ)]
+    if environ.get("CONTENT_TYPE"):
+        headers.append(("Content-Type", str(environ["CONTENT_TYPE"])))
+    if environ.get("CONTENT_LENGTH"):
+        headers.append(("Content-Length", str(environ["CONTENT_LENGTH"])))
+    path = str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", ""))
+    client = None
+    if environ.get("REMOTE_ADDR"):
+        try:
+            client = (str(environ["REMOTE_ADDR"]), int(environ.get("REMOTE_PORT") or 0))
+        except ValueError:
+            client = (str(environ["REMOTE_ADDR"]), 0)
+    try:
+        server_port = int(environ.get("SERVER_PORT") or 80)
+    except ValueError:
+        server_port = 80
+    version = str(environ.get("SERVER_PROTOCOL", "HTTP/1.1")).partition("/")[2] or "1.1"
+    return HTTPRequest(
+        str(environ.get("REQUEST_METHOD", "GET")),
+        path,
+        str(environ.get("QUERY_STRING", "")),
+        headers,
+        http_version=version,
+        client=client,
+        server=(str(environ.get("SERVER_NAME", "127.0.0.1")), server_port),
+        scheme=str(environ.get("wsgi.url_scheme", "http")),
+        upgrade=is_websocket_upgrade(environ),
+    )
+
+
+def _read_body(environ: dict[str, Any], limit: int) -> bytes | None:
+    """The request body, or ``None`` when it is longer than ``limit``."""
+    stream = environ.get("wsgi.input")
+    if stream is None:
+        return b""
+    length = environ.get("CONTENT_LENGTH")
+    if length:
+        try:
+            size = int(length)
+        except ValueError:
+            size = 0
+        if size > limit:
+            return None
+        return bytes(stream.read(size)) if size > 0 else b""
+    if environ.get("wsgi.input_terminated"):
+        data = bytes(stream.read(limit + 1))
+        return None if len(data) > limit else data
+    return b""
 
 
 class ForeignMiddleware:
-    """WSGI middleware that serves WebSocket routes under a foreign server.
+    """WSGI middleware: WebSocket routes and the Socket.IO endpoint under a
+    foreign server.
 
-    Every request that is not a WebSocket upgrade (or that arrives through
-    Flask-Relay's own server, which offers its own upgrader) goes to the
-    wrapped application unchanged.
+    Requests under a mount go to the mount (see the module doc); WebSocket
+    upgrades elsewhere go to the application with an upgrader for its routes;
+    everything else (and every request that arrives through Flask-Relay's own
+    server, which offers its own upgrader and serves mounts itself) goes to
+    the wrapped application unchanged.
     """
 
-    def __init__(self, wsgi_app: WSGIApp, hub: Callable[[], Hub] = shared_hub) -> None:
+    def __init__(
+        self,
+        wsgi_app: WSGIApp,
+        hub: Callable[[], Hub] = shared_hub,
+        mounts: dict[str, Mount] | None = None,
+        flask_app: Any = None,
+    ) -> None:
         self.wsgi_app = wsgi_app
         self._hub = hub
+        self._mounts: dict[str, Mount] = {
+            "/" + prefix.strip("/"): mount for prefix, mount in (mounts or {}).items()
+        }
+        self._flask_app = flask_app
+        self._discovered = False
+        self._attached: set[int] = set()
+        self._lock = threading.Lock()
+
+    def add_mount(self, prefix: str, mount: Mount) -> None:
+        """Serve ``mount`` under ``prefix`` in this process."""
+        with self._lock:
+            self._mounts["/" + prefix.strip("/")] = mount
+
+    def _discover(self) -> None:
+        # The SocketIO extension of the app, if any, is found on first use, so
+        # that Sock(app) and SocketIO(app) may be created in either order.
+        with self._lock:
+            if self._discovered:
+                return
+            self._discovered = True
+            app = self._flask_app
+            socketio = getattr(app, "extensions", {}).get("socketio") if app else None
+            factory = getattr(socketio, "_engine_mount", None)
+            path = getattr(socketio, "path", None)
+            if factory is not None and path and "/" + str(path).strip("/") not in self._mounts:
+                try:
+                    self._mounts["/" + str(path).strip("/")] = factory()
+                except Exception:
+                    logger.exception("Cannot serve the Socket.IO endpoint under this server")
+
+    def _find_mount(self, path: str) -> tuple[str, Mount] | None:
+        if not self._discovered:
+            self._discover()
+        for prefix in sorted(self._mounts, key=len, reverse=True):
+            if path == prefix or path.startswith(prefix + "/"):
+                return prefix, self._mounts[prefix]
+        return None
 
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
-        if UPGRADER_KEY in environ or not is_websocket_upgrade(environ):
+        if "flask_relay.server" in environ or UPGRADER_KEY in environ:
+            return self.wsgi_app(environ, start_response)
+        path = str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", ""))
+        found = self._find_mount(path)
+        if found is not None:
+            return self._serve_mount(found[1], environ, start_response)
+        if not is_websocket_upgrade(environ):
             return self.wsgi_app(environ, start_response)
         sock = raw_socket(environ)
         if sock is None:
@@ -172,13 +378,72 @@ class ForeignMiddleware:
         start_response(outcome.status, outcome.headers)
         return [outcome.body]
 
+    def _serve_mount(
+        self, mount: Mount, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        hub = self._hub()
+        key = id(mount) ^ id(hub)
+        if key not in self._attached:
+            with self._lock:
+                if key not in self._attached:
+                    hub.run_sync(lambda: mount.attach(hub), timeout=10)
+                    self._attached.add(key)
+        request = _http_request(environ)
+        if request.upgrade:
+            sock = raw_socket(environ)
+            if sock is None:
+                refusal = b"WebSocket is not available under this server (no raw socket)\n"
+                start_response(
+                    "400 Bad Request",
+                    [("Content-Type", "text/plain"), ("Content-Length", str(len(refusal)))],
+                )
+                return [refusal]
+            handle = TakenSocketHandle(hub, take_socket(sock))
+            hub.call(mount.handle_upgrade, request, handle)
+            start_response("101 Switching Protocols", [("Connection", "close")])
+            return []
+        body = _read_body(environ, mount.max_body_size)
+        if body is None:
+            request.body_too_large = True
+            request.keep_alive = False
+        else:
+            request.body = body
+        responder = _WaitingResponder()
+        hub.call(mount.handle_request, request, responder)
+        if not responder.ready.wait(MOUNT_ANSWER_TIMEOUT):
+            hub.call(_abort, responder)
+            start_response("504 Gateway Timeout", [("Content-Length", "0")])
+            return []
+        if not responder.done or (body is None and responder.status < 400):
+            responder.status = 413
+        headers = [(k, v) for k, v in responder.headers if k.lower() != "content-length"]
+        headers.append(("Content-Length", str(len(responder.body))))
+        start_response(f"{responder.status} {reason_phrase(responder.status)}", headers)
+        return [responder.body]
 
-def install(app: Any) -> None:
-    """Wrap ``app.wsgi_app`` in :class:`ForeignMiddleware` (once)."""
-    wsgi_app = app.wsgi_app
-    probe = wsgi_app
+
+def _abort(responder: _WaitingResponder) -> None:
+    if not responder.done:
+        responder.respond(504, [], b"")
+        if responder.on_abort is not None:
+            responder.on_abort()
+
+
+def install(app: Any, mounts: dict[str, Mount] | None = None) -> ForeignMiddleware:
+    """Wrap ``app.wsgi_app`` in :class:`ForeignMiddleware` (once); returns it.
+
+    ``Sock.init_app`` calls it; ``SocketIO.init_app`` should too, so that an
+    app with only Socket.IO also runs under ``flask run`` and gunicorn's
+    sync/gthread workers (its endpoint is found through
+    ``app.extensions["socketio"]``).
+    """
+    probe = app.wsgi_app
     while probe is not None:
         if isinstance(probe, ForeignMiddleware):
-            return
+            for prefix, mount in (mounts or {}).items():
+                probe.add_mount(prefix, mount)
+            return probe
         probe = getattr(probe, "wsgi_app", None)
-    app.wsgi_app = ForeignMiddleware(wsgi_app)
+    middleware = ForeignMiddleware(app.wsgi_app, mounts=mounts, flask_app=app)
+    app.wsgi_app = middleware
+    return middleware
