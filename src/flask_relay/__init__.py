@@ -13,15 +13,20 @@ from .context import call, close_room, disconnect, emit, join_room, leave_room, 
 from .engine.sio import ConnectionRefusedError
 from .extension import SocketIO
 from .namespace import Namespace
+from .sock import ConnectionClosed, Sock
 from .test_client import SocketIOTestClient
+from .ws_testing import WebSocketTestClient
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "ConnectionClosed",
     "ConnectionRefusedError",
     "Namespace",
     "SocketIO",
+    "Sock",
     "SocketIOTestClient",
+    "WebSocketTestClient",
     "__version__",
     "call",
     "close_room",
