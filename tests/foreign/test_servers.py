@@ -247,3 +247,57 @@ def test_gunicorn_worker_reload_keeps_serving(tmp_path: Path) -> None:
                 time.sleep(0.1)
     finally:
         stop(server.proc)
+
+
+# ---------------------------------------------------------------------------
+# Socket.IO (official Node client) and a WebSocket route on the same port
+
+
+def _engine_available() -> bool:
+    try:
+        from flask_relay.engine import eio  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+SIO_PEER = ROOT / "tests" / "js" / "sio_peer.js"
+
+
+@pytest.fixture(scope="module", params=DOORS)
+def running_sio(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Running]:
+    if not _engine_available():
+        pytest.skip("the Engine.IO server (flask_relay.engine.eio) is not there yet")
+    tmp = tmp_path_factory.mktemp(request.param + "-sio")
+    server = start(request.param, tmp, {"WSAPP_SOCKETIO": "1"})
+    try:
+        yield server
+    finally:
+        stop(server.proc)
+
+
+@pytest.mark.parametrize("mode", ["polling", "websocket", "upgrade"])
+def test_socketio_client(running_sio: Running, mode: str, node: str) -> None:
+    proc = subprocess.run(
+        [node, str(SIO_PEER), mode, f"http://127.0.0.1:{running_sio.port}"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "error" not in result, result
+    assert result["ack"] == {"text": "hé", "list": [1, 2]}
+    assert result["binary"] == "0102ff"
+    expected_first = "websocket" if mode == "websocket" else "polling"
+    assert result["firstTransport"] == expected_first
+    assert result["transport"] == ("polling" if mode == "polling" else "websocket")
+
+
+def test_websocket_route_beside_socketio(running_sio: Running) -> None:
+    with connect(running_sio.url("/echo")) as ws:
+        ws.send("next to socket.io")
+        assert ws.recv(timeout=5) == "next to socket.io"
