@@ -53,6 +53,7 @@ from .engine.sio import (
 )
 from .namespace import Namespace
 from .protocol.jsonlib import JSONModule
+from .pubsub import MessageQueue, from_url
 
 if TYPE_CHECKING:
     from .server.http import Server
@@ -97,6 +98,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     # Flask-Relay
     "connect_timeout": 45,
     "max_workers": 32,
+    "redis_options": None,
 }
 
 #: Options given to the Engine.IO endpoint when the server starts.
@@ -276,9 +278,15 @@ class SocketIO:
         taken when it connects. ``False``: Flask's session interface is used
         and saved after every handler, so a server-side session is shared with
         HTTP routes. May be changed at run time.
-    ``message_queue``, ``channel``, ``client_manager``
-        Scaling over several processes; message queues arrive in a later
-        release and giving one raises :class:`NotImplementedError` now.
+    ``message_queue`` (``None``), ``channel`` (``"flask-socketio"``), ``client_manager``
+        Rooms and broadcasts across processes through a broker: a Redis URL
+        (``redis://``, ``rediss://``, ``unix://``, ``valkey://``), with
+        ``redis_options`` for the client; or a
+        :class:`flask_relay.pubsub.MessageQueue` as ``client_manager``.
+        ``SocketIO(message_queue=url)`` without an app is a write-only
+        emitter for other programs (Celery workers, scripts). The messages
+        are python-socketio's, so Flask-SocketIO processes and external
+        python-socketio emitters on the same channel interoperate.
     ``path`` (``"socket.io"``, alias ``resource``)
         The endpoint's URL path.
     ``logger``, ``engineio_logger`` (``False``)
@@ -344,13 +352,20 @@ class SocketIO:
             )
         if mode not in _ACCEPTED_ASYNC_MODES:
             raise ValueError(f"unknown async_mode {mode!r}: use None or 'threading'")
-        if options.get("message_queue") is not None or options.get("client_manager") is not None:
+        manager = options.get("client_manager")
+        if manager is not None and not isinstance(manager, MessageQueue):
             raise MessageQueueNotSupported(
-                "message queues (message_queue=..., client_manager=...) arrive in a later "
-                "Flask-Relay release; this one serves a single process. Remove the option "
-                "to run one process, or stay on Flask-SocketIO for multi-process setups "
-                "until then."
+                "client_manager must be a flask_relay.pubsub.MessageQueue (python-socketio "
+                "managers do not plug in here); or give message_queue='redis://...'"
             )
+        url = options.get("message_queue")
+        if url is not None and manager is None:
+            scheme = str(url).split(":", 1)[0].lower()
+            if scheme not in ("redis", "rediss", "unix", "valkey", "valkeys"):
+                raise MessageQueueNotSupported(
+                    f"message_queue scheme {scheme!r} is not supported yet: only Redis "
+                    "(redis://, rediss://, unix://, valkey://) in this release"
+                )
         serializer = options.get("serializer", "default")
         if serializer not in (None, "default", "json"):
             raise ValueError(
@@ -389,6 +404,19 @@ class SocketIO:
         )
         self._local_binding = None
         self._local_engine = None
+        queue = self._option("client_manager")
+        url = self._option("message_queue")
+        if queue is None and url is not None:
+            queue = from_url(
+                str(url),
+                channel=str(self._option("channel")),
+                write_only=app is None,
+                json=json,
+                options=self._option("redis_options"),
+            )
+        if queue is not None:
+            queue.attach(self.server)
+            self.server.queue = queue
 
     def _option(self, name: str) -> Any:
         return self.server_options.get(name, DEFAULT_OPTIONS[name])

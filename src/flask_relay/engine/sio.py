@@ -53,12 +53,15 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable, Hashable, Iterable, Iterator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..protocol.errors import ProtocolError
 from ..protocol.jsonlib import JSONModule
 from ..protocol.socketio import Decoder, Encoder, Packet, PacketType
 from .dispatch import Dispatcher, DispatcherClosed, DispatchQueueFull
+
+if TYPE_CHECKING:
+    from ..pubsub import MessageQueue
 
 __all__ = [
     "NOT_HANDLED",
@@ -378,6 +381,8 @@ class SocketIOServer:
         self._rooms: dict[str, dict[Hashable, dict[str, Socket]]] = {}
         self._dispatcher: Dispatcher | None = None
         self.bindings: list[EngineBinding] = []
+        #: The message queue shared with other processes (see :mod:`flask_relay.pubsub`).
+        self.queue: MessageQueue | None = None
         if isinstance(logger, logging.Logger):
             self.logger = logger
         else:
@@ -745,6 +750,7 @@ class SocketIOServer:
             to=to if to is not None else room,
             skip_sid=skip_sid,
             callback=callback,
+            ignore_queue=ignore_queue,
         )
 
     def emit_args(
@@ -756,8 +762,13 @@ class SocketIOServer:
         to: Any = None,
         skip_sid: Any = None,
         callback: Callable[..., Any] | None = None,
+        ignore_queue: bool = False,
     ) -> int:
-        """Emit with the arguments as a list; returns the number of recipients."""
+        """Emit with the arguments as a list; returns the number of local recipients.
+
+        With a message queue the emit is also published for the other
+        processes' clients, unless ``ignore_queue``.
+        """
         data = [event, *args]
         if callback is None:
             # Encoding first: an unencodable payload raises here, in the caller.
@@ -765,7 +776,13 @@ class SocketIOServer:
             with self._lock:
                 socks = self._targets(namespace, to, skip_sid)
                 self._deliver_many(socks, items)
+            if self.queue is not None and not ignore_queue:
+                self.queue.emit(event, args, namespace=namespace, room=to, skip_sid=skip_sid)
             return len(socks)
+        if self.queue is not None and not ignore_queue and to is not None:
+            self.queue.emit(
+                event, args, namespace=namespace, room=to, skip_sid=skip_sid, callback=callback
+            )
         with self._lock:
             socks = self._targets(namespace, to, skip_sid)
             for sock in socks:
@@ -824,6 +841,7 @@ class SocketIOServer:
             to=to if to is not None else sid,
             namespace=namespace or "/",
             timeout=timeout,
+            ignore_queue=ignore_queue,
         )
 
     def call_args(
@@ -834,11 +852,17 @@ class SocketIOServer:
         to: Any,
         namespace: str = "/",
         timeout: float | None = 60,
+        ignore_queue: bool = False,
     ) -> Any:
         """:meth:`call` with the arguments as a list."""
         if to is None:
             raise ValueError("Cannot use call() to broadcast: give a recipient (to=sid)")
         waiter = _Waiter()
+        if self.queue is not None and not ignore_queue:
+            with self._lock:
+                local = any(s.state <= CONNECTED for s in self._targets(namespace, to, None))
+            if not local:
+                return self._call_remote(event, args, to, namespace, timeout)
         with self._lock:
             socks = self._targets(namespace, to, None)
             socks = [s for s in socks if s.state <= CONNECTED]
@@ -863,16 +887,41 @@ class SocketIOServer:
             raise waiter.error
         return _unwrap(waiter.args)
 
+    def _call_remote(
+        self, event: Any, args: list[Any], to: Any, namespace: str, timeout: float | None
+    ) -> Any:
+        """``call()`` for a client of another process, through the message queue."""
+        assert self.queue is not None
+        waiter = _Waiter()
+
+        def answered(*ack: Any) -> None:
+            waiter.args = ack
+            waiter.event.set()
+
+        self.queue.emit(event, args, namespace=namespace, room=to, skip_sid=None, callback=answered)
+        if not waiter.event.wait(timeout):
+            raise TimeoutError(f"no acknowledgement from {to!r} within {timeout} s")
+        return _unwrap(waiter.args)
+
     def _socket(self, sid: str, namespace: str | None) -> Socket | None:
         sock = self._sockets.get(sid)
         if sock is None or sock.namespace != (namespace or "/"):
             return None
         return sock
 
-    def enter_room(self, sid: str, room: Hashable, namespace: str | None = None) -> None:
-        """Put ``sid`` in ``room`` (created on first use). Unknown sids are ignored."""
+    def enter_room(
+        self, sid: str, room: Hashable, namespace: str | None = None, ignore_queue: bool = False
+    ) -> None:
+        """Put ``sid`` in ``room`` (created on first use).
+
+        A sid of another process is handled there, through the message queue;
+        without one, unknown sids are ignored.
+        """
         with self._lock:
             sock = self._socket(sid, namespace)
+            if sock is None and self.queue is not None and not ignore_queue:
+                self.queue.enter_room(sid, room, namespace or "/")
+                return
             if sock is None or sock.state > CONNECTED:
                 return
             sock.rooms[room] = None
@@ -883,10 +932,15 @@ class SocketIOServer:
             else:
                 members[sid] = sock
 
-    def leave_room(self, sid: str, room: Hashable, namespace: str | None = None) -> None:
+    def leave_room(
+        self, sid: str, room: Hashable, namespace: str | None = None, ignore_queue: bool = False
+    ) -> None:
         """Take ``sid`` out of ``room``; empty rooms disappear."""
         with self._lock:
             sock = self._socket(sid, namespace)
+            if sock is None and self.queue is not None and not ignore_queue:
+                self.queue.leave_room(sid, room, namespace or "/")
+                return
             if sock is None or sock.state > CONNECTED:
                 return
             sock.rooms.pop(room, None)
@@ -899,9 +953,13 @@ class SocketIOServer:
                 if not members:
                     del rooms[room]
 
-    def close_room(self, room: Hashable, namespace: str | None = None) -> None:
-        """Take every member out of ``room``."""
+    def close_room(
+        self, room: Hashable, namespace: str | None = None, ignore_queue: bool = False
+    ) -> None:
+        """Take every member out of ``room`` (in every process, with a message queue)."""
         namespace = namespace or "/"
+        if self.queue is not None and not ignore_queue:
+            self.queue.close_room(room, namespace)
         with self._lock:
             rooms = self._rooms.get(namespace)
             if rooms is None:
@@ -944,9 +1002,7 @@ class SocketIOServer:
                 raise KeyError(f"no session for {sid!r}: not connected")
             return sock.data
 
-    def save_session(
-        self, sid: str, session: dict[str, Any], namespace: str | None = None
-    ) -> None:
+    def save_session(self, sid: str, session: dict[str, Any], namespace: str | None = None) -> None:
         """Replace the user session of ``sid`` (python-socketio's ``save_session``)."""
         with self._lock:
             sock = self._socket(sid, namespace)
@@ -978,6 +1034,9 @@ class SocketIOServer:
         """
         with self._lock:
             sock = self._socket(sid, namespace)
+            if sock is None and self.queue is not None and not ignore_queue:
+                self.queue.disconnect(sid, namespace or "/")
+                return
             if sock is None or sock.state > CONNECTED:
                 return
             if sock.state == CONNECTED:

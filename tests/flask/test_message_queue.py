@@ -1,0 +1,188 @@
+"""Message queues over a real Redis: several SocketIO servers, external emitters, the test client.
+
+Each SocketIO instance here stands for one process (it has its own host id and
+its own clients); they meet only through a redis-server started by the test.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import socketio as python_socketio
+from flask import Flask, request
+from peers import free_port, wait_until
+
+from flask_relay import SocketIO, join_room
+
+_channels = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is required (make test installs it)")
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=port)
+
+        def up() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.exceptions.ConnectionError:
+                return False
+
+        wait_until(up, what="redis-server")
+        client.close()
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+class Cluster:
+    """Several SocketIO "processes" on one channel."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.channel = f"flask-relay-test-{next(_channels)}"
+        self.made: list[SocketIO] = []
+
+    def node(self, **kwargs: Any) -> tuple[Flask, SocketIO]:
+        app = Flask(f"node{len(self.made)}")
+        sio = SocketIO(app, message_queue=self.url, channel=self.channel, **kwargs)
+        assert sio.server.queue is not None
+        assert sio.server.queue.ready.wait(5), "listener did not subscribe"
+        sio.on("join")(lambda room: join_room(room))
+        self.made.append(sio)
+        return app, sio
+
+    def close(self) -> None:
+        for sio in self.made:
+            if sio.server.queue is not None:
+                sio.server.queue.close()
+
+
+@pytest.fixture
+def cluster(redis_url: str) -> Iterator[Cluster]:
+    c = Cluster(redis_url)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def _events(client: Any, name: str, count: int = 1) -> list[Any]:
+    """Wait for ``count`` events ``name``; other events stay in the client's queue."""
+    got: list[Any] = []
+
+    def arrived() -> bool:
+        with client._lock:
+            got.extend(e["args"] for e in client.queue if e["name"] == name)
+            client.queue = [e for e in client.queue if e["name"] != name]
+        return len(got) >= count
+
+    wait_until(arrived, what=f"{count} {name!r} events")
+    return got
+
+
+def test_emit_reaches_clients_of_another_process(cluster: Cluster) -> None:
+    app1, sio1 = cluster.node()
+    app2, sio2 = cluster.node()
+    a = sio1.test_client(app1)  # the test client works with a message queue
+    b = sio2.test_client(app2)
+    a.emit("join", "room")
+    sio2.emit("everyone", {"n": 1})
+    assert _events(a, "everyone") == [[{"n": 1}]]
+    assert _events(b, "everyone") == [[{"n": 1}]]
+    sio2.emit("room_only", b"\x00bin", to="room")
+    assert _events(a, "room_only") == [[b"\x00bin"]]
+    sio2.emit("skip_a", 1, skip_sid=a.sid)
+    sio2.emit("direct", 2, to=a.sid)
+    assert _events(a, "direct") == [[2]]
+    assert b.get_received() == [{"name": "skip_a", "args": [1], "namespace": "/"}]
+
+
+def test_room_operations_across_processes(cluster: Cluster) -> None:
+    app1, sio1 = cluster.node()
+    app2, sio2 = cluster.node()
+    a = sio1.test_client(app1)
+    sio2.server.enter_room(a.sid, "remote")  # a lives in the other process
+    sio2.emit("marker", 0)
+    _events(a, "marker")
+    sio2.emit("in_remote", 1, to="remote")
+    assert _events(a, "in_remote") == [[1]]
+    sio2.server.leave_room(a.sid, "remote")
+    sio2.emit("in_remote", 2, to="remote")
+    sio2.emit("marker", 3)
+    assert _events(a, "marker") == [[3]]
+    assert a.get_received() == []
+    sio2.server.enter_room(a.sid, "closing")
+    sio2.close_room("closing")
+    sio2.emit("in_closing", 4, to="closing")
+    sio2.emit("marker", 5)
+    assert _events(a, "marker") == [[5]]
+    assert a.get_received() == []
+    sio2.server.disconnect(a.sid)
+    wait_until(lambda: not a.is_connected(), what="remote disconnect")
+
+
+def test_acks_and_call_across_processes(cluster: Cluster) -> None:
+    app1, sio1 = cluster.node()
+    app2, sio2 = cluster.node()
+    a = sio1.test_client(app1)
+    a.on("double", lambda x: x * 2)
+    assert sio2.call("double", 21, to=a.sid, timeout=5) == 42
+    got: list[Any] = []
+    sio2.emit("double", 5, to=a.sid, callback=lambda *args: got.append(args))
+    wait_until(lambda: got, what="remote callback")
+    assert got == [(10,)]
+
+
+def test_write_only_emitter_without_an_app(cluster: Cluster) -> None:
+    app1, sio1 = cluster.node()
+    a = sio1.test_client(app1)
+    emitter = SocketIO(message_queue=cluster.url, channel=cluster.channel)
+    assert emitter.server.queue is not None and emitter.server.queue.write_only
+    emitter.emit("from_worker", "job done")
+    assert _events(a, "from_worker") == [["job done"]]
+
+
+def test_python_socketio_external_emitter_interoperates(cluster: Cluster) -> None:
+    app1, sio1 = cluster.node()
+    a = sio1.test_client(app1)
+    a.emit("join", "ext")
+    external = python_socketio.RedisManager(cluster.url, channel=cluster.channel, write_only=True)
+    external.emit("external", {"x": [1, 2]}, room="ext", namespace="/")
+    external.emit("external_bin", (b"\x01\x02", "t"), room=a.sid, namespace="/")
+    assert _events(a, "external") == [[{"x": [1, 2]}]]
+    assert _events(a, "external_bin") == [[b"\x01\x02", "t"]]
+
+
+def test_handler_broadcast_reaches_other_process(cluster: Cluster) -> None:
+    app1, sio1 = cluster.node()
+    app2, sio2 = cluster.node()
+
+    @sio1.on("shout")
+    def shout(text):
+        from flask_relay import emit
+
+        emit("heard", [text, request.sid], broadcast=True, include_self=False)
+
+    a = sio1.test_client(app1)
+    b = sio2.test_client(app2)
+    a.emit("shout", "hello")
+    assert _events(b, "heard") == [[["hello", a.sid]]]
+    assert a.get_received() == []
