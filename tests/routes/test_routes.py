@@ -6,6 +6,7 @@ Every test runs against the own server and against Werkzeug's server (what
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import time
@@ -14,10 +15,13 @@ import urllib.request
 from collections import defaultdict
 
 import pytest
+import wsapp
 from websockets.exceptions import ConnectionClosed as ClientClosed
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 from wshelpers import Served, run_peer
+
+from flask_relay.server.http import Server
 
 
 def test_echo_text_and_binary(served: Served) -> None:
@@ -258,3 +262,23 @@ def test_plain_get_to_a_route_is_refused(served: Served) -> None:
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(f"http://127.0.0.1:{served.port}/echo", timeout=5)
     assert info.value.code == 400
+
+
+def test_routes_have_threads_of_their_own() -> None:
+    # The own server's WSGI pool has 2 threads: 6 blocking routes running at
+    # once, and plain HTTP next to them, show routes never occupy that pool.
+    app, _sock, _reports = wsapp.make_app()
+    server = Server(app, host="127.0.0.1", port=0, wsgi_threads=2, shutdown_timeout=2.0)
+    server.start()
+    try:
+        with contextlib.ExitStack() as stack:
+            url = f"ws://127.0.0.1:{server.port}/echo"
+            clients = [stack.enter_context(connect(url)) for _ in range(6)]
+            for i, ws in enumerate(clients):
+                ws.send(str(i))
+            for i, ws in enumerate(clients):
+                assert ws.recv(timeout=5) == str(i)
+            with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/", timeout=5) as r:
+                assert r.read() == b"plain HTTP still works"
+    finally:
+        server.stop()
