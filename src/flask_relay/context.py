@@ -76,6 +76,7 @@ def emit(
         include_self=include_self,
         skip_sid=skip_sid,
         callback=callback,
+        ignore_queue=ignore_queue,
     )
 
 
@@ -102,6 +103,7 @@ def send(
         include_self=include_self,
         skip_sid=skip_sid,
         callback=callback,
+        ignore_queue=ignore_queue,
     )
 
 
@@ -123,7 +125,9 @@ def call(
     target = to if to is not None else room
     if target is None:
         target = _request_attr("sid")
-    return _socketio().call(event, *args, namespace=namespace, to=target, timeout=timeout)
+    return _socketio().call(
+        event, *args, namespace=namespace, to=target, timeout=timeout, ignore_queue=ignore_queue
+    )
 
 
 def join_room(room: Hashable, sid: str | None = None, namespace: str | None = None) -> None:

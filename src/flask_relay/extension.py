@@ -663,6 +663,7 @@ class SocketIO:
             to=to if to is not None else room,
             skip_sid=skip_sid,
             callback=self._wrap_callback(callback),
+            ignore_queue=ignore_queue,
         )
 
     def send(
@@ -688,6 +689,7 @@ class SocketIO:
             room=room,
             skip_sid=skip_sid,
             callback=callback,
+            ignore_queue=ignore_queue,
         )
 
     def call(
@@ -714,6 +716,7 @@ class SocketIO:
             to=to if to is not None else room,
             namespace=namespace or "/",
             timeout=timeout,
+            ignore_queue=ignore_queue,
         )
 
     def close_room(self, room: Hashable, namespace: str | None = None) -> None:

@@ -186,3 +186,18 @@ def test_handler_broadcast_reaches_other_process(cluster: Cluster) -> None:
     a.emit("shout", "hello")
     assert _events(b, "heard") == [[["hello", a.sid]]]
     assert a.get_received() == []
+
+
+def test_ignore_queue_stays_local(cluster: Cluster) -> None:
+    app1, sio1 = cluster.node()
+    app2, sio2 = cluster.node()
+    a = sio1.test_client(app1)
+    b = sio2.test_client(app2)
+    sio2.emit("local_only", 1, ignore_queue=True)
+    sio2.emit("marker", 2)
+    assert _events(a, "marker") == [[2]]
+    assert a.get_received() == []
+    assert b.get_received() == [
+        {"name": "local_only", "args": [1], "namespace": "/"},
+        {"name": "marker", "args": [2], "namespace": "/"},
+    ]
