@@ -631,3 +631,17 @@ def test_each_event_gets_a_fresh_g_and_the_same_request(peers, app: Flask, sio: 
     peer = peers(app, sio, query="k=v")
     for i in range(3):
         assert peer.ask("probe", i) == [[False, "/socket.io/", "v", peer.sid()]]
+
+
+def test_catch_all_class_namespace(peers, app: Flask, sio: SocketIO) -> None:
+    class Anywhere(Namespace):
+        def on_connect(self):
+            emit("hello", request.namespace)
+
+        def on_where(self):
+            return [request.namespace, self.namespace]
+
+    sio.on_namespace(Anywhere("*"))
+    peer = peers(app, sio, namespaces=("/x", "/y"))
+    assert peer.take("/x") == [("hello", ["/x"])]
+    assert peer.ask("where", namespace="/y") == [["/y", "*"]]
