@@ -35,11 +35,14 @@ The Socket.IO endpoint
 Requests under a *mount* (the Engine.IO endpoint of a
 :class:`flask_relay.SocketIO` on the app, found through
 ``app.extensions["socketio"]``, or mounts given to :func:`install`) are served
-by the same mount objects the own server uses (``server/request.py``): a
-polling request is handed to the mount on the loop and the server's thread
-waits for the answer (a long-poll holds that thread while it waits, as with
-any WSGI server); a WebSocket upgrade takes the socket over as above, and
-the mount runs the connection on the loop without any server thread.
+by the same mount objects the own server uses (``server/request.py``). The
+socket is taken over as above for those requests too: a polling request's
+body is read in the server's thread, then the loop answers it (a long-poll
+waits there, holding no server thread) and closes that connection, so even
+gunicorn's sync worker serves long-polling clients; a WebSocket upgrade is
+run by the mount on the loop. Under a server that exposes no raw socket
+(TLS terminated by the WSGI server), a polling request waits in the server's
+thread instead, and the WebSocket transport is refused with 400.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 from ..sock import UPGRADER_KEY
 from .loop import Hub
@@ -211,6 +214,58 @@ class TakenSocketHandle:
 
     def switch(self, protocol: Any) -> None:
         self._give(protocol)
+
+
+class _HeldRequest(asyncio.Protocol):
+    """A mount request whose socket was taken from the foreign server.
+
+    A :class:`~flask_relay.server.request.Responder`: the answer is written
+    on the loop whenever the mount gives it (a long-poll may wait), with
+    ``Connection: close``, and the connection is closed after it. The server
+    thread that received the request was released at once. A client that goes
+    away before the answer triggers the mount's ``on_abort``.
+    """
+
+    def __init__(self) -> None:
+        self.on_abort: Callable[[], None] | None = None
+        self._done = False
+        self._transport: asyncio.Transport | None = None
+        self._pending: bytes | None = None
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def respond(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        if self._done:
+            return
+        self._done = True
+        data = _response_bytes(status, headers, body)
+        if self._transport is None:
+            self._pending = data
+        else:
+            self._transport.write(data)
+            self._transport.close()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        if self._pending is not None:
+            self._transport.write(self._pending)
+            self._transport.close()
+            self._pending = None
+
+    def data_received(self, data: bytes) -> None:
+        pass  # nothing may follow: the response closes the connection
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        if not self._done:
+            self._done = True
+            if self.on_abort is not None:
+                try:
+                    self.on_abort()
+                except Exception:
+                    logger.exception("Error in a mount's abort callback")
 
 
 class _WaitingResponder:
@@ -408,6 +463,15 @@ class ForeignMiddleware:
             request.keep_alive = False
         else:
             request.body = body
+        sock = raw_socket(environ)
+        if sock is not None:
+            # Answer on the loop: a long-poll holds no server thread.
+            request.keep_alive = False
+            held = _HeldRequest()
+            taken = take_socket(sock)
+            hub.call(_hold, hub, mount, request, held, taken)
+            start_response("200 OK", [("Connection", "close")])  # to the dead socket
+            return []
         responder = _WaitingResponder()
         hub.call(mount.handle_request, request, responder)
         if not responder.ready.wait(MOUNT_ANSWER_TIMEOUT):
@@ -420,6 +484,13 @@ class ForeignMiddleware:
         headers.append(("Content-Length", str(len(responder.body))))
         start_response(f"{responder.status} {reason_phrase(responder.status)}", headers)
         return [responder.body]
+
+
+def _hold(
+    hub: Hub, mount: Mount, request: HTTPRequest, held: _HeldRequest, sock: socket.socket
+) -> None:
+    _connect(hub.loop, sock, held)
+    mount.handle_request(request, held)
 
 
 def _abort(responder: _WaitingResponder) -> None:
