@@ -282,3 +282,11 @@ def test_routes_have_threads_of_their_own() -> None:
                 assert r.read() == b"plain HTTP still works"
     finally:
         server.stop()
+
+
+def test_slow_reader_back_pressure(served: Served) -> None:
+    with connect(served.url("/slow-reader")) as ws:
+        ws.send("500")
+        for i in range(500):
+            ws.send(str(i) * 100)
+        assert ws.recv(timeout=10) == "ok"

@@ -173,6 +173,15 @@ def make_app(ping_interval: float | None = None) -> tuple[Flask, Sock, Reports]:
                 late = "ConnectionClosed"
             reports.put("watch", (exc.reason, late))
 
+    @sock.route("/slow-reader")
+    def slow_reader(ws: Any) -> None:
+        # Reads nothing for a while: the loop stops reading the socket once 64
+        # messages wait (TCP back-pressure), then resumes; nothing is lost.
+        count = int(ws.receive())
+        threading.Event().wait(0.3)
+        got = [ws.receive(timeout=5) for _ in range(count)]
+        ws.send("ok" if got == [str(i) * 100 for i in range(count)] else "mismatch")
+
     @sock.route("/boom")
     def boom(ws: Any) -> None:
         ws.send("about to fail")
