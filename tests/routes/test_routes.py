@@ -290,3 +290,18 @@ def test_slow_reader_back_pressure(served: Served) -> None:
         for i in range(500):
             ws.send(str(i) * 100)
         assert ws.recv(timeout=10) == "ok"
+
+
+def test_bad_handshake_gets_a_clear_http_error(served: Served) -> None:
+    with socket.create_connection(("127.0.0.1", served.port), timeout=5) as raw:
+        raw.sendall(
+            b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n"
+        )
+        data = b""
+        while chunk := raw.recv(4096):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 426 "), data
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"\r\nSec-WebSocket-Version: 13\r\n" in head
+    assert b"Sec-WebSocket-Version" in body
