@@ -17,10 +17,10 @@ stop, ``SIGHUP`` reload and worker count changes) is a graceful shutdown: the
 listeners close, Socket.IO clients get a close packet ("server shutting
 down"), WebSocket routes a 1001 close frame, requests in progress get up to
 ``--graceful-timeout`` seconds. ``SIGQUIT`` and ``SIGINT`` exit at once, as in
-the other workers. The worker tells the arbiter it is alive every
-``--timeout / 2`` seconds from the loop (a blocked loop gets the worker
+the other workers. The worker tells the arbiter it is alive every second
+from the loop (a loop blocked for ``--timeout`` seconds gets the worker
 restarted, which is what that timeout is for), and stops gracefully when its
-parent process goes away.
+parent process goes away or ``--reload`` sees a changed file.
 
 Several workers (``-w N``) are fine for WebSocket routes and for Socket.IO
 clients that use only the WebSocket transport; long-polling clients need
@@ -39,6 +39,9 @@ from gunicorn.workers.base import Worker as _BaseWorker
 from .server.http import HTTPLimits, Server
 
 __all__ = ["Worker"]
+
+#: Seconds between two heartbeats (well under gunicorn's --timeout, default 30).
+HEARTBEAT_INTERVAL = 1.0
 
 #: Smallest WSGI thread pool the worker runs (gunicorn's ``--threads`` defaults to 1).
 MIN_WSGI_THREADS = 16
@@ -123,12 +126,15 @@ class Worker(_BaseWorker):  # type: ignore[misc]
         sys.exit(0)
 
     def _heartbeat(self) -> None:
+        # Once a second: tell the arbiter we are alive, and stop gracefully
+        # when gunicorn's code reloader (--reload) cleared ``alive`` or the
+        # parent process is gone.
         assert self.server is not None
-        if self.alive and self.ppid != os.getppid():
-            self.log.info("Parent changed, shutting down: %s", self)
-            self.alive = False
+        if not self.alive or self.ppid != os.getppid():
+            if self.alive:
+                self.log.info("Parent changed, shutting down: %s", self)
+                self.alive = False
             os.kill(os.getpid(), signal.SIGTERM)  # the loop's graceful shutdown
             return
         self.notify()
-        interval = max(0.5, float(self.cfg.timeout or 30) / 2.0)
-        self.server.hub.loop.call_later(interval, self._heartbeat)
+        self.server.hub.loop.call_later(HEARTBEAT_INTERVAL, self._heartbeat)
