@@ -389,6 +389,7 @@ class SocketIO:
                 app.extensions = {}
             app.extensions["socketio"] = self
             self.app = app
+        previous = self.server
         self.manage_session = bool(self._option("manage_session"))
         json = self._option("json")
         if json is flask.json:
@@ -414,6 +415,8 @@ class SocketIO:
                 json=json,
                 options=self._option("redis_options"),
             )
+        if previous is not None and previous.queue is not None and previous.queue is not queue:
+            previous.queue.close()
         if queue is not None:
             queue.attach(self.server)
             self.server.queue = queue
