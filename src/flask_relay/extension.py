@@ -389,6 +389,11 @@ class SocketIO:
                 app.extensions = {}
             app.extensions["socketio"] = self
             self.app = app
+            # Serve the endpoint under foreign WSGI servers too (flask run,
+            # app.run(), gunicorn sync/gthread): a pass-through otherwise.
+            from .server.foreign import install
+
+            install(app)
         previous = self.server
         self.manage_session = bool(self._option("manage_session"))
         json = self._option("json")
