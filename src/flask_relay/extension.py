@@ -32,7 +32,6 @@ context of the connection's handshake request (``request.args``,
 from __future__ import annotations
 
 import builtins
-import importlib
 import inspect
 import logging
 import sys
@@ -115,6 +114,9 @@ ENGINEIO_OPTIONS = (
     "monitor_clients",
     "transports",
 )
+
+#: Flask-Relay's own Engine.IO options, passed on only when given.
+ENGINEIO_EXTRA_OPTIONS = ("upgrade_timeout", "max_send_buffer", "websocket_compression")
 
 _ACCEPTED_ASYNC_MODES = (None, "threading", "relay", "flask_relay", "flask-relay")
 _GREEN_ASYNC_MODES = ("eventlet", "gevent", "gevent_uwsgi")
@@ -787,9 +789,12 @@ class SocketIO:
 
     def _engine_mount(self) -> Any:
         """The Engine.IO endpoint bound to this Socket.IO server."""
-        eio = importlib.import_module(".engine.eio", __package__)
-        EngineIOServer = eio.EngineIOServer  # noqa: N806
+        from .engine.eio import EngineIOServer
+
         options = {name: self._option(name) for name in ENGINEIO_OPTIONS}
+        for name in ENGINEIO_EXTRA_OPTIONS:
+            if name in self.server_options:
+                options[name] = self.server_options[name]
         engine = EngineIOServer(logger=self._option("engineio_logger"), **options)
         binding = self._require_server().attach(engine)
         engine.handler = binding

@@ -48,10 +48,6 @@ def peers(request: pytest.FixtureRequest) -> Iterator[Callable[..., Peer]]:
         if kind == "local":
             peer = LocalPeer(app, sio, **kwargs)
         else:
-            import importlib.util
-
-            if importlib.util.find_spec("flask_relay.engine.eio") is None:
-                pytest.skip("the Engine.IO server (engine/eio.py) is not there yet")
             server = servers.get(id(sio))
             if server is None:
                 server = sio.make_server(app, "127.0.0.1", free_port())
