@@ -375,6 +375,11 @@ class HTTPConnection(asyncio.Protocol):
         self._next()
 
     def eof_received(self) -> bool | None:
+        current = self.current
+        if isinstance(current, _MountResponder) and not current.done:
+            # A client that goes away during a held mount request (a long-poll)
+            # has abandoned it, as Node's server sees it: abort the request.
+            return None
         # A half-closed client may still wait for the answer to its last request.
         if not self.busy and not self.queue:
             self._close()

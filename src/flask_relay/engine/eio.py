@@ -1,0 +1,1061 @@
+"""The Engine.IO v4 server: sessions, long-polling, WebSocket, upgrade, heartbeat.
+
+:class:`EngineIOServer` is a *mount* (see :mod:`flask_relay.server.request`):
+the HTTP server hands it the requests under its path, on the event loop. All
+session state lives on the loop thread and is touched only there; the send
+methods (:meth:`~EngineIOServer.send`, :meth:`~EngineIOServer.send_many`,
+:meth:`~EngineIOServer.send_prepared`, :meth:`~EngineIOServer.disconnect`) are
+safe from any thread because they only queue a call to the loop through the
+hub (one cheap deque append; see :class:`flask_relay.server.loop.Hub`).
+
+The *handler* (:class:`EngineHandler`) is called on the loop for every
+connect, message and disconnect. It must not block: the Socket.IO layer and
+the public :class:`flask_relay.engineio.EngineIO` hand the work to worker
+threads.
+
+Encode once, write many: :meth:`~EngineIOServer.prepare` builds, once, each
+packet's long-polling form (``4text`` or ``b<base64>``) and one unmasked
+WebSocket frame holding all the packets; :meth:`~EngineIOServer.send_prepared`
+then appends the same bytes to every WebSocket recipient's output and the same
+strings to every polling recipient's queue. Output to one socket is coalesced:
+what a loop iteration brings leaves in one ``transport.write``.
+
+Output is bounded per connection (``max_send_buffer`` bytes queued for a
+polling client that does not poll, or buffered in the kernel-side transport of
+a WebSocket client that does not read). A client over the bound is
+disconnected (reason ``"transport error"``, logged with the cause); no packet
+is ever dropped silently, and other clients are not affected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import io
+import logging
+import secrets
+import sys
+import zlib
+from base64 import b64encode
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol, cast
+
+from ..protocol import websocket as wsproto
+from ..protocol.engineio import Packet, PacketType, decode_packet, decode_payload
+from ..protocol.errors import ProtocolError
+from ..protocol.jsonlib import JSONModule, default_json
+from ..server.request import HTTPRequest, Responder, UpgradeHandle, build_environ
+
+__all__ = ["EngineHandler", "EngineIOServer", "Prepared"]
+
+default_logger = logging.getLogger("flask_relay.engineio")
+
+_OPEN = PacketType.OPEN
+_CLOSE = PacketType.CLOSE
+_PING = PacketType.PING
+_PONG = PacketType.PONG
+_MESSAGE = PacketType.MESSAGE
+_UPGRADE = PacketType.UPGRADE
+_NOOP = PacketType.NOOP
+
+#: The reference server's error codes (``Server.errors`` in npm ``engine.io``).
+UNKNOWN_TRANSPORT = 0
+UNKNOWN_SID = 1
+BAD_HANDSHAKE_METHOD = 2
+BAD_REQUEST = 3
+FORBIDDEN = 4
+UNSUPPORTED_PROTOCOL_VERSION = 5
+
+_ERROR_MESSAGES = {
+    UNKNOWN_TRANSPORT: "Transport unknown",
+    UNKNOWN_SID: "Session ID unknown",
+    BAD_HANDSHAKE_METHOD: "Bad handshake method",
+    BAD_REQUEST: "Bad request",
+    FORBIDDEN: "Forbidden",
+    UNSUPPORTED_PROTOCOL_VERSION: "Unsupported protocol version",
+}
+
+_EIO3_MESSAGE = (
+    "Unsupported protocol version: this server speaks Engine.IO v4 (Socket.IO v5), "
+    "the client speaks Engine.IO v3 (a Socket.IO 2.x client). Upgrade the client to "
+    "Socket.IO client v3 or later (v4 recommended)."
+)
+
+_TEXT_PLAIN = ("Content-Type", "text/plain; charset=UTF-8")
+
+#: Seconds between the noops that release a polling client during an upgrade.
+_UPGRADE_NOOP_INTERVAL = 0.1
+#: Seconds to wait for a WebSocket peer's close frame after ours.
+_WS_CLOSE_TIMEOUT = 5.0
+
+
+class EngineHandler(Protocol):
+    """Receives a server's sessions' events, on the loop thread (must not block)."""
+
+    def on_connect(self, sid: str, environ: dict[str, Any]) -> None: ...
+
+    def on_message(self, sid: str, data: str | bytes) -> None: ...
+
+    def on_disconnect(self, sid: str, reason: str) -> None: ...
+
+
+# A queued packet: (its long-polling segment, its WebSocket payload). For text
+# both are the same string; for binary the segment is "b<base64>".
+_Item = tuple[str, "str | bytes"]
+
+
+def _item(data: str | bytes | bytearray | memoryview) -> _Item:
+    if isinstance(data, str):
+        text = "4" + data
+        return (text, text)
+    raw = bytes(data)
+    return ("b" + b64encode(raw).decode("ascii"), raw)
+
+
+def _control(ptype: PacketType, data: str | None = None) -> _Item:
+    text = str(int(ptype)) if data is None else f"{int(ptype)}{data}"
+    return (text, text)
+
+
+class Prepared:
+    """Packets encoded once for any number of recipients (see :meth:`EngineIOServer.prepare`)."""
+
+    __slots__ = ("frames", "items", "size")
+
+    def __init__(self, items: list[_Item], frames: bytes) -> None:
+        self.items = items
+        self.frames = frames
+        self.size = len(frames)
+
+
+def _error_body(code: int, message: str | None = None) -> bytes:
+    return default_json.dumps(
+        {"code": code, "message": message or _ERROR_MESSAGES[code]}
+    ).encode()
+
+
+class _WSChannel(asyncio.Protocol):
+    """One Engine.IO WebSocket on the loop: frames in, coalesced writes out."""
+
+    def __init__(self, server: EngineIOServer, conn: wsproto.WebSocketConnection) -> None:
+        self.server = server
+        self.conn = conn
+        self.loop = server.loop
+        self.transport: asyncio.Transport | None = None
+        #: The session this socket carries (or probes, during an upgrade).
+        self.session: _Session | None = None
+        self.probe = False
+        self.finished = False
+        self._flush_scheduled = False
+        self._close_timer: asyncio.TimerHandle | None = None
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.server._channels.add(self)
+        self.flush()
+
+    def data_received(self, data: bytes) -> None:
+        events = self.conn.receive_data(data)
+        self.flush()
+        for event in events:
+            self._event(event)
+
+    def eof_received(self) -> bool | None:
+        events = self.conn.eof_received()
+        self.flush()
+        for event in events:
+            self._event(event)
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.server._channels.discard(self)
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+        if not self.conn.closed:
+            for event in self.conn.eof_received():
+                self._event(event)
+        self._finished(1006)
+
+    # events
+
+    def _event(self, event: wsproto.Event) -> None:
+        if isinstance(event, (wsproto.TextMessage, wsproto.BinaryMessage)):
+            if self.finished or self.session is None:
+                return
+            try:
+                packet = decode_packet(event.data)
+            except ProtocolError as exc:
+                self.server._parse_error(self.session, exc, self)
+                return
+            self.server._ws_packet(self, packet)
+        elif isinstance(event, wsproto.Closed):
+            self._finished(event.code)
+
+    def _finished(self, code: int) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+        if self.transport is not None and not self.conn.should_close_transport:
+            self.transport.close()
+        self.server._ws_closed(self, code)
+
+    # output
+
+    def write_frames(self, frames: bytes) -> None:
+        self.conn.send_frame(frames)
+        self._schedule_flush()
+
+    def send_item(self, item: _Item) -> None:
+        payload = item[1]
+        if isinstance(payload, str):
+            self.conn.send_text(payload)
+        else:
+            self.conn.send_binary(payload)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        transport = self.transport
+        if transport is None:
+            return
+        out = self.conn.data_to_send()
+        if out:
+            transport.write(out)
+            if (
+                transport.get_write_buffer_size() > self.server.max_send_buffer
+                and not self.finished
+                and self.session is not None
+            ):
+                self.server._overflow(self.session, transport.get_write_buffer_size())
+                return
+        if self.conn.should_close_transport:
+            transport.close()
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        if self.conn.open:
+            self.conn.close(code, reason)
+        self.flush()
+        if not self.conn.closed and self.transport is not None and self._close_timer is None:
+            self._close_timer = self.loop.call_later(_WS_CLOSE_TIMEOUT, self._close_timed_out)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _close_timed_out(self) -> None:
+        self._close_timer = None
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class _Session:
+    """One Engine.IO session (loop thread only)."""
+
+    __slots__ = (
+        "closed",
+        "environ",
+        "held",
+        "held_request",
+        "noop_timer",
+        "ping_timer",
+        "probe",
+        "probed",
+        "queue",
+        "queued_bytes",
+        "sid",
+        "transport",
+        "upgrade_timer",
+        "ws",
+    )
+
+    def __init__(self, sid: str, environ: dict[str, Any], transport: str) -> None:
+        self.sid = sid
+        self.environ = environ
+        self.transport = transport
+        self.closed = False
+        self.queue: list[_Item] = []
+        self.queued_bytes = 0
+        self.held: Responder | None = None
+        self.held_request: HTTPRequest | None = None
+        self.ws: _WSChannel | None = None
+        self.probe: _WSChannel | None = None
+        self.probed = False
+        self.ping_timer: asyncio.TimerHandle | None = None
+        self.upgrade_timer: asyncio.TimerHandle | None = None
+        self.noop_timer: asyncio.TimerHandle | None = None
+
+    def __repr__(self) -> str:
+        return f"<Session {self.sid} {self.transport}>"
+
+
+def _seconds_to_ms(value: float) -> int:
+    return int(round(value * 1000))
+
+
+class EngineIOServer:
+    """An Engine.IO v4 endpoint, served on the loop as a mount.
+
+    Options have Flask-SocketIO's names and defaults: ``ping_interval`` (25 s;
+    a ``(interval, grace)`` tuple is accepted, the grace is ignored),
+    ``ping_timeout`` (20 s), ``max_http_buffer_size`` (1,000,000 bytes: the
+    largest POST body or WebSocket message; advertised as ``maxPayload``),
+    ``allow_upgrades``, ``transports`` (``["polling", "websocket"]``),
+    ``cookie`` (``None``; a name, or a dict with ``name``, ``path``,
+    ``domain``, ``secure``, ``httponly``, ``samesite``, ``max_age``),
+    ``cors_allowed_origins`` (``None``: the same origin only; ``"*"``: any; a
+    string or a list; ``[]``: no origin check and no CORS headers),
+    ``cors_credentials``, ``http_compression`` and ``compression_threshold``
+    (gzip/deflate of polling responses). ``upgrade_timeout`` (10 s) bounds an
+    unfinished upgrade; ``max_send_buffer`` (bytes) bounds what waits for
+    one client; ``websocket_compression`` enables permessage-deflate.
+    """
+
+    def __init__(
+        self,
+        handler: EngineHandler | None = None,
+        *,
+        ping_interval: float | Sequence[float] = 25,
+        ping_timeout: float = 20,
+        max_http_buffer_size: int = 1_000_000,
+        allow_upgrades: bool = True,
+        transports: Sequence[str] | None = None,
+        cookie: str | dict[str, Any] | None = None,
+        cors_allowed_origins: str | Sequence[str] | None = None,
+        cors_credentials: bool = True,
+        http_compression: bool = True,
+        compression_threshold: int = 1024,
+        upgrade_timeout: float = 10,
+        max_send_buffer: int = 16 * 1024 * 1024,
+        websocket_compression: bool = False,
+        monitor_clients: bool = True,
+        logger: logging.Logger | bool | None = None,
+        json: JSONModule | None = None,
+        **unknown: Any,
+    ) -> None:
+        if isinstance(ping_interval, (tuple, list)):
+            ping_interval = ping_interval[0]
+        self.handler = handler
+        self.ping_interval = float(cast(float, ping_interval))
+        self.ping_timeout = float(ping_timeout)
+        self.max_http_buffer_size = int(max_http_buffer_size)
+        self.allow_upgrades = bool(allow_upgrades)
+        self.transports = list(transports) if transports else ["polling", "websocket"]
+        for name in self.transports:
+            if name not in ("polling", "websocket"):
+                raise ValueError(f"unknown transport {name!r}")
+        if isinstance(cookie, str):
+            cookie = {"name": cookie}
+        self.cookie = cookie
+        self.cors_allowed_origins = cors_allowed_origins
+        self.cors_credentials = bool(cors_credentials)
+        self.http_compression = bool(http_compression)
+        self.compression_threshold = int(compression_threshold)
+        self.upgrade_timeout = float(upgrade_timeout)
+        self.max_send_buffer = max(int(max_send_buffer), 2 * self.max_http_buffer_size)
+        self.websocket_compression = bool(websocket_compression)
+        self.monitor_clients = bool(monitor_clients)
+        if isinstance(logger, logging.Logger):
+            self.logger = logger
+        else:
+            self.logger = default_logger
+            if logger is True and self.logger.level == logging.NOTSET:
+                self.logger.setLevel(logging.INFO)
+        self.json = json or default_json
+        if unknown:
+            self.logger.warning("Engine.IO: ignoring options %s", ", ".join(sorted(unknown)))
+        #: Largest request body accepted (the Mount protocol).
+        self.max_body_size = self.max_http_buffer_size
+        self.hub: Any = None
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self._sessions: dict[str, _Session] = {}
+        self._channels: set[_WSChannel] = set()
+        self._shutting_down = False
+
+    # -- Mount ----------------------------------------------------------------------
+
+    def attach(self, hub: Any) -> None:
+        """Bind to the hub whose loop serves this endpoint."""
+        if self.hub is not None and self.hub is not hub:
+            raise RuntimeError("this Engine.IO server is already attached to another loop")
+        self.hub = hub
+        self.loop = hub.loop
+        self._shutting_down = False
+
+    @property
+    def session_count(self) -> int:
+        return len(self._sessions)
+
+    def session_ids(self) -> list[str]:
+        """The open sessions' ids (a snapshot; exact on the loop thread)."""
+        return list(self._sessions)
+
+    def transport(self, sid: str) -> str | None:
+        """``"polling"`` or ``"websocket"`` for an open session, else ``None``."""
+        session = self._sessions.get(sid)
+        return session.transport if session is not None else None
+
+    def handle_request(self, request: HTTPRequest, responder: Responder) -> None:
+        """A polling request (or a CORS preflight), on the loop."""
+        cors = self._cors_headers(request)
+        if cors is None:
+            self._error(responder, 403, FORBIDDEN, request)
+            return
+        if request.method == "OPTIONS":
+            headers = list(cors)
+            headers.append(("Access-Control-Allow-Methods", "OPTIONS, GET, POST"))
+            wanted = request.header("access-control-request-headers")
+            if wanted:
+                headers.append(("Access-Control-Allow-Headers", wanted))
+            responder.respond(204, headers, b"")
+            return
+        args = request.args
+        transport = args.get("transport")
+        if transport not in self.transports:
+            self._error(responder, 400, UNKNOWN_TRANSPORT, request, extra=cors)
+            return
+        eio = args.get("EIO")
+        if eio != "4":
+            message = _EIO3_MESSAGE if eio == "3" else None
+            self._error(responder, 400, UNSUPPORTED_PROTOCOL_VERSION, request, message, cors)
+            return
+        sid = args.get("sid")
+        if sid is None:
+            if transport != "polling":
+                # A WebSocket handshake without the Upgrade header.
+                self._error(responder, 400, BAD_REQUEST, request, extra=cors)
+                return
+            if request.method != "GET":
+                self._error(responder, 400, BAD_HANDSHAKE_METHOD, request, extra=cors)
+                return
+            self._handshake_polling(request, responder, cors)
+            return
+        session = self._sessions.get(sid)
+        if session is None:
+            self._error(responder, 400, UNKNOWN_SID, request, extra=cors)
+            return
+        if transport != "polling" or session.transport != "polling":
+            self._error(responder, 400, BAD_REQUEST, request, extra=cors)
+            return
+        if request.method == "GET":
+            self._poll(session, request, responder, cors)
+        elif request.method == "POST":
+            self._post(session, request, responder, cors)
+        else:
+            self._error(responder, 400, BAD_REQUEST, request, extra=cors)
+
+    def handle_upgrade(self, request: HTTPRequest, handle: UpgradeHandle) -> None:
+        """A WebSocket request: a new session, or the upgrade of a polling one."""
+
+        def reject(status: int, code: int, message: str | None = None) -> None:
+            self.logger.info(
+                "Refused %s from %s: %s", request.target, _addr(request), message or code
+            )
+            handle.reject(
+                status,
+                [("Content-Type", "application/json")],
+                _error_body(code, message),
+            )
+
+        if self._origin_allowed(request) is False:
+            reject(403, FORBIDDEN)
+            return
+        args = request.args
+        if (
+            args.get("transport") != "websocket"
+            or "websocket" not in self.transports
+            or (request.header("upgrade") or "").lower() != "websocket"
+        ):
+            reject(400, UNKNOWN_TRANSPORT)
+            return
+        eio = args.get("EIO")
+        if eio != "4":
+            reject(400, UNSUPPORTED_PROTOCOL_VERSION, _EIO3_MESSAGE if eio == "3" else None)
+            return
+        sid = args.get("sid")
+        session: _Session | None = None
+        if sid is not None:
+            session = self._sessions.get(sid)
+            if session is None:
+                reject(400, UNKNOWN_SID)
+                return
+            if (
+                session.transport != "polling"
+                or session.probe is not None
+                or not self.allow_upgrades
+            ):
+                reject(400, BAD_REQUEST)
+                return
+        elif self._shutting_down:
+            reject(503, BAD_REQUEST, "server shutting down")
+            return
+        extra: list[tuple[str, str]] = []
+        new_sid = None
+        if session is None:
+            new_sid = self._new_sid()
+            extra = self._cookie_headers(new_sid)
+        result = wsproto.accept(
+            request.method,
+            request.target,
+            request.headers,
+            http_version=request.http_version,
+            compression=self.websocket_compression,
+            max_message_size=self.max_http_buffer_size,
+            extra_headers=extra,
+        )
+        if isinstance(result, wsproto.Rejection):
+            self.logger.info("Refused a WebSocket from %s: %s", _addr(request), result.message)
+            handle.write_raw_and_close(result.serialize())
+            return
+        channel = _WSChannel(self, result)
+        if session is not None:
+            channel.probe = True
+            channel.session = session
+            session.probe = channel
+            session.upgrade_timer = self.loop.call_later(
+                self.upgrade_timeout, self._upgrade_timed_out, session, channel
+            )
+            handle.switch(channel)
+            return
+        assert new_sid is not None
+        session = _Session(new_sid, self._environ(request), "websocket")
+        handle.switch(channel)
+        if channel.finished or channel.transport is None:
+            return
+        session.ws = channel
+        channel.session = session
+        self._sessions[new_sid] = session
+        channel.send_item(_control(_OPEN, self._open_json(new_sid, [])))
+        self._opened(session)
+
+    async def shutdown(self) -> None:
+        """Close every session ("server shutting down"); clients get a close packet."""
+        self._shutting_down = True
+        for session in list(self._sessions.values()):
+            self._close(session, "server shutting down", notify=True)
+        deadline = self.loop.time() + 2.0
+        while self._channels and self.loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        for channel in list(self._channels):
+            channel.abort()
+
+    # -- the send interface (any thread) ---------------------------------------------
+
+    def send(self, sid: str, data: str | bytes) -> None:
+        """Send one message to a session."""
+        self._call(self._deliver, sid, [_item(data)], None)
+
+    def send_many(self, sid: str, items: list[str | bytes]) -> None:
+        """Send several messages that must stay together (a binary Socket.IO packet)."""
+        self._call(self._deliver, sid, [_item(d) for d in items], None)
+
+    def prepare(self, items: list[str | bytes]) -> Prepared:
+        """Encode the messages once, and build their WebSocket frames once."""
+        encoded = [_item(d) for d in items]
+        frames = b"".join(wsproto.build_frame(payload) for _, payload in encoded)
+        return Prepared(encoded, frames)
+
+    def send_prepared(self, sids: Iterable[str], prepared: Prepared) -> None:
+        """Send prepared messages to many sessions: per recipient, one append."""
+        self._call(self._deliver_prepared, list(sids), prepared)
+
+    def disconnect(self, sid: str, reason: str = "forced close") -> None:
+        """Close a session from the server side; the handler hears ``reason``."""
+        self._call(self._disconnect, sid, reason)
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> None:
+        hub = self.hub
+        if hub is None:
+            self.logger.debug("Engine.IO server not attached: %s dropped", fn.__name__)
+            return
+        hub.call(fn, *args)
+
+    # -- delivery (loop) -------------------------------------------------------------
+
+    def _deliver(self, sid: str, items: list[_Item], frames: bytes | None) -> None:
+        session = self._sessions.get(sid)
+        if session is None or session.closed:
+            return
+        self._enqueue(session, items, frames)
+
+    def _deliver_prepared(self, sids: list[str], prepared: Prepared) -> None:
+        sessions = self._sessions
+        for sid in sids:
+            session = sessions.get(sid)
+            if session is not None and not session.closed:
+                self._enqueue(session, prepared.items, prepared.frames)
+
+    def _enqueue(self, session: _Session, items: list[_Item], frames: bytes | None) -> None:
+        ws = session.ws
+        if ws is not None:
+            if frames is not None:
+                ws.write_frames(frames)
+            else:
+                for item in items:
+                    ws.send_item(item)
+            return
+        session.queue.extend(items)
+        session.queued_bytes += sum(len(segment) for segment, _ in items)
+        if session.queued_bytes > self.max_send_buffer:
+            self._overflow(session, session.queued_bytes)
+            return
+        if session.held is not None and not session.probed:
+            self._flush_poll(session)
+
+    def _overflow(self, session: _Session, size: int) -> None:
+        self.logger.warning(
+            "Closing %s: %d bytes waiting for a client that does not read "
+            "(max_send_buffer=%d)",
+            session.sid,
+            size,
+            self.max_send_buffer,
+        )
+        session.queue.clear()
+        session.queued_bytes = 0
+        ws = session.ws
+        if ws is not None:
+            session.ws = None
+            ws.session = None
+            self._close(session, "transport error", notify=False)
+            ws.abort()
+        else:
+            self._close(session, "transport error", notify=True)
+
+    def _disconnect(self, sid: str, reason: str) -> None:
+        session = self._sessions.get(sid)
+        if session is not None:
+            self._close(session, reason, notify=True)
+
+    # -- polling (loop) -----------------------------------------------------------------
+
+    def _handshake_polling(
+        self, request: HTTPRequest, responder: Responder, cors: list[tuple[str, str]]
+    ) -> None:
+        if self._shutting_down:
+            self._error(responder, 503, BAD_REQUEST, request, "server shutting down", cors)
+            return
+        sid = self._new_sid()
+        session = _Session(sid, self._environ(request), "polling")
+        upgrades = ["websocket"] if self.allow_upgrades and "websocket" in self.transports else []
+        body = "0" + self._open_json(sid, upgrades)
+        headers = [_TEXT_PLAIN, *cors, *self._cookie_headers(sid)]
+        self._sessions[sid] = session
+        responder.respond(200, headers, body.encode())
+        self._opened(session)
+
+    def _poll(
+        self,
+        session: _Session,
+        request: HTTPRequest,
+        responder: Responder,
+        cors: list[tuple[str, str]],
+    ) -> None:
+        if session.held is not None:
+            self.logger.info("Closing %s: overlapping GET requests", session.sid)
+            self._error(responder, 400, BAD_REQUEST, request, "overlapping GET requests", cors)
+            self._close(session, "transport error", notify=True)
+            return
+        session.held = responder
+        session.held_request = request
+        responder.on_abort = lambda: self._poll_aborted(session, responder)
+        if session.probed:
+            # Upgrading: release the client at once so it can finish on the WebSocket.
+            self._send_noop(session)
+        elif session.queue:
+            self._flush_poll(session)
+
+    def _poll_aborted(self, session: _Session, responder: Responder) -> None:
+        if session.held is not responder:
+            return
+        session.held = None
+        session.held_request = None
+        if not session.closed and session.transport == "polling":
+            self.logger.info("Closing %s: the client abandoned its GET", session.sid)
+            self._close(session, "transport error", notify=False)
+
+    def _flush_poll(self, session: _Session) -> None:
+        responder = session.held
+        request = session.held_request
+        if responder is None or request is None or not session.queue:
+            return
+        body = "\x1e".join(segment for segment, _ in session.queue).encode()
+        session.queue = []
+        session.queued_bytes = 0
+        session.held = None
+        session.held_request = None
+        self._respond(request, responder, 200, [_TEXT_PLAIN], body)
+
+    def _send_noop(self, session: _Session) -> None:
+        responder = session.held
+        request = session.held_request
+        if responder is None or request is None:
+            return
+        session.held = None
+        session.held_request = None
+        self._respond(request, responder, 200, [_TEXT_PLAIN], b"6")
+
+    def _post(
+        self,
+        session: _Session,
+        request: HTTPRequest,
+        responder: Responder,
+        cors: list[tuple[str, str]],
+    ) -> None:
+        if request.body_too_large:
+            self.logger.info(
+                "Closing %s: POST body over max_http_buffer_size=%d",
+                session.sid,
+                self.max_http_buffer_size,
+            )
+            responder.respond(
+                413, [("Content-Type", "application/json"), *cors],
+                default_json.dumps(
+                    {"code": BAD_REQUEST, "message": "Payload too large"}
+                ).encode(),
+            )
+            self._close(session, "transport error", notify=True)
+            return
+        try:
+            packets = decode_payload(request.body)
+        except ProtocolError as exc:
+            self.logger.info("Closing %s: bad POST body: %s", session.sid, exc.reason)
+            self._error(responder, 400, BAD_REQUEST, request, f"Bad request: {exc.reason}", cors)
+            self._close(session, "parse error", notify=True)
+            return
+        responder.respond(200, [("Content-Type", "text/html"), *cors], b"ok")
+        for packet in packets:
+            if session.closed:
+                break
+            self._packet(session, packet, None)
+
+    # -- WebSocket (loop) ----------------------------------------------------------------
+
+    def _ws_packet(self, channel: _WSChannel, packet: Packet) -> None:
+        session = channel.session
+        if session is None or session.closed:
+            return
+        if channel.probe:
+            self._probe_packet(session, channel, packet)
+        elif session.ws is channel:
+            self._packet(session, packet, channel)
+
+    def _probe_packet(self, session: _Session, channel: _WSChannel, packet: Packet) -> None:
+        ptype = packet.type
+        if ptype == _PING and packet.data == "probe" and not session.probed:
+            channel.send_item(_control(_PONG, "probe"))
+            session.probed = True
+            self._send_noop(session)
+            self._arm_noop(session)
+        elif ptype == _UPGRADE and session.probed:
+            self._finish_upgrade(session, channel)
+        elif ptype == _NOOP:
+            pass
+        else:
+            self.logger.info("Dropping the upgrade of %s: unexpected %s", session.sid, ptype.name)
+            self._cancel_upgrade(session, channel)
+
+    def _arm_noop(self, session: _Session) -> None:
+        def tick() -> None:
+            session.noop_timer = None
+            if session.closed or session.probe is None:
+                return
+            self._send_noop(session)
+            self._arm_noop(session)
+
+        session.noop_timer = self.loop.call_later(_UPGRADE_NOOP_INTERVAL, tick)
+
+    def _finish_upgrade(self, session: _Session, channel: _WSChannel) -> None:
+        self._clear_upgrade(session)
+        channel.probe = False
+        session.transport = "websocket"
+        session.ws = channel
+        self._send_noop(session)
+        queue, session.queue = session.queue, []
+        session.queued_bytes = 0
+        for item in queue:
+            channel.send_item(item)
+        self.logger.debug("%s upgraded to websocket", session.sid)
+
+    def _clear_upgrade(self, session: _Session) -> None:
+        session.probe = None
+        session.probed = False
+        for name in ("upgrade_timer", "noop_timer"):
+            timer = getattr(session, name)
+            if timer is not None:
+                timer.cancel()
+                setattr(session, name, None)
+
+    def _cancel_upgrade(self, session: _Session, channel: _WSChannel) -> None:
+        if session.probe is channel:
+            self._clear_upgrade(session)
+            if session.queue and session.held is not None:
+                self._flush_poll(session)
+        channel.session = None
+        channel.close(1000)
+
+    def _upgrade_timed_out(self, session: _Session, channel: _WSChannel) -> None:
+        session.upgrade_timer = None
+        if session.probe is channel:
+            self.logger.info("Upgrade of %s timed out", session.sid)
+            self._cancel_upgrade(session, channel)
+
+    def _ws_closed(self, channel: _WSChannel, code: int) -> None:
+        session = channel.session
+        channel.session = None
+        if session is None:
+            return
+        if session.probe is channel:
+            self._clear_upgrade(session)
+            if session.queue and session.held is not None:
+                self._flush_poll(session)
+        elif session.ws is channel and not session.closed:
+            session.ws = None
+            reason = "transport close" if code in (1000, 1001, 1005, 1006) else "transport error"
+            self._close(session, reason, notify=False)
+
+    # -- packets and heartbeat (loop) -------------------------------------------------------
+
+    def _packet(self, session: _Session, packet: Packet, channel: _WSChannel | None) -> None:
+        ptype = packet.type
+        if ptype == _MESSAGE:
+            data = packet.data if packet.data is not None else ""
+            handler = self.handler
+            if handler is not None:
+                try:
+                    handler.on_message(session.sid, data)
+                except Exception:
+                    self.logger.exception("Error in the message handler for %s", session.sid)
+        elif ptype == _PONG:
+            self._schedule_ping(session)
+        elif ptype == _CLOSE:
+            self._close(session, "transport close", notify=False, client=True)
+        elif ptype == _NOOP:
+            pass
+        elif ptype == _PING and channel is not None and packet.data == "probe":
+            # A probe on the socket already in use: harmless, answer it.
+            channel.send_item(_control(_PONG, "probe"))
+        else:
+            self.logger.info("Closing %s: unexpected %s packet", session.sid, ptype.name)
+            self._close(session, "parse error", notify=True)
+
+    def _parse_error(self, session: _Session, exc: ProtocolError, channel: _WSChannel) -> None:
+        self.logger.info("Closing %s: %s", session.sid, exc.reason)
+        if channel.probe:
+            self._cancel_upgrade(session, channel)
+            return
+        self._close(session, "parse error", notify=True)
+
+    def _opened(self, session: _Session) -> None:
+        self._schedule_ping(session)
+        handler = self.handler
+        if handler is not None:
+            try:
+                handler.on_connect(session.sid, session.environ)
+            except Exception:
+                self.logger.exception("Error in the connect handler for %s", session.sid)
+
+    def _schedule_ping(self, session: _Session) -> None:
+        if session.ping_timer is not None:
+            session.ping_timer.cancel()
+        if session.closed or not self.monitor_clients:
+            session.ping_timer = None
+            return
+        session.ping_timer = self.loop.call_later(self.ping_interval, self._ping, session)
+
+    def _ping(self, session: _Session) -> None:
+        if session.closed:
+            return
+        self._enqueue(session, [_control(_PING)], None)
+        if not session.closed:
+            session.ping_timer = self.loop.call_later(
+                self.ping_timeout, self._ping_timed_out, session
+            )
+
+    def _ping_timed_out(self, session: _Session) -> None:
+        session.ping_timer = None
+        if not session.closed:
+            self.logger.info("Closing %s: ping timeout", session.sid)
+            self._close(session, "ping timeout", notify=True)
+
+    # -- closing (loop) ---------------------------------------------------------------------
+
+    def _close(
+        self, session: _Session, reason: str, *, notify: bool, client: bool = False
+    ) -> None:
+        """End a session once; ``notify`` sends the client a close packet first."""
+        if session.closed:
+            return
+        session.closed = True
+        if self._sessions.get(session.sid) is session:
+            del self._sessions[session.sid]
+        if session.ping_timer is not None:
+            session.ping_timer.cancel()
+            session.ping_timer = None
+        probe = session.probe
+        self._clear_upgrade(session)
+        if probe is not None:
+            probe.session = None
+            probe.close(1000)
+        ws = session.ws
+        if ws is not None:
+            session.ws = None
+            ws.session = None
+            if notify and ws.conn.open:
+                ws.send_item(_control(_CLOSE))
+            ws.close(1000)
+        elif session.held is not None:
+            # Client-initiated: release the GET with a noop; else tell it to close.
+            request, responder = session.held_request, session.held
+            session.held = None
+            session.held_request = None
+            assert request is not None
+            body = b"6" if client else b"1"
+            self._respond(request, responder, 200, [_TEXT_PLAIN], body)
+        session.queue = []
+        session.queued_bytes = 0
+        self.logger.debug("%s closed: %s", session.sid, reason)
+        handler = self.handler
+        if handler is not None:
+            try:
+                handler.on_disconnect(session.sid, reason)
+            except Exception:
+                self.logger.exception("Error in the disconnect handler for %s", session.sid)
+
+    # -- HTTP helpers -------------------------------------------------------------------------
+
+    def _new_sid(self) -> str:
+        while True:
+            sid = secrets.token_urlsafe(15)
+            if sid not in self._sessions:
+                return sid
+
+    def _open_json(self, sid: str, upgrades: list[str]) -> str:
+        return self.json.dumps(
+            {
+                "sid": sid,
+                "upgrades": upgrades,
+                "pingInterval": _seconds_to_ms(self.ping_interval),
+                "pingTimeout": _seconds_to_ms(self.ping_timeout),
+                "maxPayload": self.max_http_buffer_size,
+            }
+        )
+
+    def _environ(self, request: HTTPRequest) -> dict[str, Any]:
+        environ = build_environ(request)
+        environ["wsgi.input"] = io.BytesIO(b"")
+        environ["wsgi.errors"] = sys.stderr
+        return environ
+
+    def _origin_allowed(self, request: HTTPRequest) -> bool | None:
+        """``None`` without an Origin header (or checks off), else whether it is allowed."""
+        origin = request.header("origin")
+        allowed = self.cors_allowed_origins
+        if origin is None:
+            return None
+        if allowed is not None and not isinstance(allowed, str) and len(allowed) == 0:
+            return None
+        if allowed == "*":
+            return True
+        if allowed is None:
+            host = request.header("host")
+            if host is None:
+                return False
+            candidates = {f"{request.scheme}://{host}"}
+            forwarded = request.header("x-forwarded-proto")
+            if forwarded:
+                candidates.add(f"{forwarded.split(',')[0].strip()}://{host}")
+            return origin in candidates
+        if isinstance(allowed, str):
+            return origin == allowed
+        return origin in allowed
+
+    def _cors_headers(self, request: HTTPRequest) -> list[tuple[str, str]] | None:
+        """CORS response headers, or ``None`` when the origin is refused."""
+        verdict = self._origin_allowed(request)
+        if verdict is False:
+            return None
+        if verdict is None:
+            return []
+        origin = request.header("origin")
+        assert origin is not None
+        headers = [("Access-Control-Allow-Origin", origin), ("Vary", "Origin")]
+        if self.cors_credentials:
+            headers.append(("Access-Control-Allow-Credentials", "true"))
+        return headers
+
+    def _cookie_headers(self, sid: str) -> list[tuple[str, str]]:
+        cookie = self.cookie
+        if not cookie:
+            return []
+        parts = [f"{cookie.get('name', 'io')}={sid}", f"Path={cookie.get('path', '/')}"]
+        if cookie.get("domain"):
+            parts.append(f"Domain={cookie['domain']}")
+        if cookie.get("max_age") is not None:
+            parts.append(f"Max-Age={int(cookie['max_age'])}")
+        if cookie.get("secure"):
+            parts.append("Secure")
+        if cookie.get("httponly", True):
+            parts.append("HttpOnly")
+        parts.append(f"SameSite={cookie.get('samesite', 'Lax')}")
+        return [("Set-Cookie", "; ".join(parts))]
+
+    def _respond(
+        self,
+        request: HTTPRequest,
+        responder: Responder,
+        status: int,
+        headers: list[tuple[str, str]],
+        body: bytes,
+    ) -> None:
+        """Answer a polling request, with CORS headers and compression if asked."""
+        cors = self._cors_headers(request) or []
+        headers = [*headers, *cors]
+        if self.http_compression and len(body) >= self.compression_threshold:
+            accepted = [
+                part.split(";")[0].strip().lower()
+                for part in (request.header("accept-encoding") or "").split(",")
+            ]
+            if "gzip" in accepted:
+                body = gzip.compress(body, compresslevel=6)
+                headers.append(("Content-Encoding", "gzip"))
+            elif "deflate" in accepted:
+                body = zlib.compress(body)
+                headers.append(("Content-Encoding", "deflate"))
+        responder.respond(status, headers, body)
+
+    def _error(
+        self,
+        responder: Responder,
+        status: int,
+        code: int,
+        request: HTTPRequest,
+        message: str | None = None,
+        extra: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        self.logger.info(
+            "%d for %s %s from %s: %s",
+            status,
+            request.method,
+            request.target,
+            _addr(request),
+            message or _ERROR_MESSAGES[code],
+        )
+        responder.respond(
+            status, [("Content-Type", "application/json"), *extra], _error_body(code, message)
+        )
+
+
+def _addr(request: HTTPRequest) -> str:
+    client = request.client
+    return f"{client[0]}:{client[1]}" if client else "unknown client"
