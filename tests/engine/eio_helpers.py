@@ -119,3 +119,100 @@ def run_peer(node: str, url: str, **options: Any) -> dict[str, Any]:
 
 def b64(data: bytes) -> dict[str, str]:
     return {"$bin": base64.b64encode(data).decode()}
+
+
+# -- raw HTTP and WebSocket clients -------------------------------------------------
+
+
+class Response:
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    @property
+    def text(self) -> str:
+        return self.body.decode()
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.body[:80]!r}>"
+
+
+def request(
+    port: int,
+    method: str,
+    target: str,
+    body: bytes | str = b"",
+    headers: dict[str, str] | None = None,
+    timeout: float = 10.0,
+) -> Response:
+    """One request on a new connection (http.client)."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        if isinstance(body, str):
+            body = body.encode()
+        conn.request(method, target, body=body if body or method == "POST" else None,
+                     headers=headers or {})
+        resp = conn.getresponse()
+        data = resp.read()
+        return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
+    finally:
+        conn.close()
+
+
+def handshake(port: int, path: str = "/engine.io/", **headers: str) -> tuple[str, dict[str, Any]]:
+    """Open a polling session; returns (sid, open packet data)."""
+    resp = request(port, "GET", f"{path}?EIO=4&transport=polling", headers=headers)
+    assert resp.status == 200, resp
+    assert resp.text.startswith("0"), resp
+    data = json.loads(resp.text[1:])
+    return data["sid"], data
+
+
+class Background:
+    """Run a blocking call (a held GET) in a thread; ``result()`` waits for it."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                self._value = fn(*args, **kwargs)
+            except BaseException as exc:  # reported by result()
+                self._error = exc
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def done(self) -> bool:
+        return not self.thread.is_alive()
+
+    def result(self, timeout: float = 10.0) -> Any:
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            raise AssertionError("the background call did not finish")
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def poll(port: int, sid: str, **headers: str) -> Response:
+    return request(port, "GET", f"/engine.io/?EIO=4&transport=polling&sid={sid}",
+                   headers=headers)
+
+
+def post(port: int, sid: str, body: str | bytes, **headers: str) -> Response:
+    return request(port, "POST", f"/engine.io/?EIO=4&transport=polling&sid={sid}", body,
+                   headers=headers)
+
+
+def ws_connect(port: int, query: str = "EIO=4&transport=websocket", **kwargs: Any) -> Any:
+    from websockets.sync.client import connect
+
+    return connect(f"ws://127.0.0.1:{port}/engine.io/?{query}", open_timeout=5, **kwargs)

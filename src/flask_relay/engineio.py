@@ -1,0 +1,179 @@
+"""The Engine.IO layer on its own, as a public API (like npm's standalone ``engine.io``).
+
+Use it when a client speaks plain Engine.IO (``engine.io-client``) and needs
+no Socket.IO namespaces, rooms or acknowledgements::
+
+    from flask import Flask
+    from flask_relay.engineio import EngineIO
+
+    app = Flask(__name__)
+    eio = EngineIO(app)            # served at /engine.io/
+
+    @eio.on("message")
+    def message(sid, data):        # data is str or bytes
+        eio.send(sid, data)
+
+    eio.run(app, port=5000)
+
+Handlers run in worker threads, never on the event loop: one client's
+events run one at a time and in order (its ``disconnect`` last), different
+clients' run concurrently. With an application given, each handler runs
+inside its application context. :meth:`EngineIO.send` and
+:meth:`EngineIO.disconnect` are safe from any thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from .engine.dispatch import Dispatcher, DispatcherClosed, DispatchQueueFull
+from .engine.eio import EngineIOServer
+from .server.http import Server
+
+__all__ = ["EngineIO"]
+
+logger = logging.getLogger("flask_relay.engineio")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_EVENTS = ("connect", "message", "disconnect")
+
+
+class _Bridge:
+    """The engine's handler: hands every event to the dispatcher (on the loop)."""
+
+    def __init__(self, owner: EngineIO) -> None:
+        self.owner = owner
+        self.connected: set[str] = set()
+
+    def on_connect(self, sid: str, environ: dict[str, Any]) -> None:
+        self.connected.add(sid)
+        self.owner._submit(sid, "connect", sid, environ)
+
+    def on_message(self, sid: str, data: str | bytes) -> None:
+        self.owner._submit(sid, "message", sid, data)
+
+    def on_disconnect(self, sid: str, reason: str) -> None:
+        self.connected.discard(sid)
+        self.owner._submit(sid, "disconnect", sid, reason)
+
+
+class EngineIO:
+    """A standalone Engine.IO server for a Flask app (or any WSGI app).
+
+    ``options`` are the engine's, with Flask-SocketIO's names and defaults
+    (see :class:`flask_relay.engine.eio.EngineIOServer`): ``ping_interval``,
+    ``ping_timeout``, ``max_http_buffer_size``, ``allow_upgrades``,
+    ``transports``, ``cookie``, ``cors_allowed_origins``,
+    ``cors_credentials``, ``http_compression``, ``compression_threshold``.
+    ``max_workers`` sizes the handler thread pool (default 32).
+    """
+
+    def __init__(
+        self, app: Any = None, path: str = "/engine.io", *, max_workers: int = 32, **options: Any
+    ) -> None:
+        self.path = "/" + path.strip("/")
+        self.handlers: dict[str, Callable[..., Any]] = {}
+        self.dispatcher = Dispatcher(max_workers, thread_name_prefix="flask-relay-eio")
+        self.bridge = _Bridge(self)
+        self.engine = EngineIOServer(self.bridge, **options)
+        self.app: Any = None
+        self.server: Server | None = None
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Any) -> None:
+        """Register with a Flask app (``app.extensions["engineio"]``)."""
+        self.app = app
+        extensions = getattr(app, "extensions", None)
+        if isinstance(extensions, dict):
+            extensions["engineio"] = self
+
+    # -- handlers ----------------------------------------------------------------------
+
+    def on(self, event: str, handler: Callable[..., Any] | None = None) -> Any:
+        """Register a handler: ``connect(sid, environ)``, ``message(sid, data)``,
+        ``disconnect(sid, reason)``. Use as ``@eio.on("message")`` or
+        ``eio.on("message", fn)``. A connect handler that returns ``False``
+        closes the connection.
+        """
+        if event not in _EVENTS:
+            raise ValueError(f"unknown event {event!r}; expected one of {', '.join(_EVENTS)}")
+
+        def register(fn: F) -> F:
+            self.handlers[event] = fn
+            return fn
+
+        if handler is not None:
+            return register(handler)
+        return register
+
+    def _submit(self, sid: str, event: str, *args: Any) -> None:
+        if event not in self.handlers:
+            return
+        try:
+            self.dispatcher.submit(sid, self._run, event, args)
+        except DispatchQueueFull as exc:
+            logger.warning("Closing %s: %s", sid, exc)
+            self.engine.disconnect(sid, "transport error")
+        except DispatcherClosed:
+            pass
+
+    def _run(self, event: str, args: tuple[Any, ...]) -> None:
+        handler = self.handlers.get(event)
+        if handler is None:
+            return
+        try:
+            if self.app is not None and hasattr(self.app, "app_context"):
+                with self.app.app_context():
+                    result = handler(*args)
+            else:
+                result = handler(*args)
+        except Exception:
+            logger.exception("Error in the %s handler for %s", event, args[0])
+            return
+        if event == "connect" and result is False:
+            self.engine.disconnect(args[0], "forced close")
+
+    # -- sending -----------------------------------------------------------------------
+
+    def send(self, sid: str, data: str | bytes) -> None:
+        """Send one message (text or binary) to a client; safe from any thread."""
+        if not isinstance(data, (str, bytes, bytearray, memoryview)):
+            raise TypeError(f"data must be str or bytes, not {type(data).__name__}")
+        self.engine.send(sid, data if isinstance(data, str) else bytes(data))
+
+    def disconnect(self, sid: str) -> None:
+        """Close a client's connection; its disconnect handler gets "forced close"."""
+        self.engine.disconnect(sid, "forced close")
+
+    # -- serving -----------------------------------------------------------------------
+
+    def make_server(
+        self, app: Any = None, host: str = "127.0.0.1", port: int = 5000, **kwargs: Any
+    ) -> Server:
+        """Build (not start) the HTTP server: ``app`` for every other path."""
+        if app is not None and self.app is None:
+            self.init_app(app)
+        wsgi_app = app if app is not None else self.app
+        server = Server(wsgi_app, {self.path: self.engine}, host=host, port=port, **kwargs)
+        self.server = server
+        return server
+
+    def run(
+        self, app: Any = None, host: str = "127.0.0.1", port: int = 5000, **kwargs: Any
+    ) -> None:
+        """Serve until Ctrl-C or SIGTERM; clients get a close, disconnect handlers run."""
+        server = self.make_server(app, host, port, **kwargs)
+        try:
+            server.serve_forever()
+        finally:
+            self.dispatcher.shutdown(wait=True)
+
+    def stop(self) -> None:
+        """Stop a server started by :meth:`make_server` + ``start()`` or :meth:`run`."""
+        server = self.server
+        if server is not None:
+            server.stop()
