@@ -106,6 +106,7 @@ class LocalPeer(Peer):
         auth: Any = None,
         headers: dict[str, str] | None = None,
         query: str | None = None,
+        wait_timeout: float = 5,
     ) -> None:
         first, *rest = namespaces
         self.client = sio.test_client(
@@ -183,6 +184,7 @@ class NetworkPeer(Peer):
         headers: dict[str, str] | None = None,
         query: str | None = None,
         transports: list[str] | None = None,
+        wait_timeout: float = 5,
     ) -> None:
         import socketio
 
@@ -206,7 +208,7 @@ class NetworkPeer(Peer):
                 auth=auth,
                 namespaces=list(namespaces),
                 transports=transports,
-                wait_timeout=5,
+                wait_timeout=wait_timeout,
             )
         except socketio.exceptions.ConnectionError:
             pass
