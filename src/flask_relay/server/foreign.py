@@ -187,12 +187,131 @@ class _WriteAndClose(asyncio.Protocol):
         transport.close()
 
 
+class _EarlyTransport(asyncio.Transport):
+    """Stands for a taken socket's transport before the loop has made it.
+
+    The own server's ``UpgradeHandle.switch`` calls ``connection_made``
+    during the call, and mounts rely on it; a taken socket only gets its
+    transport from ``connect_accepted_socket`` a moment later. This object is
+    handed to the protocol at once: it buffers writes and remembers
+    ``close``/``abort``/``pause_reading`` until the real transport exists,
+    then forwards everything to it (and its events back to the protocol).
+    """
+
+    def __init__(self, protocol: asyncio.Protocol) -> None:
+        super().__init__()
+        self._protocol = protocol
+        self._real: asyncio.Transport | None = None
+        self._buffer: list[bytes] = []
+        self._closing = False
+        self._aborted = False
+        self._paused = False
+        self._limits: tuple[int | None, int | None] | None = None
+
+    # -- transport side (what the protocol calls) ----------------------------
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._real is not None:
+            self._real.write(data)
+        elif not self._closing:
+            self._buffer.append(bytes(data))
+
+    def close(self) -> None:
+        if self._real is not None:
+            self._real.close()
+        self._closing = True
+
+    def abort(self) -> None:
+        if self._real is not None:
+            self._real.abort()
+        self._closing = self._aborted = True
+
+    def is_closing(self) -> bool:
+        return self._real.is_closing() if self._real is not None else self._closing
+
+    def pause_reading(self) -> None:
+        if self._real is not None:
+            self._real.pause_reading()
+        self._paused = True
+
+    def resume_reading(self) -> None:
+        if self._real is not None:
+            self._real.resume_reading()
+        self._paused = False
+
+    def is_reading(self) -> bool:
+        return self._real.is_reading() if self._real is not None else not self._paused
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        if self._real is not None:
+            self._real.set_write_buffer_limits(high, low)
+        self._limits = (high, low)
+
+    def get_write_buffer_size(self) -> int:
+        if self._real is not None:
+            return self._real.get_write_buffer_size()
+        return sum(len(b) for b in self._buffer)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if self._real is not None:
+            return self._real.get_extra_info(name, default)
+        return default
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._protocol = cast(asyncio.Protocol, protocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._protocol
+
+    # -- the real transport arrives ---------------------------------------------
+
+    def attach(self, real: asyncio.Transport) -> None:
+        self._real = real
+        if self._limits is not None:
+            real.set_write_buffer_limits(*self._limits)
+        if self._paused:
+            real.pause_reading()
+        for chunk in self._buffer:
+            real.write(chunk)
+        self._buffer = []
+        if self._aborted:
+            real.abort()
+        elif self._closing:
+            real.close()
+
+
+class _Relay(asyncio.Protocol):
+    """The loop's protocol for a taken socket: passes events on to the real one."""
+
+    def __init__(self, early: _EarlyTransport) -> None:
+        self._early = early
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._early.attach(cast(asyncio.Transport, transport))
+
+    def data_received(self, data: bytes) -> None:
+        self._early._protocol.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._early._protocol.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._early._protocol.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._early._protocol.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._early._protocol.resume_writing()
+
+
 class TakenSocketHandle:
     """An :class:`~flask_relay.server.request.UpgradeHandle` over a socket taken
     from a foreign server (used on the loop thread, like the own server's).
 
-    ``switch`` connects the socket to the protocol through the loop, so
-    ``connection_made`` comes a moment later, not during the call.
+    As with the own server, ``switch`` calls ``protocol.connection_made``
+    before it returns (with an :class:`_EarlyTransport` that forwards to the
+    real transport once the loop has made it).
     """
 
     def __init__(self, hub: Hub, sock: socket.socket) -> None:
@@ -213,7 +332,9 @@ class TakenSocketHandle:
             self._give(_WriteAndClose(data))
 
     def switch(self, protocol: Any) -> None:
-        self._give(protocol)
+        early = _EarlyTransport(protocol)
+        self._give(_Relay(early))
+        protocol.connection_made(early)
 
 
 class _HeldRequest(asyncio.Protocol):
