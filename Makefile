@@ -26,6 +26,8 @@ system-deps:
 
 ## demo: install and serve the demo at http://127.0.0.1:5000
 demo: $(VENV)/.installed node-deps
+	mkdir -p examples/static/vendor
+	cp node_modules/socket.io-client/dist/socket.io.min.js examples/static/vendor/
 	$(PY) examples/demo/app.py
 
 lint: $(VENV)/.installed
