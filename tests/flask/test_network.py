@@ -108,3 +108,109 @@ def test_run_and_stop(app: Flask, sio: SocketIO) -> None:
     finally:
         if thread.is_alive() and sio._http_server is not None:
             sio._http_server.stop()
+
+
+def _handshake(url: str, path: str = "socket.io", **headers: str) -> Any:
+    response = requests.get(
+        f"{url}/{path}/", params={"EIO": "4", "transport": "polling"}, headers=headers, timeout=5
+    )
+    assert response.status_code == 200, response.text
+    assert response.text.startswith("0")
+    return response
+
+
+def test_engineio_options_reach_the_endpoint(app: Flask) -> None:
+    import json
+
+    sio = SocketIO(
+        app,
+        ping_interval=7,
+        ping_timeout=3,
+        max_http_buffer_size=5000,
+        cors_allowed_origins=["https://allowed.example"],
+        transports=["polling"],
+        cookie="io",
+    )
+    server = sio.make_server(app, "127.0.0.1", free_port())
+    server.start()
+    try:
+        response = _handshake(server.url, Origin="https://allowed.example")
+        opened = json.loads(response.text[1:])
+        assert opened["pingInterval"] == 7000
+        assert opened["pingTimeout"] == 3000
+        assert opened["maxPayload"] == 5000
+        assert opened["upgrades"] == []
+        assert response.headers["Access-Control-Allow-Origin"] == "https://allowed.example"
+        assert response.cookies.get("io") == opened["sid"]
+        refused = requests.get(
+            f"{server.url}/socket.io/",
+            params={"EIO": "4", "transport": "polling"},
+            headers={"Origin": "https://evil.example"},
+            timeout=5,
+        )
+        assert refused.status_code in (400, 403)
+    finally:
+        server.stop()
+
+
+def test_message_over_max_http_buffer_size_disconnects(app: Flask) -> None:
+    sio = SocketIO(app, max_http_buffer_size=2000)
+    sio.on("data")(lambda data: len(data))
+    server = sio.make_server(app, "127.0.0.1", free_port())
+    server.start()
+    client = _client()
+    try:
+        client.connect(server.url, transports=["websocket"], wait_timeout=5)
+        assert client.call("data", "x" * 100, timeout=5) == 100
+        client.emit("data", "x" * 5000)
+        wait_until(lambda: not client.connected, what="disconnect after an oversized message")
+    finally:
+        client.disconnect()
+        server.stop()
+
+
+def test_run_with_tls_and_debug(app: Flask, sio: SocketIO, tmp_path: Any) -> None:
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+
+    @app.route("/boom")
+    def boom():
+        raise RuntimeError("debugger page")
+
+    sio.on("secure")(lambda: request.scheme)
+    port = free_port()
+    thread = threading.Thread(
+        target=sio.run,
+        args=(app,),
+        kwargs={
+            "port": port,
+            "debug": True,
+            "use_reloader": False,
+            "log_output": True,
+            "certfile": str(cert),
+            "keyfile": str(key),
+        },
+        daemon=True,
+    )
+    thread.start()
+    try:
+        _wait_listening(port)
+        client = socketio_client.Client(reconnection=False, handle_sigint=False, ssl_verify=False)
+        client.connect(f"https://127.0.0.1:{port}", transports=["websocket"], wait_timeout=5)
+        assert client.call("secure", timeout=5) == "https"
+        client.disconnect()
+        page = requests.get(f"https://127.0.0.1:{port}/boom", verify=str(cert), timeout=5)
+        assert page.status_code == 500
+        assert "debugger page" in page.text  # Werkzeug's debugger in debug mode
+    finally:
+        sio.stop()
+        thread.join(20)
+    assert not thread.is_alive()
