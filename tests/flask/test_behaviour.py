@@ -652,3 +652,45 @@ def test_catch_all_class_namespace(peers, app: Flask, sio: SocketIO) -> None:
     peer = peers(app, sio, namespaces=("/x", "/y"))
     assert peer.take("/x") == [("hello", ["/x"])]
     assert peer.ask("where", namespace="/y") == [["/y", "*"]]
+
+
+def test_context_functions_with_explicit_targets(peers, app: Flask, sio: SocketIO) -> None:
+    @sio.on("put")
+    def put(sid, room):
+        join_room(room, sid=sid)
+        return sorted(map(str, rooms(sid=sid, namespace="/")))
+
+    @sio.on("take_out")
+    def take_out(sid, room):
+        leave_room(room, sid=sid, namespace="/")
+        return sorted(map(str, rooms(sid)))
+
+    @sio.on("relay")
+    def relay(room, text):
+        send(text, to=room, include_self=False)
+        emit("other_ns", text, namespace="/side", broadcast=True)
+
+    @sio.on("ask_other")
+    def ask_other(sid):
+        return call("ping", to=sid, timeout=5)
+
+    @sio.on("kick")
+    def kick(sid):
+        disconnect(sid=sid)
+
+    sio.on("connect", namespace="/side")(lambda: None)
+
+    a = peers(app, sio)
+    b = peers(app, sio, namespaces=("/", "/side"))
+    b.on("ping", lambda: "pong from b")
+    assert a.ask("put", b.sid(), "team") == [sorted([b.sid(), "team"])]
+    a.ask("put", a.sid(), "team")
+    a.ask("relay", "team", "hello team")
+    assert b.wait_for("message") == [["hello team"]]
+    assert b.wait_for("other_ns", namespace="/side") == [["hello team"]]
+    assert a.take() == []
+    assert a.ask("take_out", b.sid(), "team") == [[b.sid()]]
+    assert a.ask("ask_other", b.sid()) == ["pong from b"]
+    a.ask("kick", b.sid())
+    wait_until(lambda: not b.connected("/"), what="b kicked from /")
+    assert a.connected()
