@@ -36,7 +36,9 @@ document, the stdlib gets a second look, because orjson rejects two things
 ``JSON.parse`` accepts: lone surrogate escapes (``"\\ud83d"``, produced by a
 JavaScript client that cut an emoji in half) and nesting deeper than 1024.
 Failures raise :class:`ValueError` (or :class:`RecursionError` for absurd
-nesting); the codecs turn any failure into :class:`ProtocolError`.
+nesting: from about 1000 levels before Python 3.13, whose stdlib scanner no
+longer uses the Python recursion limit); the codecs turn any failure into
+:class:`ProtocolError`.
 
 Differences with what ``JSON.stringify`` prints that do not change the value a
 JavaScript peer decodes: Python floats keep their ``.0`` (``1.0`` vs ``1``) and

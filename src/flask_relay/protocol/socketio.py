@@ -23,6 +23,8 @@ reference's loose JavaScript number parsing lets garbage through:
 * ``EVENT``, ``ACK``, ``CONNECT_ERROR`` and the binary types must carry a
   payload (the reference lets ``"2"`` through with no data, which its server
   then dispatches as an event named ``undefined``);
+* a numeric event name must be finite (``2[1e999]`` would name the event
+  ``Infinity``, which cannot be sent back: JSON writes it ``null``);
 * a placeholder's ``num`` must be an integer (the reference takes ``0.5`` and
   substitutes ``undefined``), and placeholders are checked as soon as the text
   part arrives instead of after the last attachment.
@@ -35,6 +37,7 @@ reference.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -121,32 +124,49 @@ def _deconstruct(data: Any, buffers: list[bytes]) -> Any:
 
 
 def _check_placeholders(data: Any, count: int) -> None:
-    """Raise unless every placeholder in ``data`` names one of ``count`` attachments."""
-    if isinstance(data, list):
-        for item in data:
-            _check_placeholders(item, count)
-    elif isinstance(data, dict):
-        if data.get("_placeholder") is True:
-            num = data.get("num")
-            if type(num) is not int or not 0 <= num < count:
-                raise ProtocolError("illegal attachments: invalid placeholder")
-            return
-        for value in data.values():
-            _check_placeholders(value, count)
+    """Raise unless every placeholder in ``data`` names one of ``count`` attachments.
+
+    Iterative, as is :func:`_reconstruct`: a JSON module may return data nested
+    deeper than Python's recursion limit (``JSON.parse`` has no depth limit, and
+    neither does the fallback of :mod:`.jsonlib`), and a RecursionError must not
+    escape the decoder.
+    """
+    stack = [data]
+    pop = stack.pop
+    extend = stack.extend
+    while stack:
+        item = pop()
+        if isinstance(item, list):
+            extend(item)
+        elif isinstance(item, dict):
+            if item.get("_placeholder") is True:
+                num = item.get("num")
+                if type(num) is not int or not 0 <= num < count:
+                    raise ProtocolError("illegal attachments: invalid placeholder")
+            else:
+                extend(item.values())
 
 
-def _reconstruct(data: Any, buffers: list[bytes]) -> Any:
-    """Put attachments back in place of their placeholders (in place)."""
-    if isinstance(data, list):
-        for index, item in enumerate(data):
-            if isinstance(item, (list, dict)):
-                data[index] = _reconstruct(item, buffers)
-    elif isinstance(data, dict):
-        if data.get("_placeholder") is True:
-            return buffers[data["num"]]
-        for key, value in data.items():
-            if isinstance(value, (list, dict)):
-                data[key] = _reconstruct(value, buffers)
+def _reconstruct(data: list[Any], buffers: list[bytes]) -> list[Any]:
+    """Put attachments back in place of their placeholders (in place).
+
+    ``data`` is the (list) payload of a binary packet, already vetted by
+    :func:`_check_placeholders`.
+    """
+    stack: list[Any] = [data]
+    pop = stack.pop
+    append = stack.append
+    while stack:
+        container = pop()
+        pairs = enumerate(container) if isinstance(container, list) else container.items()
+        for key, value in pairs:
+            if isinstance(value, dict):
+                if value.get("_placeholder") is True:
+                    container[key] = buffers[value["num"]]
+                else:
+                    append(value)
+            elif isinstance(value, list):
+                append(value)
     return data
 
 
@@ -179,58 +199,64 @@ class Encoder:
         binary values; the text is the Engine.IO ``message`` data (no leading
         ``4``). Raises :class:`ValueError` (or the JSON module's
         :class:`TypeError`) for a packet that cannot be encoded: these are bugs
-        in the caller, not in the peer.
+        in the caller, not in the peer. Data nested too deeply for Python to
+        walk is one of them (a :class:`ValueError`, not a RecursionError).
         """
-        ptype = packet.type
-        data = packet.data
-        namespace = packet.namespace
-        ack_id = packet.id
-        if namespace == "/":
-            head = ""
-        elif namespace[:1] == "/" and "," not in namespace:
-            head = namespace + ","
-        else:
-            raise ValueError(f"invalid namespace {namespace!r}")
-        if ack_id is not None:
-            if type(ack_id) is not int or not 0 <= ack_id <= MAX_ACK_ID:
-                raise ValueError(f"invalid ack id {ack_id!r}")
-            head += str(ack_id)
+        try:
+            ptype = packet.type
+            data = packet.data
+            namespace = packet.namespace
+            ack_id = packet.id
+            if namespace == "/":
+                head = ""
+            elif namespace[:1] == "/" and "," not in namespace:
+                head = namespace + ","
+            else:
+                raise ValueError(f"invalid namespace {namespace!r}")
+            if ack_id is not None:
+                if type(ack_id) is not int or not 0 <= ack_id <= MAX_ACK_ID:
+                    raise ValueError(f"invalid ack id {ack_id!r}")
+                head += str(ack_id)
 
-        if ptype is _EVENT or ptype is _ACK or ptype is _BINARY_EVENT or ptype is _BINARY_ACK:
-            if not isinstance(data, (list, tuple)):
-                raise ValueError(f"{ptype.name} data must be a list, not {type(data).__name__}")
-            binary = ptype is _BINARY_EVENT or ptype is _BINARY_ACK
-            fast = self._fast_dumps
-            if fast is not None and not binary:
-                try:
-                    return [_DIGIT[ptype] + head + fast(data)]
-                except TypeError:
-                    pass  # maybe bytes inside: take the exact path
-            buffers: list[bytes] = []
-            stripped = _deconstruct(data, buffers)
-            event = ptype is _EVENT or ptype is _BINARY_EVENT
-            if not buffers:
-                return [("2" if event else "3") + head + self._dumps(stripped)]
-            text = f"{'5' if event else '6'}{len(buffers)}-{head}{self._dumps(stripped)}"
-            result: list[str | bytes] = [text]
-            result.extend(buffers)
-            return result
+            if ptype is _EVENT or ptype is _ACK or ptype is _BINARY_EVENT or ptype is _BINARY_ACK:
+                if not isinstance(data, (list, tuple)):
+                    raise ValueError(f"{ptype.name} data must be a list, not {type(data).__name__}")
+                binary = ptype is _BINARY_EVENT or ptype is _BINARY_ACK
+                fast = self._fast_dumps
+                if fast is not None and not binary:
+                    try:
+                        return [_DIGIT[ptype] + head + fast(data)]
+                    except TypeError:
+                        pass  # maybe bytes inside: take the exact path
+                buffers: list[bytes] = []
+                stripped = _deconstruct(data, buffers)
+                event = ptype is _EVENT or ptype is _BINARY_EVENT
+                if not buffers:
+                    return [("2" if event else "3") + head + self._dumps(stripped)]
+                text = f"{'5' if event else '6'}{len(buffers)}-{head}{self._dumps(stripped)}"
+                result: list[str | bytes] = [text]
+                result.extend(buffers)
+                return result
 
-        if ptype is _CONNECT:
-            if data is None:
-                return ["0" + head]
-            if not isinstance(data, dict):
-                raise ValueError(f"CONNECT data must be a dict, not {type(data).__name__}")
-        elif ptype is _DISCONNECT:
-            if data is not None:
-                raise ValueError("DISCONNECT carries no data")
-            return ["1" + head]
-        elif ptype is _CONNECT_ERROR:
-            if not isinstance(data, (dict, str)):
-                raise ValueError(f"CONNECT_ERROR data must be a dict, not {type(data).__name__}")
-        else:
-            raise ValueError(f"unknown packet type {ptype!r}")
-        return [_DIGIT[ptype] + head + self._dumps(data)]
+            if ptype is _CONNECT:
+                if data is None:
+                    return ["0" + head]
+                if not isinstance(data, dict):
+                    raise ValueError(f"CONNECT data must be a dict, not {type(data).__name__}")
+            elif ptype is _DISCONNECT:
+                if data is not None:
+                    raise ValueError("DISCONNECT carries no data")
+                return ["1" + head]
+            elif ptype is _CONNECT_ERROR:
+                if not isinstance(data, (dict, str)):
+                    raise ValueError(
+                        f"CONNECT_ERROR data must be a dict, not {type(data).__name__}"
+                    )
+            else:
+                raise ValueError(f"unknown packet type {ptype!r}")
+            return [_DIGIT[ptype] + head + self._dumps(data)]
+        except RecursionError:
+            raise ValueError("data nested too deeply to encode") from None
 
 
 class Decoder:
@@ -365,7 +391,7 @@ def _check_payload(ptype: PacketType, data: Any) -> None:
                 if name not in RESERVED_EVENTS:
                     return
                 raise ProtocolError(f"invalid payload: reserved event name {name!r}")
-            if type(name) is int or type(name) is float:
+            if type(name) is int or (type(name) is float and math.isfinite(name)):
                 return
         raise ProtocolError("invalid payload: EVENT needs [name, ...args]")
     if ptype is _ACK or ptype is _BINARY_ACK:
