@@ -143,6 +143,7 @@ def test_bad_post_body_closes_session(make_engine: Any) -> None:
     assert resp.json()["code"] == 3
     rec = running.recorder
     assert wait_for(lambda: rec.of("disconnect"))[0][2] == "parse error"
+    assert poll(running.port, sid).text == "1"
     assert error(poll(running.port, sid))[1] == 1
 
 
@@ -244,6 +245,18 @@ def test_abandoned_get_closes_session(make_engine: Any) -> None:
     assert running.engine.session_count == 0
 
 
+def test_server_disconnect_between_polls(make_engine: Any) -> None:
+    running = make_engine(echo=False)
+    sid, _ = handshake(running.port)
+    running.engine.send(sid, "last words")
+    running.engine.disconnect(sid)
+    rec = running.recorder
+    assert wait_for(lambda: rec.of("disconnect"))[0][2] == "forced close"
+    # What was sent before the disconnect still arrives, then the close packet.
+    assert poll(running.port, sid).text == "4last words\x1e1"
+    assert error(poll(running.port, sid))[:2] == (400, 1)
+
+
 def test_server_disconnect(make_engine: Any) -> None:
     running = make_engine(echo=False)
     sid, _ = handshake(running.port)
@@ -277,6 +290,16 @@ def test_heartbeat_polling(make_engine: Any) -> None:
     assert poll(running.port, sid).text == "2"
     rec = running.recorder
     assert wait_for(lambda: rec.of("disconnect"))[0][2] == "ping timeout"
+
+
+def test_monitor_clients_off_keeps_silent_clients(make_engine: Any) -> None:
+    running = make_engine(echo=False, ping_interval=0.2, ping_timeout=0.2, monitor_clients=False)
+    sid, _ = handshake(running.port)
+    # Pings still go out (clients need them), but missing pongs close nothing.
+    for _ in range(3):
+        assert poll(running.port, sid).text == "2"
+    assert running.recorder.of("disconnect") == []
+    assert running.engine.transport(sid) == "polling"
 
 
 def test_heartbeat_websocket(make_engine: Any) -> None:
@@ -508,6 +531,8 @@ def test_polling_output_bound(make_engine: Any) -> None:
         engine.send(slow, "z" * 900)
     rec = running.recorder
     assert wait_for(lambda: rec.of("disconnect")) == [("disconnect", slow, "transport error")]
+    # Nothing half-delivered: the next GET gets just the close packet.
+    assert poll(running.port, slow).text == "1"
     assert error(poll(running.port, slow))[:2] == (400, 1)
     engine.send(other, "fine")
     assert poll(running.port, other).text == "4fine"

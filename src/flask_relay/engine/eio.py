@@ -381,6 +381,9 @@ class EngineIOServer:
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._sessions: dict[str, _Session] = {}
         self._channels: set[_WSChannel] = set()
+        # Polling sessions closed by the server whose last packets (ending with
+        # the close packet) wait for the client's next GET.
+        self._closing: dict[str, _Session] = {}
         self._shutting_down = False
 
     # -- Mount ----------------------------------------------------------------------
@@ -443,6 +446,19 @@ class EngineIOServer:
             return
         session = self._sessions.get(sid)
         if session is None:
+            closing = self._closing.pop(sid, None) if transport == "polling" else None
+            if closing is not None and request.method == "GET":
+                if closing.ping_timer is not None:
+                    closing.ping_timer.cancel()
+                    closing.ping_timer = None
+                closing.held, closing.held_request = responder, request
+                self._flush_poll(closing)
+                closing.queue = []
+                return
+            if closing is not None:
+                self._closing[sid] = closing
+                responder.respond(200, [("Content-Type", "text/html"), *cors], b"ok")
+                return
             self._error(responder, 400, UNKNOWN_SID, request, extra=cors)
             return
         if transport != "polling" or session.transport != "polling":
@@ -868,7 +884,7 @@ class EngineIOServer:
     def _schedule_ping(self, session: _Session) -> None:
         if session.ping_timer is not None:
             session.ping_timer.cancel()
-        if session.closed or not self.monitor_clients:
+        if session.closed:
             session.ping_timer = None
             return
         session.ping_timer = self.loop.call_later(self.ping_interval, self._ping, session)
@@ -877,7 +893,7 @@ class EngineIOServer:
         if session.closed:
             return
         self._enqueue(session, [_control(_PING)], None)
-        if not session.closed:
+        if not session.closed and self.monitor_clients:
             session.ping_timer = self.loop.call_later(
                 self.ping_timeout, self._ping_timed_out, session
             )
@@ -914,16 +930,30 @@ class EngineIOServer:
             if notify and ws.conn.open:
                 ws.send_item(_control(_CLOSE))
             ws.close(1000)
+        elif client:
+            # The client closed: release its GET (if any) with a noop.
+            self._send_noop(session)
+        elif notify:
+            # What was queued still goes out, then the close packet: in the held
+            # GET, or in the next one (the session lingers as a tombstone).
+            session.queue.append(_control(_CLOSE))
+            if session.held is not None:
+                self._flush_poll(session)
+            else:
+                self._closing[session.sid] = session
+                session.ping_timer = self.loop.call_later(
+                    max(self.ping_timeout, 1.0), self._closing.pop, session.sid, None
+                )
+                self._disconnected(session, reason, keep_queue=True)
+                return
         elif session.held is not None:
-            # Client-initiated: release the GET with a noop; else tell it to close.
-            request, responder = session.held_request, session.held
-            session.held = None
-            session.held_request = None
-            assert request is not None
-            body = b"6" if client else b"1"
-            self._respond(request, responder, 200, [_TEXT_PLAIN], body)
-        session.queue = []
-        session.queued_bytes = 0
+            self._send_noop(session)
+        self._disconnected(session, reason)
+
+    def _disconnected(self, session: _Session, reason: str, *, keep_queue: bool = False) -> None:
+        if not keep_queue:
+            session.queue = []
+            session.queued_bytes = 0
         self.logger.debug("%s closed: %s", session.sid, reason)
         handler = self.handler
         if handler is not None:
