@@ -344,6 +344,9 @@ class SocketIOTestClient:
         with self._lock:
             for ns in list(self.connected):
                 self.connected[ns] = False
+            session = self._session
+        if session is not None and self.clients.get(session.sid) is self:
+            del self.clients[session.sid]
 
     def _receive(self, data: str | bytes) -> None:
         """Everything the server sends arrives here, in the sending thread."""
