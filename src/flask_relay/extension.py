@@ -653,6 +653,7 @@ class SocketIO:
         skip_sid: Any = None,
         callback: Callable[..., Any] | None = None,
         ignore_queue: bool = False,
+        broadcast: bool = False,
     ) -> None:
         """Emit ``event`` from the server (usable anywhere, in any thread).
 
@@ -661,7 +662,8 @@ class SocketIO:
         ``include_self=False`` skips the client whose handler is running;
         ``skip_sid`` is a sid or a list; ``callback`` runs once per client that
         acknowledges, in that handler's request context if the emit came from
-        a handler.
+        a handler. ``broadcast`` is accepted (Flask-SocketIO 4 code passes it)
+        and changes nothing: without ``to`` a server emit goes to everyone.
         """
         server = self._require_server()
         if not include_self and not skip_sid:
@@ -687,6 +689,7 @@ class SocketIO:
         skip_sid: Any = None,
         room: Any = None,
         ignore_queue: bool = False,
+        broadcast: bool = False,
     ) -> None:
         """Send a ``message`` event (``json=True``: a ``json`` event)."""
         if not include_self and not skip_sid:

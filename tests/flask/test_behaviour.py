@@ -338,7 +338,7 @@ def test_server_emit_outside_handlers(peers, app: Flask, sio: SocketIO) -> None:
     sio.emit("everyone", 1)
     sio.emit("vip_only", 2, to="vip")
     sio.emit("other_ns", 3, namespace="/other")
-    sio.send("hi all")
+    sio.send("hi all", broadcast=True)  # Flask-SocketIO 4 style: accepted
     sio.emit("many", 1, 2, 3, room="vip")
     sio.emit("not_b", 4, skip_sid=[b.sid()])
     assert a.take() == [
@@ -372,6 +372,8 @@ def test_socketio_call_from_outside_a_handler(peers, app: Flask, sio: SocketIO) 
     peer.on("pair", lambda: ("x", "y"))
     assert sio.call("add", 2, 3, to=peer.sid(), timeout=5) == 5
     assert sio.call("pair", to=peer.sid(), timeout=5) == ("x", "y")
+    peer.on("bin", lambda: {"blob": b"\x00\xff"})
+    assert sio.call("bin", to=peer.sid(), timeout=5) == {"blob": b"\x00\xff"}
 
 
 def test_emit_callback_runs_in_the_emitters_request_context(
