@@ -24,6 +24,7 @@ from flask_relay import (
     SocketIO,
     call,
     close_room,
+    disconnect,
     emit,
     join_room,
     leave_room,
@@ -151,6 +152,20 @@ def create_app(ping_interval: float, ping_timeout: float) -> tuple[Flask, Socket
         emit("sleeping", seconds)
         time.sleep(seconds)
         return "slept"
+
+    @socketio.on("watch")
+    def watch() -> str:
+        join_room("watchers")
+        return "watching"
+
+    @socketio.on("kick")
+    def kick() -> None:
+        disconnect()
+
+    @socketio.on("disconnect")
+    def gone(reason: str) -> None:
+        sid = request.sid  # type: ignore[attr-defined]
+        socketio.emit("gone", {"sid": sid, "reason": reason}, to="watchers")
 
     @socketio.on("connect", namespace="/admin")
     def admin_connect(auth: Any) -> Any:

@@ -62,8 +62,11 @@ def test_transports(server: ServerProcess, peer: NodePeer, mode: str) -> None:
         "websocket": ["websocket"],
         "upgrade": ["polling", "websocket"],
     }[mode]
-    connected = peer.connect("a", server.url, transports=transports)
-    assert connected["ev"] == "connect", connected
+    peer.send("connect", id="a", url=server.url, opts={"transports": transports})
+    # Emitted at once: the client buffers them until connected and sends them
+    # while (in "upgrade" mode) the WebSocket probe is going on.
+    early = [peer.call_nowait("a", "echo", "early", i) for i in range(30)]
+    connected = peer.wait(ev="connect", id="a")
     assert connected["sid"]
     if mode == "websocket":
         assert connected["transport"] == "websocket"
@@ -72,6 +75,7 @@ def test_transports(server: ServerProcess, peer: NodePeer, mode: str) -> None:
         # the switch happened.
         assert peer.wait(ev="upgrade", id="a")["transport"] == "websocket"
 
+    assert [peer.ack_of(tag) for tag in early] == [["early", i] for i in range(30)]
     assert peer.call("a", "echo", "h\u00e9 \U0001f600", 42, {"list": [1, None, True]}) == [
         "h\u00e9 \U0001f600",
         42,
@@ -219,6 +223,44 @@ def test_namespaces(server: ServerProcess, peer: NodePeer) -> None:
     # The shared connection survived the refusals.
     assert peer.call("main", "echo", "still here") == ["still here"]
     assert peer.call("admin", "echo", "still here") == ["admin", "still here"]
+
+
+def test_disconnect_reasons(server: ServerProcess, peer: NodePeer) -> None:
+    peer.connect("watcher", server.url, transports=["websocket"])
+    assert peer.call("watcher", "watch") == ["watching"]
+
+    def gone_reason(sid: str) -> str:
+        report = peer.expect(
+            lambda r: (
+                r["ev"] == "event"
+                and r["id"] == "watcher"
+                and r["event"] == "gone"
+                and r["args"][0]["sid"] == sid
+            ),
+            what=f"the server's disconnect handler for {sid}",
+        )
+        return str(report["args"][0]["reason"])
+
+    # The client leaves.
+    sid = peer.connect("leaver", server.url, transports=["polling"])["sid"]
+    peer.send("disconnect", id="leaver")
+    assert gone_reason(sid) == "client disconnect"
+
+    # The server throws the client out.
+    sid = peer.connect("kicked", server.url, transports=["websocket"])["sid"]
+    peer.emit("kicked", "kick")
+    assert peer.wait(ev="disconnect", id="kicked")["reason"] == "io server disconnect"
+    assert gone_reason(sid) == "server disconnect"
+
+    # The client vanishes: its TCP connection drops without a close packet.
+    sid = peer.connect("vanished", server.url, transports=["websocket"])["sid"]
+    assert peer.call("vanished", "echo", 1) == [1]
+    peer.send("close_transport", id="vanished")
+    assert peer.wait(ev="disconnect", id="vanished")["reason"] == "transport close"
+    assert gone_reason(sid) == "transport close"
+
+    # Nothing of that disturbed the others.
+    assert peer.call("watcher", "echo", "fine") == ["fine"]
 
 
 # ---------------------------------------------------------------------------
