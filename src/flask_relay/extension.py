@@ -25,12 +25,14 @@ Handlers run like Flask views: inside the application context and the request
 context of the connection's handshake request (``request.args``,
 ``request.headers``, ``request.cookies``, ``session``, ``g``,
 ``current_app``), with ``request.sid``, ``request.namespace`` and
-``request.event`` (``{"message": name, "args": args}``) set. Flask's
+``request.event`` (``{"message": name, "args": args}``) set. Handlers may
+be ``async def`` (each runs to completion in its worker thread). Flask's
 ``before_request``/``after_request`` hooks do not run, as in Flask-SocketIO.
 """
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import inspect
 import logging
@@ -612,6 +614,10 @@ class SocketIO:
                     result = _call_with_optional(handler, *args)
                 else:
                     result = handler(*args)
+                if inspect.iscoroutine(result):
+                    # An ``async def`` handler: run it to completion here, in
+                    # this worker thread, with the request context still active.
+                    result = asyncio.run(result)
             except builtins.ConnectionRefusedError:
                 raise  # a refusal, never an error for the error handlers
             except Exception as exc:

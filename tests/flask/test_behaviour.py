@@ -696,3 +696,22 @@ def test_context_functions_with_explicit_targets(peers, app: Flask, sio: SocketI
     a.ask("kick", b.sid())
     wait_until(lambda: not b.connected("/"), what="b kicked from /")
     assert a.connected()
+
+
+def test_async_def_handlers(peers, app: Flask, sio: SocketIO) -> None:
+    import asyncio
+
+    @sio.on("connect")
+    async def on_connect(auth):
+        await asyncio.sleep(0)
+        emit("hello", [auth, request.sid])
+
+    @sio.on("slow_add")
+    async def slow_add(a, b):
+        await asyncio.sleep(0.001)
+        session["last"] = a + b
+        return [a + b, request.event["message"], session["last"]]
+
+    peer = peers(app, sio, auth={"async": True})
+    assert peer.take() == [("hello", [[{"async": True}, peer.sid()]])]
+    assert peer.ask("slow_add", 2, 3) == [[5, "slow_add", 5]]
