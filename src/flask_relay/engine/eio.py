@@ -893,10 +893,15 @@ class EngineIOServer:
         if session.closed:
             return
         self._enqueue(session, [_control(_PING)], None)
-        if not session.closed and self.monitor_clients:
+        if session.closed:
+            return
+        if self.monitor_clients:
             session.ping_timer = self.loop.call_later(
                 self.ping_timeout, self._ping_timed_out, session
             )
+        else:
+            # Nobody times the pong: keep pinging so the client's own check passes.
+            session.ping_timer = self.loop.call_later(self.ping_interval, self._ping, session)
 
     def _ping_timed_out(self, session: _Session) -> None:
         session.ping_timer = None
