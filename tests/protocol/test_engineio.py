@@ -32,6 +32,15 @@ T = PacketType
     ("wire", "packet"),
     [
         ('0{"sid":"S","upgrades":[]}', Packet(T.OPEN, '{"sid":"S","upgrades":[]}')),
+        (  # protocol.md, "Handshake": exactly these five keys
+            '0{"sid":"S","upgrades":["websocket"],"pingInterval":25000,'
+            '"pingTimeout":20000,"maxPayload":1000000}',
+            Packet(
+                T.OPEN,
+                '{"sid":"S","upgrades":["websocket"],"pingInterval":25000,'
+                '"pingTimeout":20000,"maxPayload":1000000}',
+            ),
+        ),
         ("1", Packet(T.CLOSE)),
         ("2", Packet(T.PING)),
         ("2probe", Packet(T.PING, "probe")),

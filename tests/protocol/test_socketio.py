@@ -72,6 +72,10 @@ EXAMPLES = [
     ('40/admin,{"token":"123"}', Packet(T.CONNECT, "/admin", {"token": "123"})),
     ('40{"sid":"X"}', Packet(T.CONNECT, "/", {"sid": "X"})),
     ('40/admin,{"sid":"X"}', Packet(T.CONNECT, "/admin", {"sid": "X"})),
+    # connection state recovery: the reply carries pid, the reconnecting client sends pid+offset
+    ('40{"sid":"X","pid":"P"}', Packet(T.CONNECT, "/", {"sid": "X", "pid": "P"})),
+    ('40{"pid":"P","offset":"O"}', Packet(T.CONNECT, "/", {"pid": "P", "offset": "O"})),
+    ('42["chat","hi","O1"]', Packet(T.EVENT, "/", ["chat", "hi", "O1"])),  # offset appended
     ("41", Packet(T.DISCONNECT)),
     ("41/admin,", Packet(T.DISCONNECT, "/admin")),
     ('42["hi"]', Packet(T.EVENT, "/", ["hi"])),
@@ -141,6 +145,73 @@ def test_binary_ack_example(json_module: Any) -> None:
         b"b",
     ]
     assert decode_all(items, json=json_module) == [packet]
+
+
+def test_binary_event_over_long_polling() -> None:
+    # protocol.md: the blobs follow as b<base64> items in a polling payload.
+    body = (
+        '452-["message",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]'
+        "\x1ebAQI=\x1ebAw=="
+    )
+    packet = Packet(T.EVENT, "/", ["message", b"\x01\x02", b"\x03"])
+    items = Encoder().encode(packet)
+    assert eio.encode_payload(eio.Packet(eio.PacketType.MESSAGE, item) for item in items) == body
+    decoder = Decoder()
+    results = [decoder.feed(p.data) for p in eio.decode_payload(body)]  # type: ignore[arg-type]
+    assert results == [None, None, packet]
+
+
+def test_example_session() -> None:
+    # protocol.md, "Example session (polling then upgrade)", through both codecs.
+    E = eio.PacketType
+    open_json = '{"sid":"S","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":20000}'
+    server, client = Encoder(), Decoder()  # what the client decodes
+    peer_out, server_in = Encoder(), Decoder()  # what the server decodes
+
+    def get(packets: list[eio.Packet]) -> list[Packet | None]:
+        """A GET response body, as the client reads it."""
+        out = []
+        for frame in eio.decode_payload(eio.encode_payload(packets).encode()):
+            if frame.type is E.MESSAGE:
+                out.append(client.feed(frame.data))  # type: ignore[arg-type]
+        return out
+
+    def post(body: bytes) -> list[eio.Packet | Packet | None]:
+        """A POST body, as the server reads it (Socket.IO decoded, the rest as is)."""
+        out: list[eio.Packet | Packet | None] = []
+        for frame in eio.decode_payload(body):
+            if frame.type is E.MESSAGE:
+                out.append(server_in.feed(frame.data))  # type: ignore[arg-type]
+            else:
+                out.append(frame)
+        return out
+
+    # GET -> 0{"sid":"S",...}
+    assert eio.encode_payload([eio.Packet(E.OPEN, open_json)]) == "0" + open_json
+    assert eio.decode_payload("0" + open_json) == [eio.Packet(E.OPEN, open_json)]
+    # POST 40 -> ok
+    assert peer_out.encode(Packet(T.CONNECT)) == ["0"]
+    assert post(b"40") == [Packet(T.CONNECT)]
+    # GET -> 40{"sid":"X"}
+    reply = server.encode(Packet(T.CONNECT, "/", {"sid": "X"}))
+    assert eio.encode_payload([eio.Packet(E.MESSAGE, reply[0])]) == '40{"sid":"X"}'
+    assert get([eio.Packet(E.MESSAGE, reply[0])]) == [Packet(T.CONNECT, "/", {"sid": "X"})]
+    # POST 42["hello"]\x1e42["world"]
+    assert post(b'42["hello"]\x1e42["world"]') == [
+        Packet(T.EVENT, "/", ["hello"]),
+        Packet(T.EVENT, "/", ["world"]),
+    ]
+    # WebSocket ?sid=S: 2probe / 3probe, the pending GET gets 6, then 5 on the WebSocket.
+    assert eio.decode_packet("2probe") == eio.Packet(E.PING, "probe")
+    assert eio.encode_packet(eio.Packet(E.PONG, "probe")) == "3probe"
+    assert eio.encode_payload([eio.Packet(E.NOOP)]) == "6"
+    assert eio.decode_packet("5") == eio.Packet(E.UPGRADE)
+    # From now on, one packet per frame: the server pings, the client answers.
+    assert eio.encode_packet(eio.Packet(E.PING)) == "2"
+    assert eio.decode_packet("3") == eio.Packet(E.PONG)
+    assert server_in.feed(eio.decode_packet('42["over ws"]').data) == Packet(  # type: ignore[arg-type]
+        T.EVENT, "/", ["over ws"]
+    )
 
 
 def test_binary_in_namespace_with_ack_id() -> None:
