@@ -214,3 +214,40 @@ def test_run_with_tls_and_debug(app: Flask, sio: SocketIO, tmp_path: Any) -> Non
         sio.stop()
         thread.join(20)
     assert not thread.is_alive()
+
+
+def test_concurrent_clients_keep_their_own_request_context(served: Any, sio: SocketIO) -> None:
+    """Handlers of different clients run in parallel threads; none sees another's request."""
+    from flask import session
+
+    @sio.on("whoami")
+    def whoami(n):
+        seen = session.setdefault("seen", [])
+        seen.append(n)
+        return [request.sid, n, list(seen)]
+
+    clients = []
+    for _ in range(6):
+        client = _client()
+        client.connect(served.url, transports=["websocket"], wait_timeout=5)
+        clients.append(client)
+    failures: list[Any] = []
+
+    def hammer(client: Any) -> None:
+        try:
+            sid = client.get_sid()
+            for n in range(25):
+                got_sid, got_n, seen = client.call("whoami", n, timeout=10)
+                if got_sid != sid or got_n != n or seen != list(range(n + 1)):
+                    failures.append((sid, got_sid, n, got_n, seen))
+        except Exception as exc:  # reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=hammer, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    for client in clients:
+        client.disconnect()
+    assert failures == []
