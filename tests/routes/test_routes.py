@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import re
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -305,3 +306,29 @@ def test_bad_handshake_gets_a_clear_http_error(served: Served) -> None:
     head, _, body = data.partition(b"\r\n\r\n")
     assert b"\r\nSec-WebSocket-Version: 13\r\n" in head
     assert b"Sec-WebSocket-Version" in body
+
+
+def _route_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name == "flask-relay-ws-route")
+
+
+def test_idle_async_routes_hold_no_thread() -> None:
+    app, _sock, _reports = wsapp.make_app()
+    server = Server(app, host="127.0.0.1", port=0, shutdown_timeout=2.0)
+    server.start()
+    try:
+        with contextlib.ExitStack() as stack:
+            base = f"ws://127.0.0.1:{server.port}"
+            blocking = [stack.enter_context(connect(base + "/echo")) for _ in range(10)]
+            idle = [stack.enter_context(connect(base + "/echo-async")) for _ in range(30)]
+            for ws in blocking + idle:
+                ws.send("x")
+                assert ws.recv(timeout=5) == "x"
+            # A blocking route keeps its thread; an async route's view thread
+            # ends once the coroutine is scheduled on the loop.
+            deadline = time.monotonic() + 5
+            while _route_threads() > 10 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert _route_threads() == 10
+    finally:
+        server.stop()
