@@ -251,3 +251,63 @@ def test_concurrent_clients_keep_their_own_request_context(served: Any, sio: Soc
     for client in clients:
         client.disconnect()
     assert failures == []
+
+
+_RELOAD_APP = """
+from flask import Flask
+from flask_relay import SocketIO
+
+app = Flask(__name__)
+socketio = SocketIO(app)
+
+
+@socketio.on("version")
+def version():
+    return VERSION
+
+
+VERSION = 1
+
+if __name__ == "__main__":
+    socketio.run(app, port=PORT, debug=True, reloader_options={"reloader_type": "stat"})
+"""
+
+
+@pytest.mark.slow
+def test_run_debug_reloads_on_code_change(tmp_path: Any) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    port = free_port()
+    script = tmp_path / "reload_app.py"
+    script.write_text(_RELOAD_APP.replace("PORT", str(port)))
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # the reloader's child is in the same group
+    )
+
+    def version() -> Any:
+        client = _client()
+        try:
+            client.connect(f"http://127.0.0.1:{port}", transports=["websocket"], wait_timeout=2)
+            return client.call("version", timeout=2)
+        except Exception:
+            return None
+        finally:
+            client.disconnect()
+
+    try:
+        wait_until(lambda: version() == 1, timeout=20, what="the app under the reloader")
+        script.write_text(
+            _RELOAD_APP.replace("PORT", str(port)).replace("VERSION = 1", "VERSION = 2")
+        )
+        wait_until(lambda: version() == 2, timeout=20, what="the reloaded app")
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
