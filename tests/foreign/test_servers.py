@@ -304,3 +304,22 @@ def test_websocket_route_beside_socketio(running_sio: Running) -> None:
     with connect(running_sio.url("/echo")) as ws:
         ws.send("next to socket.io")
         assert ws.recv(timeout=5) == "next to socket.io"
+
+
+@pytest.mark.parametrize(("door", "signum"), [
+    ("app-run", signal.SIGINT),
+    ("gunicorn-gthread", signal.SIGTERM),
+])
+def test_foreign_server_stop_closes_routes_with_1001(
+    door: str, signum: int, tmp_path: Path
+) -> None:
+    server = start(door, tmp_path)
+    try:
+        with connect(server.url("/watch")) as ws:
+            assert ws.recv(timeout=5) == "ready"
+            os.kill(server.proc.pid, signum)
+            with pytest.raises(ClientClosed):
+                ws.recv(timeout=10)
+        assert ws.close_code == 1001
+    finally:
+        stop(server.proc)

@@ -48,6 +48,7 @@ thread instead, and the WebSocket transport is refused with 400.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
 import socket
@@ -101,8 +102,26 @@ def shared_hub() -> Hub:
             hub = Hub()
             hub.start(name="flask-relay-loop")
             _hub, _hub_pid = hub, os.getpid()
+            atexit.register(_close_at_exit, hub)
         assert _hub is not None
         return _hub
+
+
+#: Seconds the process waits at exit for clients to answer the 1001 close frames.
+EXIT_CLOSE_TIMEOUT = 2.0
+
+
+def _close_at_exit(hub: Hub) -> None:
+    """At interpreter exit (Ctrl-C on ``flask run``, a gunicorn worker that
+    stops), close route connections with 1001 instead of dropping them."""
+    if not hub.running or os.getpid() != _hub_pid:
+        return
+    from .wsroute import shutdown_routes
+
+    try:
+        hub.submit(shutdown_routes(EXIT_CLOSE_TIMEOUT)).result(EXIT_CLOSE_TIMEOUT + 1)
+    except Exception:  # the loop is going away anyway
+        pass
 
 
 def raw_socket(environ: dict[str, Any]) -> socket.socket | None:
