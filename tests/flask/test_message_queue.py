@@ -201,3 +201,54 @@ def test_ignore_queue_stays_local(cluster: Cluster) -> None:
         {"name": "local_only", "args": [1], "namespace": "/"},
         {"name": "marker", "args": [2], "namespace": "/"},
     ]
+
+
+def _start_redis(port: int) -> subprocess.Popen[bytes]:
+    binary = shutil.which("redis-server")
+    assert binary is not None
+    return subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def test_listener_survives_a_broker_restart(caplog: pytest.LogCaptureFixture) -> None:
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    proc = _start_redis(port)
+    cluster = Cluster(url)
+    try:
+        wait_until(lambda: _redis_up(port), what="redis-server")
+        app1, sio1 = cluster.node()
+        app2, sio2 = cluster.node()
+        a = sio1.test_client(app1)
+        sio2.emit("before", 1)
+        assert _events(a, "before") == [[1]]
+        queue = sio1.server.queue
+        assert queue is not None
+        with caplog.at_level("ERROR", logger="flask_relay.pubsub"):
+            proc.terminate()
+            proc.wait(10)
+            wait_until(lambda: not queue.ready.is_set(), what="the listener noticing")
+            proc = _start_redis(port)
+            wait_until(lambda: queue.ready.wait(0.1), timeout=20, what="resubscription")
+        assert any("redis listener lost" in r.getMessage() for r in caplog.records)
+        sio2.emit("after", 2)
+        assert _events(a, "after") == [[2]]
+    finally:
+        cluster.close()
+        proc.terminate()
+        proc.wait(10)
+
+
+def _redis_up(port: int) -> bool:
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port)
+    try:
+        return bool(client.ping())
+    except redis.exceptions.ConnectionError:
+        return False
+    finally:
+        client.close()

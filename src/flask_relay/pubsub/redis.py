@@ -76,6 +76,7 @@ class RedisQueue(MessageQueue):
                         logger.info("listening on redis channel %r", self.channel)
                         self.ready.set()
             except self._redis_module.exceptions.RedisError as exc:
+                self.ready.clear()
                 logger.error(
                     "redis listener lost %s (%s); reconnecting in %.0f s", self.url, exc, delay
                 )
