@@ -278,3 +278,54 @@ def test_new_server_after_init_app_gets_new_local_engine(app: Flask) -> None:
     sio.init_app(other)
     second = sio.test_client(other)
     assert second.emit("x", callback=True) == "first"
+
+
+def test_namespace_methods(app: Flask, sio: SocketIO) -> None:
+    from flask_relay import Namespace
+
+    class Lobby(Namespace):
+        def on_enter(self, room):
+            self.enter_room(request.sid, room)
+            return sorted(map(str, self.rooms(request.sid)))
+
+        def on_leave(self, room):
+            self.leave_room(request.sid, room)
+            return sorted(map(str, self.rooms(request.sid)))
+
+        def on_close(self, room):
+            self.close_room(room)
+
+        def on_announce(self, room):
+            self.emit("news", ("two", "args"), room=room, include_self=False)
+
+        def on_ask(self):
+            return self.call("question", "q?", to=request.sid, timeout=2)
+
+        def on_remember(self, value):
+            with self.session(request.sid) as s:
+                s["v"] = value
+            return self.get_session(request.sid)["v"]
+
+        def on_bye(self):
+            self.disconnect(request.sid)
+
+    sio.on_namespace(Lobby("/lobby"))
+    a = sio.test_client(app, namespace="/lobby")
+    b = sio.test_client(app, namespace="/lobby")
+    assert a.emit("enter", "r", namespace="/lobby", callback=True) == sorted(
+        [a.get_sid("/lobby"), "r"]
+    )
+    b.emit("enter", "r", namespace="/lobby")
+    a.emit("announce", "r", namespace="/lobby")
+    assert b.get_received("/lobby") == [
+        {"name": "news", "args": ["two", "args"], "namespace": "/lobby"}
+    ]
+    assert a.get_received("/lobby") == []
+    assert b.emit("leave", "r", namespace="/lobby", callback=True) == [b.get_sid("/lobby")]
+    a.emit("close", "r", namespace="/lobby")
+    assert a.emit("leave", "nothing", namespace="/lobby", callback=True) == [a.get_sid("/lobby")]
+    a.on("question", lambda q: q + " answered", namespace="/lobby")
+    assert a.emit("ask", namespace="/lobby", callback=True) == "q? answered"
+    assert a.emit("remember", 3, namespace="/lobby", callback=True) == 3
+    a.emit("bye", namespace="/lobby")
+    assert not a.is_connected("/lobby")
