@@ -113,15 +113,28 @@ EXIT_CLOSE_TIMEOUT = 2.0
 
 def _close_at_exit(hub: Hub) -> None:
     """At interpreter exit (Ctrl-C on ``flask run``, a gunicorn worker that
-    stops), close route connections with 1001 instead of dropping them."""
+    stops), close Socket.IO sessions ("server shutting down") and route
+    connections (1001) instead of dropping them."""
     if not hub.running or os.getpid() != _hub_pid:
         return
     from .wsroute import shutdown_routes
 
+    async def close_all() -> None:
+        for mount in list(_attached_mounts):
+            try:
+                await asyncio.wait_for(mount.shutdown(), EXIT_CLOSE_TIMEOUT)
+            except Exception:
+                logger.exception("Error while shutting down %r", mount)
+        await shutdown_routes(EXIT_CLOSE_TIMEOUT)
+
     try:
-        hub.submit(shutdown_routes(EXIT_CLOSE_TIMEOUT)).result(EXIT_CLOSE_TIMEOUT + 1)
+        hub.submit(close_all()).result(2 * EXIT_CLOSE_TIMEOUT + 1)
     except Exception:  # the loop is going away anyway
         pass
+
+
+#: Mounts attached to this process's shared hub (closed at exit).
+_attached_mounts: list[Mount] = []
 
 
 def raw_socket(environ: dict[str, Any]) -> socket.socket | None:
@@ -583,6 +596,7 @@ class ForeignMiddleware:
                 if key not in self._attached:
                     hub.run_sync(lambda: mount.attach(hub), timeout=10)
                     self._attached.add(key)
+                    _attached_mounts.append(mount)
         request = _http_request(environ)
         if request.upgrade:
             sock = raw_socket(environ)
