@@ -329,3 +329,15 @@ def test_namespace_methods(app: Flask, sio: SocketIO) -> None:
     assert a.emit("remember", 3, namespace="/lobby", callback=True) == 3
     a.emit("bye", namespace="/lobby")
     assert not a.is_connected("/lobby")
+
+
+def test_disconnect_in_the_connect_handler_refuses(app: Flask, sio: SocketIO) -> None:
+    from flask_relay import disconnect
+
+    gone: list[str] = []
+    sio.on("connect")(lambda: disconnect())
+    sio.on("disconnect")(gone.append)
+    client = sio.test_client(app)
+    assert not client.is_connected()
+    assert client.get_connect_error() == {"message": "Connection rejected by server"}
+    assert gone == []  # it never connected

@@ -565,6 +565,10 @@ class SocketIOServer:
         if refusal is not None:
             self._refuse(sock, refusal)
             return
+        if sock.state > CONNECTED:
+            # disconnect() was called during the connect handler: the client
+            # was refused, so no disconnect handler for it.
+            return
         sock.accepted = True
         if not self.always_connect:
             self._accept(sock)
