@@ -311,3 +311,29 @@ def test_run_debug_reloads_on_code_change(tmp_path: Any) -> None:
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(10)
+
+
+def test_connect_timeout_closes_silent_connections(app: Flask) -> None:
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    sio = SocketIO(app, connect_timeout=0.3)
+    server = sio.make_server(app, "127.0.0.1", free_port())
+    server.start()
+    try:
+        url = server.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
+        with connect(url) as ws:
+            assert ws.recv(timeout=5).startswith("0{")  # Engine.IO OPEN, then no CONNECT
+            received = []
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    received.append(ws.recv(timeout=5))
+            assert all(m in ("1", "2") for m in received)  # at most a close packet / ping
+        with connect(url) as ws:  # a client that joins a namespace in time stays
+            ws.recv(timeout=5)
+            ws.send("40")
+            assert ws.recv(timeout=5).startswith("40{")
+            with pytest.raises(TimeoutError):
+                ws.recv(timeout=0.6)
+    finally:
+        server.stop()
