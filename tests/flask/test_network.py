@@ -337,3 +337,27 @@ def test_connect_timeout_closes_silent_connections(app: Flask) -> None:
                 ws.recv(timeout=0.6)
     finally:
         server.stop()
+
+
+def test_ping_timeout_reason_reaches_the_disconnect_handler(app: Flask) -> None:
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    sio = SocketIO(app, ping_interval=0.2, ping_timeout=0.2)
+    reasons: list[str] = []
+    sio.on("disconnect")(reasons.append)
+    server = sio.make_server(app, "127.0.0.1", free_port())
+    server.start()
+    try:
+        url = server.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
+        with connect(url) as ws:
+            ws.recv(timeout=5)
+            ws.send("40")
+            assert ws.recv(timeout=5).startswith("40{")
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    assert ws.recv(timeout=5) in ("2", "1")  # pings we never answer, a close
+        wait_until(lambda: reasons, what="disconnect handler")
+        assert reasons == [SocketIO.reason.PING_TIMEOUT]
+    finally:
+        server.stop()
