@@ -294,46 +294,49 @@ def test_200_concurrent_clients(server: ServerProcess, peer: NodePeer) -> None:
     peer.bulk_close("poll")
 
 
-def test_blocking_handler_does_not_delay_others(peer: NodePeer) -> None:
+@pytest.fixture(scope="module")
+def fast_server() -> Iterator[ServerProcess]:
+    """A server with a quick heartbeat (a ping every 0.25 s)."""
     with _serve("--ping-interval", "0.25", "--ping-timeout", "5") as srv:
-        peer.connect("sleeper", srv.url, transports=["websocket"])
-        peer.connect("other", srv.url, transports=["websocket"])
-        peer.connect("poller", srv.url, transports=["polling"])
-        slept = peer.call_nowait("sleeper", "sleep", 2)
-        sleeping = peer.wait_event("sleeper", "sleeping")
-        # The sleeper's next event waits behind its sleeping handler (one client's
-        # events run in order)...
-        after = peer.call_nowait("sleeper", "echo", "after")
-        # ...while the other clients' round trips complete during the sleep.
-        for i in range(3):
-            assert peer.call("other", "echo", i) == [i]
-            assert peer.call("poller", "echo", i) == [i]
-        # Heartbeats keep flowing to everyone, the sleeper included.
-        for cid in ("other", "poller", "sleeper"):
-            peer.expect(
-                lambda r, cid=cid: (
-                    r["ev"] == "ping" and r["id"] == cid and r["seq"] > sleeping["seq"]
-                ),
-                what=f"a ping to {cid} during the sleep",
-            )
-        assert peer.ack_of(slept) == ["slept"]
-        assert peer.ack_of(after) == ["after"]
+        yield srv
 
-        def seq_of(tag: str) -> int:
-            return int(peer.wait(ev="ack", tag=tag)["seq"])
 
-        slept_seq = seq_of(slept)
-        assert seq_of(after) > slept_seq
-        other_acks = [r["seq"] for r in peer.find(ev="ack", id="other")]
-        poller_acks = [r["seq"] for r in peer.find(ev="ack", id="poller")]
-        assert len(other_acks) == len(poller_acks) == 3
-        assert all(sleeping["seq"] < s < slept_seq for s in other_acks + poller_acks)
-        for cid in ("other", "poller", "sleeper"):
-            pings = [
-                r for r in peer.find(ev="ping", id=cid) if sleeping["seq"] < r["seq"] < slept_seq
-            ]
-            assert pings, f"no heartbeat reached {cid} while the handler slept"
-        assert peer.find(ev="disconnect") == []
+def test_blocking_handler_does_not_delay_others(fast_server: ServerProcess, peer: NodePeer) -> None:
+    srv = fast_server
+    peer.connect("sleeper", srv.url, transports=["websocket"])
+    peer.connect("other", srv.url, transports=["websocket"])
+    peer.connect("poller", srv.url, transports=["polling"])
+    slept = peer.call_nowait("sleeper", "sleep", 2)
+    sleeping = peer.wait_event("sleeper", "sleeping")
+    # The sleeper's next event waits behind its sleeping handler (one client's
+    # events run in order)...
+    after = peer.call_nowait("sleeper", "echo", "after")
+    # ...while the other clients' round trips complete during the sleep.
+    for i in range(3):
+        assert peer.call("other", "echo", i) == [i]
+        assert peer.call("poller", "echo", i) == [i]
+    # Heartbeats keep flowing to everyone, the sleeper included.
+    for cid in ("other", "poller", "sleeper"):
+        peer.expect(
+            lambda r, cid=cid: r["ev"] == "ping" and r["id"] == cid and r["seq"] > sleeping["seq"],
+            what=f"a ping to {cid} during the sleep",
+        )
+    assert peer.ack_of(slept) == ["slept"]
+    assert peer.ack_of(after) == ["after"]
+
+    def seq_of(tag: str) -> int:
+        return int(peer.wait(ev="ack", tag=tag)["seq"])
+
+    slept_seq = seq_of(slept)
+    assert seq_of(after) > slept_seq
+    other_acks = [r["seq"] for r in peer.find(ev="ack", id="other")]
+    poller_acks = [r["seq"] for r in peer.find(ev="ack", id="poller")]
+    assert len(other_acks) == len(poller_acks) == 3
+    assert all(sleeping["seq"] < s < slept_seq for s in other_acks + poller_acks)
+    for cid in ("other", "poller", "sleeper"):
+        pings = [r for r in peer.find(ev="ping", id=cid) if sleeping["seq"] < r["seq"] < slept_seq]
+        assert pings, f"no heartbeat reached {cid} while the handler slept"
+    assert peer.find(ev="disconnect") == []
 
 
 @pytest.fixture(scope="module")
@@ -389,3 +392,39 @@ def test_room_of_thousand_encoded_once(
     assert stats["encode"] == 1, stats
     assert stats["prepare"] == 1, stats
     assert p.bulk_counts("k")["last"]["fan"] == [{"blob": {"$bin": "AAEC"}}]
+
+
+def test_clients_that_vanish(fast_server: ServerProcess, peer: NodePeer) -> None:
+    """A Node process killed mid-conversation (a held long-poll, an open WebSocket):
+    the server runs the disconnect handlers and the other clients carry on."""
+    peer.connect("watcher", fast_server.url, transports=["websocket"])
+    assert peer.call("watcher", "watch") == ["watching"]
+    doomed = NodePeer()
+    try:
+        poll = doomed.connect("poll", fast_server.url, transports=["polling"])["sid"]
+        ws = doomed.connect("ws", fast_server.url, transports=["websocket"])["sid"]
+        assert doomed.call("poll", "echo", 1) == [1]
+        assert doomed.call("ws", "echo", 1) == [1]
+        doomed.proc.kill()
+        doomed.proc.wait()
+    finally:
+        doomed.close()
+
+    def reason(sid: str) -> str:
+        report = peer.expect(
+            lambda r: (
+                r["ev"] == "event"
+                and r["id"] == "watcher"
+                and r["event"] == "gone"
+                and r["args"][0]["sid"] == sid
+            ),
+            timeout=20,
+            what=f"the disconnect handler for {sid}",
+        )
+        return str(report["args"][0]["reason"])
+
+    assert reason(ws) in ("transport close", "transport error")
+    # A polling client killed between two requests can only be noticed by the heartbeat.
+    assert reason(poll) in ("transport close", "transport error", "ping timeout")
+    assert peer.call("watcher", "echo", "still fine") == ["still fine"]
+    assert peer.find(ev="disconnect", id="watcher") == []
