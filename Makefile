@@ -50,5 +50,16 @@ test-low:
 test-fast: $(VENV)/.installed node-deps
 	$(PY) -m pytest -q -x -m "not slow"
 
+## bench: Flask-Relay against its anchors (several minutes; BENCH_ARGS=--quick for a short run)
+.venv-bench/.installed: pyproject.toml
+	rm -rf .venv-bench
+	"$$(scripts/find-python $(PYTHON_VERSION))" -m venv .venv-bench
+	.venv-bench/bin/python -m pip install -q --upgrade pip
+	.venv-bench/bin/python -m pip install -q -e '.[bench]'
+	touch $@
+
+bench: .venv-bench/.installed node-deps
+	.venv-bench/bin/python bench/run.py $(BENCH_ARGS)
+
 clean:
-	rm -rf $(VENV) .venv-low node_modules .pytest_cache .mypy_cache .hypothesis
+	rm -rf $(VENV) .venv-bench .venv-low node_modules .pytest_cache .mypy_cache .hypothesis

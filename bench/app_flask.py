@@ -1,0 +1,106 @@
+"""One Flask application for the Flask-Relay and Flask-SocketIO fixtures.
+
+The handlers are written once against the Flask-SocketIO API; ``BENCH_IMPL`` picks the
+import (``relay`` -> ``flask_relay``, ``gevent`` / ``threading`` -> ``flask_socketio`` in
+that async mode), which is exactly the switch a user makes. The plain WebSocket echo route
+at ``/ws`` uses what each server offers: ``flask_relay.Sock`` for Flask-Relay,
+gevent-websocket's ``wsgi.websocket`` under gevent, and simple-websocket (what Flask-Sock
+wraps; Flask-Sock itself is not installed) under Werkzeug's threaded server.
+
+Usage: BENCH_IMPL=relay python bench/app_flask.py PORT
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+IMPL = os.environ.get("BENCH_IMPL", "relay")
+
+if IMPL == "gevent":
+    # The documented way to run Flask-SocketIO on gevent: patch the standard library first.
+    from gevent import monkey
+
+    monkey.patch_all()
+
+from typing import Any  # noqa: E402
+
+from flask import Flask, request  # noqa: E402
+
+if IMPL == "relay":
+    from flask_relay import Sock, SocketIO, join_room
+else:
+    from flask_socketio import SocketIO, join_room  # type: ignore[no-redef]
+
+app = Flask(__name__)
+socketio = SocketIO(app) if IMPL == "relay" else SocketIO(app, async_mode=IMPL)
+
+
+@socketio.on("join")
+def on_join(room: str) -> bool:
+    join_room(room)
+    return True
+
+
+@socketio.on("echo")
+def on_echo(data: Any) -> Any:
+    return data
+
+
+@socketio.on("burst")
+def on_burst(req: dict[str, Any]) -> None:
+    pad = "x" * int(req["size"])
+    start = int(req["start"])
+    for i in range(int(req["n"])):
+        socketio.emit("tick", {"seq": start + i, "pad": pad}, to="room")
+
+
+if IMPL == "relay":
+    sock = Sock(app)
+
+    @sock.route("/ws")
+    def ws_echo(ws: Any) -> None:
+        while True:
+            ws.send(ws.receive())
+
+elif IMPL == "gevent":
+
+    @app.route("/ws")
+    def ws_echo() -> Any:
+        ws = request.environ.get("wsgi.websocket")
+        if ws is None:
+            return "WebSocket expected", 400
+        while True:
+            msg = ws.receive()
+            if msg is None:
+                break
+            ws.send(msg)
+        return ""
+
+else:
+    import simple_websocket  # type: ignore[import-untyped]
+    from flask import Response
+
+    class _Done(Response):
+        """After the WebSocket closed, tell Werkzeug there is nothing more to write."""
+
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            raise ConnectionError("WebSocket closed")
+
+    @app.route("/ws")
+    def ws_echo() -> Any:
+        ws = simple_websocket.Server(request.environ)
+        try:
+            while True:
+                ws.send(ws.receive())
+        except simple_websocket.ConnectionClosed:
+            pass
+        return _Done()
+
+
+if __name__ == "__main__":
+    port = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
+    if IMPL == "threading":
+        socketio.run(app, host="127.0.0.1", port=port, allow_unsafe_werkzeug=True)
+    else:
+        socketio.run(app, host="127.0.0.1", port=port)

@@ -1,0 +1,536 @@
+"""Benchmark driver: Flask-Relay against its anchors, measured in the same run.
+
+Starts each server fixture in turn (pinned to one core), drives it with the Node load
+generator ``bench/gen.js`` (pinned to another core), stops everything it started, prints
+one table with ratios of Flask-Relay against each anchor, and writes the raw results as
+JSON to ``bench/results/``.
+
+    python bench/run.py            # full run (several minutes)
+    python bench/run.py --quick    # short durations, smaller storms
+    python bench/run.py --fixtures relay,node --scenarios ack,echo
+
+Not part of the test suite: nothing here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PY = sys.executable
+
+
+@dataclass
+class Fixture:
+    key: str
+    label: str
+    cmd: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+FIXTURES = [
+    Fixture("relay", "Flask-Relay", [PY, "bench/app_flask.py"], {"BENCH_IMPL": "relay"}),
+    Fixture(
+        "gevent", "Flask-SocketIO gevent", [PY, "bench/app_flask.py"], {"BENCH_IMPL": "gevent"}
+    ),
+    Fixture(
+        "threading",
+        "Flask-SocketIO threading",
+        [PY, "bench/app_flask.py"],
+        {"BENCH_IMPL": "threading"},
+    ),
+    Fixture("uvicorn", "python-socketio + uvicorn", [PY, "bench/app_asgi.py"]),
+    Fixture("node", "Node socket.io 4.8", ["node", "bench/server_node.js"]),
+]
+SUBJECT = "relay"
+
+
+@dataclass
+class Row:
+    key: str
+    label: str
+    unit: str
+    higher_is_better: bool = True
+
+
+ROWS = [
+    Row("ack", "ack round trips/s, 100 clients, ~100 B JSON", "/s"),
+    Row("bcast1k", "broadcast deliveries/s, 1,000 clients in a room", "/s"),
+    Row("bcast5k", "broadcast deliveries/s, 5,000 clients in a room", "/s"),
+    Row("lat_p50", "emit -> last of 1,000 deliveries, p50", "ms", False),
+    Row("lat_p99", "emit -> last of 1,000 deliveries, p99", "ms", False),
+    Row("echo", "raw WebSocket echo msgs/s, 100 clients", "/s"),
+    Row("storm_ws", "connect storm, WebSocket, connects/s", "/s"),
+    Row("storm_up", "connect storm, polling -> upgrade, connects/s", "/s"),
+    Row("mem", "memory per idle WebSocket connection", "KB", False),
+    Row("threads", "OS threads with 1,000 idle connections", "", False),
+]
+
+# Scenario groups: each runs against a freshly started server.
+GROUPS = ["ack", "bcast1k", "bcast5k", "echo", "storm_ws", "storm_up", "idle"]
+
+
+def settings(quick: bool) -> dict[str, dict[str, Any]]:
+    """Generator options per scenario group; --quick shortens everything."""
+    if quick:
+        return {
+            "ack": {"clients": 100, "warmup": 1, "duration": 3},
+            "bcast1k": {"clients": 1000, "duration": 3, "probes": 15, "burst_timeout": 15},
+            "bcast5k": {
+                "clients": 5000,
+                "duration": 3,
+                "probes": 5,
+                "burst_timeout": 15,
+                "connect_timeout": 60,
+            },
+            "echo": {"clients": 100, "warmup": 1, "duration": 3},
+            "storm_ws": {"clients": 300, "transport": "websocket"},
+            "storm_up": {"clients": 300, "transport": "upgrade"},
+            "idle": {"clients": 1000},
+        }
+    return {
+        "ack": {"clients": 100, "warmup": 3, "duration": 15},
+        "bcast1k": {"clients": 1000, "duration": 15, "probes": 100, "burst_timeout": 30},
+        "bcast5k": {
+            "clients": 5000,
+            "duration": 15,
+            "probes": 30,
+            "burst_timeout": 30,
+            "connect_timeout": 120,
+        },
+        "echo": {"clients": 100, "warmup": 3, "duration": 15},
+        "storm_ws": {"clients": 1000, "transport": "websocket"},
+        "storm_up": {"clients": 1000, "transport": "upgrade"},
+        "idle": {"clients": 1000},
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# processes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pin(core: int | None) -> Any:
+    if core is None:
+        return None
+
+    def _pin() -> None:
+        os.sched_setaffinity(0, {core})
+
+    return _pin
+
+
+class Server:
+    """One fixture process, in its own process group so that stopping it is complete."""
+
+    def __init__(self, fixture: Fixture, core: int | None, log_path: Path) -> None:
+        self.fixture = fixture
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = dict(os.environ, **fixture.env, PYTHONUNBUFFERED="1")
+        env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
+        self.log = open(log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [*fixture.cmd, str(self.port)],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=pin(core),
+        )
+        self.ps = psutil.Process(self.proc.pid)
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        probe = f"{self.url}/socket.io/?EIO=4&transport=polling"
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}")
+            try:
+                with urllib.request.urlopen(probe, timeout=2) as resp:
+                    if resp.status == 200 and resp.read(1) == b"0":
+                        return
+            except Exception as exc:  # noqa: BLE001 - not up yet
+                last = exc
+            time.sleep(0.1)
+        raise RuntimeError(f"server not ready after {timeout:.0f}s: {last}")
+
+    def rss(self) -> int:
+        return int(self.ps.memory_info().rss)
+
+    def threads(self) -> int:
+        return int(self.ps.num_threads())
+
+    def cpu(self) -> float:
+        t = self.ps.cpu_times()
+        return float(t.user + t.system)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+            except ProcessLookupError:
+                pass
+        self.log.close()
+
+
+def gen_cmd(scenario: str, url: str, opts: dict[str, Any]) -> list[str]:
+    return ["node", str(HERE / "gen.js"), scenario, url, *(f"{k}={v}" for k, v in opts.items())]
+
+
+def run_gen(
+    scenario: str, url: str, opts: dict[str, Any], core: int | None, timeout: float, log_path: Path
+) -> dict[str, Any]:
+    with open(log_path, "ab") as log:
+        try:
+            out = subprocess.run(
+                gen_cmd(scenario, url, opts),
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                timeout=timeout,
+                preexec_fn=pin(core),
+                check=False,
+            ).stdout.decode()
+        except subprocess.TimeoutExpired:
+            return {"error": f"generator timed out after {timeout:.0f}s"}
+    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+    if not lines:
+        return {"error": "generator printed no result"}
+    return dict(json.loads(lines[-1]))
+
+
+def measure_idle(
+    server: Server, opts: dict[str, Any], core: int | None, log_path: Path
+) -> dict[str, Any]:
+    """RSS delta per connection and thread count with N idle WebSocket connections."""
+    # Warm up once (lazy imports, first-connection caches), then take the baseline.
+    warm = subprocess.Popen(
+        gen_cmd("idle", server.url, {"clients": 20}),
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=pin(core),
+    )
+    assert warm.stdout is not None and warm.stdin is not None
+    warm.stdout.readline()
+    warm.stdin.write(b"done\n")
+    warm.stdin.flush()
+    warm.communicate(timeout=30)
+    time.sleep(1.5)
+    base_rss = server.rss()
+    base_threads = server.threads()
+    n = int(opts["clients"])
+    with open(log_path, "ab") as log:
+        gen = subprocess.Popen(
+            gen_cmd("idle", server.url, opts),
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            preexec_fn=pin(core),
+        )
+        assert gen.stdout is not None and gen.stdin is not None
+        try:
+            first = json.loads(gen.stdout.readline() or "{}")
+            time.sleep(2.0)  # let the server settle (threads spawned, buffers allocated)
+            rss = server.rss()
+            threads = server.threads()
+            gen.stdin.write(b"done\n")
+            gen.stdin.flush()
+            rest, _ = gen.communicate(timeout=60)
+        finally:
+            if gen.poll() is None:
+                gen.kill()
+                gen.wait()
+    final = {}
+    for ln in rest.decode().splitlines():
+        if ln.startswith("{"):
+            final = json.loads(ln)
+    connected = int(first.get("connected", 0))
+    result: dict[str, Any] = {
+        "clients": n,
+        "connected": connected,
+        "alive_at_end": final.get("alive_at_end"),
+        "base_rss": base_rss,
+        "rss": rss,
+        "base_threads": base_threads,
+        "threads": threads,
+        "errors": first.get("errors"),
+    }
+    if connected:
+        result["kb_per_conn"] = (rss - base_rss) / connected / 1024
+    if connected < n:
+        result["error"] = f"only {connected}/{n} idle clients connected"
+    return result
+
+
+def run_group(
+    fixture: Fixture,
+    group: str,
+    opts: dict[str, Any],
+    server_core: int | None,
+    gen_core: int | None,
+    logdir: Path,
+) -> dict[str, Any]:
+    log_path = logdir / f"{fixture.key}.{group}.log"
+    server = Server(fixture, server_core, log_path)
+    try:
+        try:
+            server.wait_ready()
+        except RuntimeError as exc:
+            return {"error": str(exc)}
+        if group == "idle":
+            return measure_idle(server, opts, gen_core, log_path)
+        scenario = {
+            "bcast1k": "broadcast",
+            "bcast5k": "broadcast",
+            "storm_ws": "storm",
+            "storm_up": "storm",
+        }.get(group, group)
+        cpu0, t0 = server.cpu(), time.monotonic()
+        result = run_gen(scenario, server.url, opts, gen_core, timeout=600, log_path=log_path)
+        result["server_cpu"] = (server.cpu() - cpu0) / (time.monotonic() - t0)
+        result["server_threads"] = server.threads() if server.proc.poll() is None else None
+        result["server_rss_mb"] = server.rss() / 2**20 if server.proc.poll() is None else None
+        if server.proc.poll() is not None:
+            result["error"] = f"server died (exit {server.proc.returncode})"
+        return result
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------------------------------
+# table
+
+
+def cell_values(res: dict[str, Any]) -> dict[str, float | None]:
+    """Map a fixture's group results to the table rows (None: failed or not measured)."""
+
+    def ok(group: str, key: str = "rate") -> float | None:
+        r = res.get(group) or {}
+        if r.get("error") or r.get(key) is None:
+            return None
+        return float(r[key])
+
+    return {
+        "ack": ok("ack"),
+        "bcast1k": ok("bcast1k"),
+        "bcast5k": ok("bcast5k"),
+        "lat_p50": ok("bcast1k", "latency_p50_ms"),
+        "lat_p99": ok("bcast1k", "latency_p99_ms"),
+        "echo": ok("echo"),
+        "storm_ws": ok("storm_ws") if not (res.get("storm_ws") or {}).get("errors") else None,
+        "storm_up": ok("storm_up") if not (res.get("storm_up") or {}).get("errors") else None,
+        "mem": ok("idle", "kb_per_conn"),
+        "threads": ok("idle", "threads"),
+    }
+
+
+def why_missing(res: dict[str, Any], row: str) -> str:
+    group = {"lat_p50": "bcast1k", "lat_p99": "bcast1k", "mem": "idle", "threads": "idle"}.get(
+        row, row
+    )
+    r = res.get(group)
+    if r is None:
+        return "-"
+    if "partial" in r:
+        return f"fails ({100 * r['partial']:.0f}%)"
+    if r.get("error") or r.get("errors"):
+        return "fails"
+    return "-"
+
+
+def fmt(v: float | None, unit: str) -> str:
+    if v is None:
+        return "-"
+    if unit == "/s":
+        return f"{v / 1000:.1f}k" if v >= 1000 else f"{v:.0f}"
+    if unit == "ms":
+        return f"{v:.1f} ms"
+    if unit == "KB":
+        return f"{v:.0f} KB"
+    return f"{v:.0f}"
+
+
+def gen_bound(res: dict[str, Any], row: str) -> bool:
+    group = {"lat_p50": "bcast1k", "lat_p99": "bcast1k"}.get(row, row)
+    r = res.get(group) or {}
+    return float(r.get("gen_cpu") or 0) >= 0.9
+
+
+def table(results: dict[str, dict[str, Any]], fixtures: list[Fixture]) -> str:
+    present = [f for f in fixtures if f.key in results]
+    values = {f.key: cell_values(results[f.key]) for f in present}
+    anchors = [f for f in present if f.key != SUBJECT]
+    header = ["scenario", *(f.label for f in present)]
+    if SUBJECT in values:
+        header += [f"Relay / {f.label}" for f in anchors]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in ROWS:
+        cells = [row.label + ("" if row.higher_is_better else " (lower is better)")]
+        for f in present:
+            v = values[f.key][row.key]
+            text = fmt(v, row.unit) if v is not None else why_missing(results[f.key], row.key)
+            if v is not None and gen_bound(results[f.key], row.key):
+                text += " *"
+            cells.append(text)
+        if SUBJECT in values:
+            mine = values[SUBJECT][row.key]
+            for f in anchors:
+                theirs = values[f.key][row.key]
+                if mine is None or theirs is None or theirs == 0 or mine == 0:
+                    cells.append("-")
+                else:
+                    cells.append(f"{mine / theirs:.2f}x")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("`*`: the generator used >= 90% of its core, so the figure is a lower bound.")
+    lines.append("Ratios are Flask-Relay / anchor (for 'lower is better' rows, < 1 is better).")
+    return "\n".join(lines)
+
+
+def median_result(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median of repeated runs for the numeric fields the table uses."""
+    if len(runs) == 1:
+        return runs[0]
+    good = [r for r in runs if not r.get("error")]
+    if not good:
+        return runs[0]
+    out = dict(good[0])
+    for key in ("rate", "latency_p50_ms", "latency_p99_ms", "kb_per_conn", "threads", "gen_cpu"):
+        vals = [r[key] for r in good if r.get(key) is not None]
+        if vals:
+            out[key] = statistics.median(vals)
+    out["runs"] = runs
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short durations")
+    parser.add_argument(
+        "--fixtures",
+        default=",".join(f.key for f in FIXTURES),
+        help="comma-separated: " + ",".join(f.key for f in FIXTURES),
+    )
+    parser.add_argument(
+        "--scenarios", default=",".join(GROUPS), help="comma-separated: " + ",".join(GROUPS)
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="runs per cell (median)")
+    parser.add_argument("--server-core", type=int, default=1)
+    parser.add_argument("--gen-core", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    cores = os.sched_getaffinity(0)
+    server_core = args.server_core if args.server_core in cores else None
+    gen_core = args.gen_core if args.gen_core in cores and args.gen_core != server_core else None
+    if server_core is None or gen_core is None:
+        print("warning: fewer than 2 usable cores; not pinning", file=sys.stderr)
+        server_core = gen_core = None
+
+    # Stop cleanly (servers stopped in `finally`) on SIGTERM as on Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+    # Many sockets per process: raise the open-file limit for us and our children.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+    wanted = args.fixtures.split(",")
+    fixtures = [f for f in FIXTURES if f.key in wanted]
+    groups = [g for g in GROUPS if g in args.scenarios.split(",")]
+    conf = settings(args.quick)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    outdir = HERE / "results"
+    logdir = outdir / f"logs-{stamp}"
+    logdir.mkdir(parents=True, exist_ok=True)
+
+    results: dict[str, dict[str, Any]] = {f.key: {} for f in fixtures}
+    started = time.monotonic()
+    load_before = os.getloadavg()
+    # Fixtures are interleaved per scenario, so that a noisy minute on a shared machine
+    # hurts every fixture of one row alike instead of one whole column.
+    for group in groups:
+        for fixture in fixtures:
+            prev = results[fixture.key].get("bcast1k")
+            if group == "bcast5k" and prev is not None and prev.get("error"):
+                results[fixture.key][group] = {"error": "skipped: failed at 1,000 clients"}
+                print(f"{fixture.key:10} {group:9} skipped (failed at 1,000)", file=sys.stderr)
+                continue
+            runs = []
+            for _ in range(args.repeat):
+                t0 = time.monotonic()
+                r = run_group(fixture, group, conf[group], server_core, gen_core, logdir)
+                r["wall_seconds"] = time.monotonic() - t0
+                r["loadavg_1min"] = os.getloadavg()[0]
+                runs.append(r)
+                brief = {
+                    k: r.get(k)
+                    for k in ("rate", "kb_per_conn", "threads", "gen_cpu", "server_cpu", "error")
+                    if r.get(k) is not None
+                }
+                print(f"{fixture.key:10} {group:9} {json.dumps(brief)}", file=sys.stderr)
+            results[fixture.key][group] = median_result(runs)
+
+    text = table(results, fixtures)
+    doc = {
+        "when": stamp,
+        "quick": args.quick,
+        "repeat": args.repeat,
+        "server_core": server_core,
+        "gen_core": gen_core,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "settings": conf,
+        "seconds": time.monotonic() - started,
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
+        "results": results,
+        "table": text,
+    }
+    path = outdir / f"bench-{stamp}{'-quick' if args.quick else ''}.json"
+    path.write_text(json.dumps(doc, indent=1))
+    print(text)
+    print(
+        f"\nraw results: {path.relative_to(ROOT)}; server/generator logs: "
+        f"{logdir.relative_to(ROOT)}/"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
