@@ -341,3 +341,15 @@ def test_disconnect_in_the_connect_handler_refuses(app: Flask, sio: SocketIO) ->
     assert not client.is_connected()
     assert client.get_connect_error() == {"message": "Connection rejected by server"}
     assert gone == []  # it never connected
+
+
+def test_server_environ_and_saved_session(app: Flask, sio: SocketIO) -> None:
+    @sio.on("remember")
+    def remember():
+        session["a"] = "b"
+
+    client = sio.test_client(app, query_string="x=1")
+    environ = sio.server.environ[client.eio_sid]
+    assert environ["QUERY_STRING"] == "x=1"
+    client.emit("remember")
+    assert sio.server.environ[client.eio_sid]["saved_session"]["a"] == "b"

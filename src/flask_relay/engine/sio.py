@@ -984,6 +984,21 @@ class SocketIOServer:
             sock = self._socket(sid, namespace)
             return None if sock is None else sock.environ
 
+    @property
+    def environ(self) -> dict[str, dict[str, Any]]:
+        """The handshake environ of every connection, by Engine.IO sid (a snapshot).
+
+        python-socketio's ``server.environ``; tests written for Flask-SocketIO
+        read ``socketio.server.environ[client.eio_sid]``.
+        """
+        with self._lock:
+            bindings = list(self.bindings)
+        return {
+            eio_sid: conn.environ
+            for binding in bindings
+            for eio_sid, conn in list(binding.connections.items())
+        }
+
     def lookup(self, sid: str) -> Socket | None:
         """The :class:`Socket` for ``sid`` whatever its namespace (sids are unique)."""
         with self._lock:
