@@ -252,3 +252,53 @@ def _redis_up(port: int) -> bool:
         return False
     finally:
         client.close()
+
+
+def test_python_socketio_server_receives_our_publications(cluster: Cluster) -> None:
+    """A python-socketio server (what Flask-SocketIO runs on) on the same channel gets our emits."""
+    import sys
+    from pathlib import Path
+
+    port = free_port()
+    script = Path(__file__).resolve().parent / "python_socketio_server.py"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), cluster.url, cluster.channel, str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = python_socketio.Client(reconnection=False, handle_sigint=False)
+    got: list[Any] = []
+    client.on("from_relay", lambda *args: got.append(args))
+    try:
+        wait_until(lambda: _listening(port), timeout=15, what="the python-socketio server")
+        client.connect(f"http://127.0.0.1:{port}", wait_timeout=5)
+        assert client.call("join", "shared", timeout=5) == "joined"
+        app1, sio1 = cluster.node()
+        wait_until(lambda: _their_listener_ready(cluster), what="python-socketio listener")
+        sio1.emit("from_relay", {"n": 1}, to="shared")
+        sio1.emit("from_relay", b"\x00\x01", "two", to=client.get_sid())
+        wait_until(lambda: len(got) == 2, what="events relayed to python-socketio's client")
+        assert got == [({"n": 1},), (b"\x00\x01", "two")]
+    finally:
+        client.disconnect()
+        proc.terminate()
+        proc.wait(10)
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _their_listener_ready(cluster: Cluster) -> bool:
+    import redis
+
+    client = redis.Redis.from_url(cluster.url)
+    try:
+        counts = dict(client.pubsub_numsub(cluster.channel))
+        # our node's listener plus python-socketio's
+        return int(counts.get(cluster.channel.encode(), 0)) >= 2
+    finally:
+        client.close()
