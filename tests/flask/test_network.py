@@ -170,8 +170,11 @@ def test_message_over_max_http_buffer_size_disconnects(app: Flask) -> None:
 
 
 def test_run_with_tls_and_debug(app: Flask, sio: SocketIO, tmp_path: Any) -> None:
+    import shutil
     import subprocess
 
+    if shutil.which("openssl") is None:
+        pytest.fail("the openssl command is required to make a test certificate")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
