@@ -626,7 +626,10 @@ class SocketIO:
                     handle = self.exception_handlers.get(namespace, self.default_exception_handler)
                 if handle is None:
                     raise
-                return handle(exc)
+                handled = handle(exc)
+                if inspect.iscoroutine(handled):
+                    handled = asyncio.run(handled)
+                return handled
             if not managed and getattr(session_obj, "modified", True):
                 app.session_interface.save_session(app, session_obj, app.response_class())
             return result

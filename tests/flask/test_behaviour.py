@@ -712,6 +712,16 @@ def test_async_def_handlers(peers, app: Flask, sio: SocketIO) -> None:
         session["last"] = a + b
         return [a + b, request.event["message"], session["last"]]
 
+    @sio.on("fail")
+    async def fail():
+        raise KeyError("async")
+
+    @sio.on_error()
+    async def on_error(exc):
+        await asyncio.sleep(0)
+        return "handled " + type(exc).__name__
+
     peer = peers(app, sio, auth={"async": True})
     assert peer.take() == [("hello", [[{"async": True}, peer.sid()]])]
     assert peer.ask("slow_add", 2, 3) == [[5, "slow_add", 5]]
+    assert peer.ask("fail") == ["handled KeyError"]
