@@ -560,11 +560,16 @@ class EngineIOServer:
         self._shutting_down = True
         for session in list(self._sessions.values()):
             self._close(session, "server shutting down", notify=True)
-        deadline = self.loop.time() + 2.0
-        while self._channels and self.loop.time() < deadline:
-            await asyncio.sleep(0.02)
-        for channel in list(self._channels):
-            channel.abort()
+        # Give the close frames a moment to be answered; whatever is left
+        # (or everything, when the server's own shutdown deadline cancels us)
+        # is aborted.
+        try:
+            deadline = self.loop.time() + 1.0
+            while self._channels and self.loop.time() < deadline:
+                await asyncio.sleep(0.02)
+        finally:
+            for channel in list(self._channels):
+                channel.abort()
 
     # -- the send interface (any thread) ---------------------------------------------
 
