@@ -13,7 +13,7 @@ from flask import Flask
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-from peers import LocalPeer, NetworkPeer, Peer, free_port  # noqa: E402
+from flask_face_peers import LocalPeer, NetworkPeer, Peer, free_port  # noqa: E402
 
 from flask_relay import SocketIO  # noqa: E402
 

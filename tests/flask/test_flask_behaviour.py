@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from flask import Flask, g, request, session
 from flask.sessions import SessionInterface, SessionMixin
-from peers import wait_until
+from flask_face_peers import wait_until
 
 from flask_relay import (
     ConnectionRefusedError,

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import socketio as python_socketio
 from flask import Flask, request
-from peers import free_port, wait_until
+from flask_face_peers import free_port, wait_until
 
 from flask_relay import SocketIO, join_room
 

@@ -10,7 +10,7 @@ import pytest
 import requests
 import socketio as socketio_client
 from flask import Flask, request
-from peers import free_port, wait_until
+from flask_face_peers import free_port, wait_until
 
 from flask_relay import SocketIO, emit
 
