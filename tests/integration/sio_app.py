@@ -153,6 +153,11 @@ def create_app(ping_interval: float, ping_timeout: float) -> tuple[Flask, Socket
         time.sleep(seconds)
         return "slept"
 
+    @socketio.on("*")
+    def anything(event: str, *args: Any) -> Any:
+        # Catch-all: events without a handler of their own.
+        return ["caught", event, *args]
+
     @socketio.on("watch")
     def watch() -> str:
         join_room("watchers")

@@ -225,6 +225,14 @@ def test_namespaces(server: ServerProcess, peer: NodePeer) -> None:
     assert peer.call("admin", "echo", "still here") == ["admin", "still here"]
 
 
+def test_catch_all_event(server: ServerProcess, peer: NodePeer) -> None:
+    peer.connect("a", server.url, transports=["websocket"])
+    answer = peer.call("a", "no such event", 1, b"\x01")
+    assert answer == [["caught", "no such event", 1, b"\x01"]]  # a list is one ack argument
+    # Events with their own handler do not reach the catch-all.
+    assert peer.call("a", "echo", "own") == ["own"]
+
+
 def test_disconnect_reasons(server: ServerProcess, peer: NodePeer) -> None:
     peer.connect("watcher", server.url, transports=["websocket"])
     assert peer.call("watcher", "watch") == ["watching"]
