@@ -114,6 +114,12 @@ def create_app(ping_interval: float, ping_timeout: float) -> tuple[Flask, Socket
         emit("room_msg", data, to=room, include_self=include_self)
         return "sent"
 
+    @socketio.on("to_rooms")
+    def to_rooms(room_list: list[str], data: Any, skip: Any = None) -> str:
+        # A list of rooms: a client in several of them gets the event once.
+        socketio.emit("rooms_msg", data, to=room_list, skip_sid=skip)
+        return "sent"
+
     @socketio.on("shout")
     def shout(data: Any) -> str:
         emit("shouted", data, broadcast=True, include_self=False)

@@ -183,6 +183,33 @@ def test_rooms(server: ServerProcess, peer: NodePeer) -> None:
     assert peer.events("a", "shouted") == []
 
 
+def test_emit_to_a_list_of_rooms(server: ServerProcess, peer: NodePeer) -> None:
+    sids = {}
+    for cid in ("both", "one", "two", "none", "skipped"):
+        sids[cid] = peer.connect(cid, server.url, transports=["websocket"])["sid"]
+    for cid, joined in (
+        ("both", ["x", "y"]),
+        ("one", ["x"]),
+        ("two", ["y"]),
+        ("skipped", ["x"]),
+    ):
+        for room in joined:
+            peer.call(cid, "join", room)
+    assert peer.call("none", "to_rooms", ["x", "y"], "hello", sids["skipped"]) == ["sent"]
+    for cid in ("both", "one", "two"):
+        peer.wait_event(cid, "rooms_msg")
+    # Round trips on every connection: whatever was sent before has arrived.
+    for cid in sids:
+        peer.call(cid, "echo", "sync")
+    assert {cid: len(peer.events(cid, "rooms_msg")) for cid in sids} == {
+        "both": 1,
+        "one": 1,
+        "two": 1,
+        "none": 0,
+        "skipped": 0,
+    }
+
+
 def test_namespaces(server: ServerProcess, peer: NodePeer) -> None:
     main = peer.connect("main", server.url, transports=["websocket"])
     assert main["ev"] == "connect"
