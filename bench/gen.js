@@ -34,10 +34,15 @@ function log(...args) { process.stderr.write(`[gen ${scenario}] ${args.join(' ')
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const now = () => Number(process.hrtime.bigint()) / 1e6; // ms
 
+// Marks the measured window: the driver samples the server's CPU time at both marks.
+function mark(event) { process.stdout.write(JSON.stringify({ event }) + '\n'); }
+
 function cpuWindow() {
+  mark('measure_start');
   const c0 = process.cpuUsage();
   const t0 = now();
   return () => {
+    mark('measure_end');
     const c = process.cpuUsage(c0);
     return (c.user + c.system) / 1000 / (now() - t0);
   };

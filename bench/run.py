@@ -25,6 +25,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -44,6 +45,8 @@ class Fixture:
     label: str
     cmd: list[str]
     env: dict[str, str] = field(default_factory=dict)
+    # group -> why it is not run for this fixture
+    skip: dict[str, str] = field(default_factory=dict)
 
 
 FIXTURES = [
@@ -56,6 +59,12 @@ FIXTURES = [
         "Flask-SocketIO threading",
         [PY, "bench/app_flask.py"],
         {"BENCH_IMPL": "threading"},
+        skip={
+            # Two threads per WebSocket: 5,000 clients make ~12,000 threads, which
+            # starves every other process on the machine for minutes.
+            "bcast5k": "skipped: thread per connection (~12,000 threads)",
+            "scale": "skipped: thread per connection",
+        },
     ),
     Fixture("uvicorn", "python-socketio + uvicorn", [PY, "bench/app_asgi.py"]),
     Fixture("node", "Node socket.io 4.8", ["node", "bench/server_node.js"]),
@@ -82,10 +91,14 @@ ROWS = [
     Row("storm_up", "connect storm, polling -> upgrade, connects/s", "/s"),
     Row("mem", "memory per idle WebSocket connection", "KB", False),
     Row("threads", "OS threads with 1,000 idle connections", "", False),
+    Row("scale", "idle WebSocket clients held by one process (of 19,000)", ""),
+    Row("scale_mem", "memory per connection at 19,000", "KB", False),
 ]
 
 # Scenario groups: each runs against a freshly started server.
-GROUPS = ["ack", "bcast1k", "bcast5k", "echo", "storm_ws", "storm_up", "idle"]
+GROUPS = ["ack", "bcast1k", "bcast5k", "echo", "storm_ws", "storm_up", "idle", "scale"]
+# Run only when asked for with --scenarios (minutes of connecting on slow servers).
+OPTIONAL_GROUPS = {"scale"}
 
 
 def settings(quick: bool) -> dict[str, dict[str, Any]]:
@@ -105,6 +118,7 @@ def settings(quick: bool) -> dict[str, dict[str, Any]]:
             "storm_ws": {"clients": 300, "transport": "websocket"},
             "storm_up": {"clients": 300, "transport": "upgrade"},
             "idle": {"clients": 1000},
+            "scale": {"clients": 19000, "procs": 2, "concurrency": 500},
         }
     return {
         "ack": {"clients": 100, "warmup": 3, "duration": 15},
@@ -120,6 +134,7 @@ def settings(quick: bool) -> dict[str, dict[str, Any]]:
         "storm_ws": {"clients": 1000, "transport": "websocket"},
         "storm_up": {"clients": 1000, "transport": "upgrade"},
         "idle": {"clients": 1000},
+        "scale": {"clients": 19000, "procs": 2, "concurrency": 500},
     }
 
 
@@ -209,25 +224,55 @@ def gen_cmd(scenario: str, url: str, opts: dict[str, Any]) -> list[str]:
 
 
 def run_gen(
-    scenario: str, url: str, opts: dict[str, Any], core: int | None, timeout: float, log_path: Path
+    scenario: str,
+    url: str,
+    opts: dict[str, Any],
+    core: int | None,
+    timeout: float,
+    log_path: Path,
+    server: Server | None = None,
 ) -> dict[str, Any]:
+    """Run one generator scenario; sample the server's CPU time over the measured window."""
+    marks: dict[str, tuple[float, float]] = {}
+    result: dict[str, Any] = {}
+    deadline = time.monotonic() + timeout
     with open(log_path, "ab") as log:
+        gen = subprocess.Popen(
+            gen_cmd(scenario, url, opts),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=pin(core),
+        )
+        assert gen.stdout is not None
+        killer = threading.Timer(timeout, gen.kill)
+        killer.start()
         try:
-            out = subprocess.run(
-                gen_cmd(scenario, url, opts),
-                cwd=ROOT,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                timeout=timeout,
-                preexec_fn=pin(core),
-                check=False,
-            ).stdout.decode()
-        except subprocess.TimeoutExpired:
-            return {"error": f"generator timed out after {timeout:.0f}s"}
-    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
-    if not lines:
+            for raw in gen.stdout:
+                if not raw.startswith(b"{"):
+                    continue
+                msg = json.loads(raw)
+                event = msg.get("event")
+                if event in ("measure_start", "measure_end"):
+                    if server is not None and server.proc.poll() is None:
+                        marks[event] = (server.cpu(), time.monotonic())
+                else:
+                    result = msg
+            gen.wait()
+        finally:
+            killer.cancel()
+            if gen.poll() is None:
+                gen.kill()
+                gen.wait()
+    if time.monotonic() >= deadline:
+        return {"error": f"generator killed after {timeout:.0f}s"}
+    if not result:
         return {"error": "generator printed no result"}
-    return dict(json.loads(lines[-1]))
+    if "measure_start" in marks and "measure_end" in marks:
+        (c0, t0), (c1, t1) = marks["measure_start"], marks["measure_end"]
+        result["server_cpu"] = (c1 - c0) / (t1 - t0) if t1 > t0 else None
+    return result
 
 
 def measure_idle(
@@ -252,47 +297,69 @@ def measure_idle(
     base_rss = server.rss()
     base_threads = server.threads()
     n = int(opts["clients"])
+    procs = int(opts.get("procs", 1))  # generator processes (one has < 20,000 descriptors)
+    per = [n // procs + (1 if k < n % procs else 0) for k in range(procs)]
+    gens: list[subprocess.Popen[bytes]] = []
+    firsts: list[dict[str, Any]] = []
+    finals: list[dict[str, Any]] = []
     with open(log_path, "ab") as log:
-        gen = subprocess.Popen(
-            gen_cmd("idle", server.url, opts),
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            preexec_fn=pin(core),
-        )
-        assert gen.stdout is not None and gen.stdin is not None
         try:
-            first = json.loads(gen.stdout.readline() or "{}")
+            for count in per:
+                gens.append(
+                    subprocess.Popen(
+                        gen_cmd("idle", server.url, {**opts, "clients": count}),
+                        cwd=ROOT,
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        stderr=log,
+                        preexec_fn=pin(core),
+                    )
+                )
+            for gen in gens:
+                assert gen.stdout is not None
+                firsts.append(json.loads(gen.stdout.readline() or "{}"))
             time.sleep(2.0)  # let the server settle (threads spawned, buffers allocated)
-            rss = server.rss()
-            threads = server.threads()
-            gen.stdin.write(b"done\n")
-            gen.stdin.flush()
-            rest, _ = gen.communicate(timeout=60)
+            alive = server.proc.poll() is None
+            rss = server.rss() if alive else 0
+            threads = server.threads() if alive else 0
+            for gen in gens:
+                assert gen.stdin is not None
+                gen.stdin.write(b"done\n")
+                gen.stdin.flush()
+            for gen in gens:
+                rest, _ = gen.communicate(timeout=120)
+                for ln in rest.decode().splitlines():
+                    if ln.startswith("{"):
+                        finals.append(json.loads(ln))
         finally:
-            if gen.poll() is None:
-                gen.kill()
-                gen.wait()
-    final = {}
-    for ln in rest.decode().splitlines():
-        if ln.startswith("{"):
-            final = json.loads(ln)
-    connected = int(first.get("connected", 0))
+            for gen in gens:
+                if gen.poll() is None:
+                    gen.kill()
+                    gen.wait()
+    connected = sum(int(f.get("connected", 0)) for f in firsts)
+    errors: dict[str, int] = {}
+    for f in firsts:
+        for k, v in (f.get("errors") or {}).items():
+            errors[k] = errors.get(k, 0) + v
     result: dict[str, Any] = {
         "clients": n,
         "connected": connected,
-        "alive_at_end": final.get("alive_at_end"),
+        "connect_seconds": max((float(f.get("seconds", 0)) for f in firsts), default=None),
+        "alive_at_end": sum(int(f.get("alive_at_end") or 0) for f in finals),
         "base_rss": base_rss,
         "rss": rss,
         "base_threads": base_threads,
         "threads": threads,
-        "errors": first.get("errors"),
+        "errors": errors,
     }
-    if connected:
+    if not alive:
+        result["error"] = f"server died (exit {server.proc.returncode})"
+    elif connected:
         result["kb_per_conn"] = (rss - base_rss) / connected / 1024
     if connected < n:
         result["error"] = f"only {connected}/{n} idle clients connected"
+    elif result["alive_at_end"] < connected:
+        result["error"] = f"{connected - result['alive_at_end']} connections dropped while idle"
     return result
 
 
@@ -303,15 +370,40 @@ def run_group(
     server_core: int | None,
     gen_core: int | None,
     logdir: Path,
+    profile_dir: Path | None = None,
 ) -> dict[str, Any]:
     log_path = logdir / f"{fixture.key}.{group}.log"
+    profilers: list[subprocess.Popen[bytes]] = []
     server = Server(fixture, server_core, log_path)
     try:
         try:
             server.wait_ready()
         except RuntimeError as exc:
             return {"error": str(exc)}
-        if group == "idle":
+        spy = None
+        if profile_dir is not None and fixture.cmd[0] == PY:
+            # Sample the server while the scenario runs; py-spy writes its collapsed
+            # stacks when the server exits (see bench/profile_summary.py).
+            spy = subprocess.Popen(
+                [
+                    str(Path(PY).parent / "py-spy"),
+                    "record",
+                    "--pid",
+                    str(server.proc.pid),
+                    "--format",
+                    "raw",
+                    "--rate",
+                    "200",
+                    "--nonblocking",
+                    "-o",
+                    str(profile_dir / f"{fixture.key}.{group}.txt"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                preexec_fn=pin(gen_core),
+            )
+            profilers.append(spy)
+        if group in ("idle", "scale"):
             return measure_idle(server, opts, gen_core, log_path)
         scenario = {
             "bcast1k": "broadcast",
@@ -319,9 +411,7 @@ def run_group(
             "storm_ws": "storm",
             "storm_up": "storm",
         }.get(group, group)
-        cpu0, t0 = server.cpu(), time.monotonic()
-        result = run_gen(scenario, server.url, opts, gen_core, timeout=600, log_path=log_path)
-        result["server_cpu"] = (server.cpu() - cpu0) / (time.monotonic() - t0)
+        result = run_gen(scenario, server.url, opts, gen_core, 600, log_path, server)
         result["server_threads"] = server.threads() if server.proc.poll() is None else None
         result["server_rss_mb"] = server.rss() / 2**20 if server.proc.poll() is None else None
         if server.proc.poll() is not None:
@@ -329,19 +419,28 @@ def run_group(
         return result
     finally:
         server.stop()
+        for spy in profilers:
+            try:
+                spy.wait(30)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+                spy.wait()
 
 
 # ---------------------------------------------------------------------------------------
 # table
 
 
-def cell_values(res: dict[str, Any]) -> dict[str, float | None]:
+def cell_values(res: dict[str, Any], per_cpu: bool = False) -> dict[str, float | None]:
     """Map a fixture's group results to the table rows (None: failed or not measured)."""
 
     def ok(group: str, key: str = "rate") -> float | None:
         r = res.get(group) or {}
         if r.get("error") or r.get(key) is None:
             return None
+        if per_cpu:
+            cpu = r.get("server_cpu")
+            return float(r[key]) / cpu if cpu else None
         return float(r[key])
 
     return {
@@ -355,16 +454,24 @@ def cell_values(res: dict[str, Any]) -> dict[str, float | None]:
         "storm_up": ok("storm_up") if not (res.get("storm_up") or {}).get("errors") else None,
         "mem": ok("idle", "kb_per_conn"),
         "threads": ok("idle", "threads"),
+        "scale": ok("scale", "alive_at_end"),
+        "scale_mem": ok("scale", "kb_per_conn"),
     }
 
 
 def why_missing(res: dict[str, Any], row: str) -> str:
-    group = {"lat_p50": "bcast1k", "lat_p99": "bcast1k", "mem": "idle", "threads": "idle"}.get(
-        row, row
-    )
+    group = {
+        "lat_p50": "bcast1k",
+        "lat_p99": "bcast1k",
+        "mem": "idle",
+        "threads": "idle",
+        "scale_mem": "scale",
+    }.get(row, row)
     r = res.get(group)
     if r is None:
         return "-"
+    if str(r.get("error", "")).startswith("skipped"):
+        return "skipped"
     if "partial" in r:
         return f"fails ({100 * r['partial']:.0f}%)"
     if r.get("error") or r.get("errors"):
@@ -390,15 +497,27 @@ def gen_bound(res: dict[str, Any], row: str) -> bool:
     return float(r.get("gen_cpu") or 0) >= 0.9
 
 
-def table(results: dict[str, dict[str, Any]], fixtures: list[Fixture]) -> str:
+PER_CPU_ROWS = ("ack", "bcast1k", "bcast5k", "echo")
+
+
+def table(
+    results: dict[str, dict[str, Any]], fixtures: list[Fixture], per_cpu: bool = False
+) -> str:
     present = [f for f in fixtures if f.key in results]
-    values = {f.key: cell_values(results[f.key]) for f in present}
+    values = {f.key: cell_values(results[f.key], per_cpu) for f in present}
     anchors = [f for f in present if f.key != SUBJECT]
     header = ["scenario", *(f.label for f in present)]
     if SUBJECT in values:
         header += [f"Relay / {f.label}" for f in anchors]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in ROWS:
+        if per_cpu and row.key not in PER_CPU_ROWS:
+            continue
+        if all(
+            values[f.key][row.key] is None and why_missing(results[f.key], row.key) == "-"
+            for f in present
+        ):
+            continue  # scenario not run
         cells = [row.label + ("" if row.higher_is_better else " (lower is better)")]
         for f in present:
             v = values[f.key][row.key]
@@ -416,6 +535,13 @@ def table(results: dict[str, dict[str, Any]], fixtures: list[Fixture]) -> str:
                     cells.append(f"{mine / theirs:.2f}x")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    if per_cpu:
+        lines.append(
+            "Each rate divided by the server's CPU share over the measured window "
+            "(work per CPU-second of the server's core): robust when other processes "
+            "share the machine."
+        )
+        return "\n".join(lines)
     lines.append("`*`: the generator used >= 90% of its core, so the figure is a lower bound.")
     lines.append("Ratios are Flask-Relay / anchor (for 'lower is better' rows, < 1 is better).")
     return "\n".join(lines)
@@ -446,9 +572,16 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated: " + ",".join(f.key for f in FIXTURES),
     )
     parser.add_argument(
-        "--scenarios", default=",".join(GROUPS), help="comma-separated: " + ",".join(GROUPS)
+        "--scenarios",
+        default=",".join(g for g in GROUPS if g not in OPTIONAL_GROUPS),
+        help="comma-separated: " + ",".join(GROUPS) + " (scale only when named)",
     )
     parser.add_argument("--repeat", type=int, default=1, help="runs per cell (median)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample the Python servers with py-spy into bench/results/profile-*/",
+    )
     parser.add_argument("--server-core", type=int, default=1)
     parser.add_argument("--gen-core", type=int, default=0)
     args = parser.parse_args(argv)
@@ -475,6 +608,9 @@ def main(argv: list[str] | None = None) -> int:
     outdir = HERE / "results"
     logdir = outdir / f"logs-{stamp}"
     logdir.mkdir(parents=True, exist_ok=True)
+    profile_dir = outdir / f"profile-{stamp}" if args.profile else None
+    if profile_dir is not None:
+        profile_dir.mkdir()
 
     results: dict[str, dict[str, Any]] = {f.key: {} for f in fixtures}
     started = time.monotonic()
@@ -483,6 +619,10 @@ def main(argv: list[str] | None = None) -> int:
     # hurts every fixture of one row alike instead of one whole column.
     for group in groups:
         for fixture in fixtures:
+            if group in fixture.skip:
+                results[fixture.key][group] = {"error": fixture.skip[group]}
+                print(f"{fixture.key:10} {group:9} {fixture.skip[group]}", file=sys.stderr)
+                continue
             prev = results[fixture.key].get("bcast1k")
             if group == "bcast5k" and prev is not None and prev.get("error"):
                 results[fixture.key][group] = {"error": "skipped: failed at 1,000 clients"}
@@ -491,7 +631,9 @@ def main(argv: list[str] | None = None) -> int:
             runs = []
             for _ in range(args.repeat):
                 t0 = time.monotonic()
-                r = run_group(fixture, group, conf[group], server_core, gen_core, logdir)
+                r = run_group(
+                    fixture, group, conf[group], server_core, gen_core, logdir, profile_dir
+                )
                 r["wall_seconds"] = time.monotonic() - t0
                 r["loadavg_1min"] = os.getloadavg()[0]
                 runs.append(r)
@@ -503,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{fixture.key:10} {group:9} {json.dumps(brief)}", file=sys.stderr)
             results[fixture.key][group] = median_result(runs)
 
-    text = table(results, fixtures)
+    text = table(results, fixtures) + "\n\n" + table(results, fixtures, per_cpu=True)
     doc = {
         "when": stamp,
         "quick": args.quick,
