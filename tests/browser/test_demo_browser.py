@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from playwright.sync_api import sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from nodepeer import ROOT, ServerProcess, free_port, started  # noqa: E402
@@ -27,8 +28,6 @@ ARGS = [
 ]
 TIMEOUT_MS = 15_000
 
-playwright_sync = pytest.importorskip("playwright.sync_api")
-
 
 @pytest.fixture(scope="module")
 def demo() -> Iterator[ServerProcess]:
@@ -42,7 +41,7 @@ def demo() -> Iterator[ServerProcess]:
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
         pytest.fail("Chromium is required: apt-get install -y chromium (make system-deps)")
-    with playwright_sync.sync_playwright() as p:
+    with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         try:
             yield b
