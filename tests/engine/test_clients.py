@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -39,3 +40,38 @@ def test_echo(node: str, make_engine: Any, options: dict[str, Any], final: str) 
     disconnect = wait_for(lambda: rec.of("disconnect"))
     assert disconnect == [("disconnect", report["sid"], "transport close")]
     assert running.engine.session_count == 0
+
+
+@pytest.mark.parametrize("transports", [["polling"], ["websocket"]])
+def test_heartbeat_with_real_client(node: str, make_engine: Any, transports: list[str]) -> None:
+    running = make_engine(ping_interval=0.1, ping_timeout=0.5)
+    report = run_peer(node, running.url, transports=transports, expect=0, stayMs=800)
+    assert "error" not in report, report
+    # The client answered every ping: several intervals passed, no ping timeout.
+    assert report["pings"] >= 3
+    assert report["events"] == [f"open:{transports[0]}", "close:forced close"]
+    rec = running.recorder
+    assert wait_for(lambda: rec.of("disconnect"))[0][2] == "transport close"
+
+
+@pytest.mark.parametrize("transports", [["polling"], ["websocket"]])
+def test_server_disconnect_seen_by_client(
+    node: str, make_engine: Any, transports: list[str]
+) -> None:
+    running = make_engine()
+    engine = running.engine
+    rec = running.recorder
+
+    def disconnect_first() -> None:
+        sid = wait_for(lambda: rec.of("connect"), timeout=10)[0][1]
+        engine.send(sid, "bye")
+        engine.disconnect(sid)
+
+    closer = threading.Thread(target=disconnect_first)
+    closer.start()
+    report = run_peer(node, running.url, transports=transports, expect=0)
+    closer.join(10)
+    assert "error" not in report, report
+    assert report["messages"] == ["bye"]
+    assert report["events"] == [f"open:{transports[0]}", "close:transport close"]
+    assert wait_for(lambda: rec.of("disconnect"))[0][2] == "forced close"

@@ -2,7 +2,8 @@
 // for tests/engine. Usage: node eio_peer.js URL OPTIONS_JSON
 // OPTIONS_JSON: client options plus "send" (list of strings, {"$bin": base64}),
 // "expect" (messages to receive before closing; 0: wait for the server to close),
-// "waitUpgrade" (close only after the upgrade), "path".
+// "waitUpgrade" (close only after the upgrade), "stayMs" (then close, whatever came),
+// "path".
 // Prints one JSON line: what it saw, in order.
 'use strict';
 const { Socket } = require('engine.io-client');
@@ -12,7 +13,8 @@ const options = JSON.parse(optionsJson || '{}');
 const toSend = options.send || [];
 const expect = options.expect === undefined ? toSend.length : options.expect;
 const waitUpgrade = !!options.waitUpgrade;
-delete options.send; delete options.expect; delete options.waitUpgrade;
+const stayMs = options.stayMs;
+delete options.send; delete options.expect; delete options.waitUpgrade; delete options.stayMs;
 
 const result = { events: [], messages: [] };
 let finished = false;
@@ -33,9 +35,13 @@ function maybeClose() {
     socket.close();
   }
 }
+socket.on('ping', () => { result.pings = (result.pings || 0) + 1; });
 socket.on('open', () => {
   result.events.push('open:' + socket.transport.name);
   result.sid = socket.id;
+  if (stayMs) {
+    setTimeout(() => { result.transport = socket.transport.name; socket.close(); }, stayMs);
+  }
   for (const item of toSend) {
     if (typeof item === 'string') socket.send(item);
     else socket.send(Buffer.from(item.$bin, 'base64'));
