@@ -9,18 +9,12 @@ of the Node process's reports (``seq``), never with timings.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import sys
 from collections.abc import Iterator
 
 import pytest
 import requests
 from nodepeer import NodePeer, ServerProcess, free_port, started
-
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("flask_relay.engine.eio") is None,
-    reason="the Engine.IO server (engine/eio.py) is not there yet",
-)
 
 APP = "tests/integration/sio_app.py"
 
