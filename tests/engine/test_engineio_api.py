@@ -208,3 +208,21 @@ def test_run_and_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_restart_after_stop() -> None:
+    eio = EngineIO()
+    eio.on("message", lambda sid, data: eio.send(sid, data))
+    try:
+        for _ in range(2):
+            server = eio.make_server(None, "127.0.0.1", free_port())
+            server.start()
+            try:
+                with ws_connect(server.port) as ws:
+                    ws.recv(timeout=5)
+                    ws.send("4again")
+                    assert ws.recv(timeout=5) == "4again"
+            finally:
+                server.stop()
+    finally:
+        eio.dispatcher.shutdown()

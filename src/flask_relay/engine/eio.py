@@ -390,8 +390,14 @@ class EngineIOServer:
 
     def attach(self, hub: Any) -> None:
         """Bind to the hub whose loop serves this endpoint."""
-        if self.hub is not None and self.hub is not hub:
-            raise RuntimeError("this Engine.IO server is already attached to another loop")
+        old = self.hub
+        if old is not None and old is not hub:
+            if old.running:
+                raise RuntimeError("this Engine.IO server is already attached to a running loop")
+            # The previous server stopped: start afresh on the new loop.
+            self._sessions.clear()
+            self._closing.clear()
+            self._channels.clear()
         self.hub = hub
         self.loop = hub.loop
         self._shutting_down = False
