@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
+import zlib
 from typing import Any
 
 import pytest
@@ -135,10 +136,15 @@ def test_websocket_errors(make_engine: Any) -> None:
         assert json.loads(info.value.response.body)["code"] == code
 
 
-def test_bad_post_body_closes_session(make_engine: Any) -> None:
+@pytest.mark.parametrize(
+    "body",
+    [b"x-not-a-packet", b"", b"4ok\x1e", b"b!!not base64", b"4\xff\xfe"],
+    ids=["type", "empty", "empty-packet", "base64", "utf8"],
+)
+def test_bad_post_body_closes_session(make_engine: Any, body: bytes) -> None:
     running = make_engine()
     sid, _ = handshake(running.port)
-    resp = post(running.port, sid, "x-not-a-packet")
+    resp = post(running.port, sid, body)
     assert resp.status == 400
     assert resp.json()["code"] == 3
     rec = running.recorder
@@ -327,6 +333,37 @@ def test_ping_from_client_is_an_error(make_engine: Any) -> None:
     assert wait_for(lambda: rec.of("disconnect"))[0][2] == "parse error"
 
 
+def test_invalid_utf8_text_frame(make_engine: Any) -> None:
+    import socket
+
+    running = make_engine(echo=False)
+    sock = socket.create_connection(("127.0.0.1", running.port), timeout=5)
+    try:
+        sock.sendall(
+            b"GET /engine.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\n"
+            b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        rec = running.recorder
+        wait_for(lambda: rec.of("connect"))
+        # A masked text frame "4\xff": not UTF-8.
+        mask = b"\x01\x02\x03\x04"
+        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(b"4\xff"))
+        sock.sendall(b"\x81\x82" + mask + payload)
+        data = b""
+        while True:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        # The close frame carries 1007 (invalid frame payload data).
+        assert b"\x88" in data and b"\x03\xef" in data
+        assert wait_for(lambda: rec.of("disconnect"))[0][2] == "transport error"
+        assert rec.of("message") == []
+    finally:
+        sock.close()
+
+
 def test_garbage_websocket_packet(make_engine: Any) -> None:
     running = make_engine(echo=False)
     with ws_connect(running.port) as ws:
@@ -495,6 +532,11 @@ def test_http_compression(make_engine: Any) -> None:
     wait_for(lambda: running.engine._sessions[sid].queue)
     resp = poll(running.port, sid, **{"Accept-Encoding": "gzip"})
     assert "content-encoding" not in resp.headers and resp.text == "4short"
+    running.engine.send(sid, "d" * 500)
+    wait_for(lambda: running.engine._sessions[sid].queue)
+    resp = poll(running.port, sid, **{"Accept-Encoding": "deflate"})
+    assert resp.headers["content-encoding"] == "deflate"
+    assert zlib.decompress(resp.body) == b"4" + b"d" * 500
     off = make_engine(echo=False, http_compression=False, compression_threshold=100)
     sid, _ = handshake(off.port)
     off.engine.send(sid, "y" * 500)
