@@ -627,3 +627,16 @@ def test_shutdown_closes_sessions(make_engine: Any) -> None:
             ws.recv(timeout=5)
     reasons = [e[2] for e in running.recorder.of("disconnect")]
     assert reasons == ["server shutting down", "server shutting down"]
+
+
+def test_errors_are_logged_on_the_given_logger(make_engine: Any, caplog: Any) -> None:
+    import logging
+
+    custom = logging.getLogger("tests.engine.custom")
+    running = make_engine(logger=custom)
+    with caplog.at_level(logging.INFO, logger="tests.engine.custom"):
+        request(running.port, "GET", "/engine.io/?EIO=4&transport=polling&sid=nope")
+        wait_for(lambda: caplog.records)
+    record = caplog.records[0]
+    assert record.name == "tests.engine.custom"
+    assert "400" in record.getMessage() and "Session ID unknown" in record.getMessage()

@@ -370,8 +370,12 @@ class EngineIOServer:
             self.logger = logger
         else:
             self.logger = default_logger
-            if logger is True and self.logger.level == logging.NOTSET:
-                self.logger.setLevel(logging.INFO)
+            if logger is True:
+                # Flask-SocketIO's engineio_logger=True: INFO and up, on stderr.
+                if self.logger.level == logging.NOTSET or self.logger.level > logging.INFO:
+                    self.logger.setLevel(logging.INFO)
+                if not self.logger.hasHandlers():
+                    self.logger.addHandler(logging.StreamHandler(sys.stderr))
         self.json = json or default_json
         if unknown:
             self.logger.warning("Engine.IO: ignoring options %s", ", ".join(sorted(unknown)))
