@@ -43,7 +43,7 @@ def _sync_handler() -> str:
     return "synced"
 
 
-def wait_until(predicate: Any, timeout: float = 5.0, what: str = "condition") -> None:
+def wait_until(predicate: Any, timeout: float = 10.0, what: str = "condition") -> None:
     """Poll ``predicate`` until true; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -106,7 +106,7 @@ class LocalPeer(Peer):
         auth: Any = None,
         headers: dict[str, str] | None = None,
         query: str | None = None,
-        wait_timeout: float = 5,
+        wait_timeout: float = 10,
     ) -> None:
         first, *rest = namespaces
         self.client = sio.test_client(
@@ -184,7 +184,7 @@ class NetworkPeer(Peer):
         headers: dict[str, str] | None = None,
         query: str | None = None,
         transports: list[str] | None = None,
-        wait_timeout: float = 5,
+        wait_timeout: float = 10,
     ) -> None:
         import socketio
 
@@ -263,7 +263,7 @@ class NetworkPeer(Peer):
             done.set()
 
         self.client.emit(event, self._data(args), namespace=namespace, callback=callback)
-        assert done.wait(5), "no acknowledgement"
+        assert done.wait(10), "no acknowledgement"
         return result
 
     def on(self, event: str, handler: Any, namespace: str = "/") -> None:
