@@ -783,7 +783,12 @@ class SocketIOServer:
             if self.queue is not None and not ignore_queue:
                 self.queue.emit(event, args, namespace=namespace, room=to, skip_sid=skip_sid)
             return len(socks)
-        if self.queue is not None and not ignore_queue and to is not None:
+        if (
+            self.queue is not None
+            and not ignore_queue
+            and to is not None
+            and not (isinstance(to, str) and to in self._sockets)  # a local sid: no one else
+        ):
             self.queue.emit(
                 event, args, namespace=namespace, room=to, skip_sid=skip_sid, callback=callback
             )

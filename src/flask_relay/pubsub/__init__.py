@@ -19,6 +19,7 @@ Backends: Redis (``redis://``, ``rediss://``, ``unix://``, ``valkey://``,
 from __future__ import annotations
 
 import base64
+import collections
 import itertools
 import logging
 import threading
@@ -62,6 +63,9 @@ class MessageQueue:
 
     name = "pubsub"
 
+    #: Callbacks kept for acknowledgements from other processes.
+    max_pending_callbacks = 10_000
+
     def __init__(
         self,
         channel: str = "flask-socketio",
@@ -74,7 +78,11 @@ class MessageQueue:
         self.host_id = uuid.uuid4().hex
         self.server: SocketIOServer | None = None
         self._ack_ids = itertools.count(1)
-        self._callbacks: dict[int, Callable[..., Any]] = {}
+        # Callbacks waiting for another process's acknowledgement, oldest first;
+        # bounded: past max_pending_callbacks the oldest are forgotten.
+        self._callbacks: collections.OrderedDict[int, Callable[..., Any]] = (
+            collections.OrderedDict()
+        )
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closed = threading.Event()
@@ -116,6 +124,13 @@ class MessageQueue:
             ack_id = next(self._ack_ids)
             with self._lock:
                 self._callbacks[ack_id] = callback
+                if len(self._callbacks) > self.max_pending_callbacks:
+                    self._callbacks.popitem(last=False)
+                    logger.warning(
+                        "more than %d emits wait for acknowledgements from other "
+                        "processes: forgetting the oldest",
+                        self.max_pending_callbacks,
+                    )
             callback_ref = [room, namespace, ack_id]
         binary = _has_binary(args)
         data: list[Any] = list(args)
