@@ -49,6 +49,9 @@ from .request import HTTPRequest, Mount, build_environ, reason_phrase
 __all__ = ["HTTPLimits", "Server", "WSGIApp"]
 
 logger = logging.getLogger("flask_relay.server")
+#: One INFO line per answered WSGI request, like Werkzeug's request log (seen
+#: with ``socketio.run(log_output=True)``, which sets ``flask_relay.server`` to INFO).
+access_logger = logging.getLogger("flask_relay.server.access")
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -849,6 +852,15 @@ class _WSGIResponse:
             self.close_after = True
         finally:
             self.body.discard()
+        if access_logger.isEnabledFor(logging.INFO):
+            access_logger.info(
+                '%s - "%s %s HTTP/%s" %s',
+                _addr(self.request.client),
+                self.request.method,
+                self.request.target,
+                self.request.http_version,
+                (self.status or "500")[:3],
+            )
         self.hub.call(conn._wsgi_done, self, not self.close_after)
 
 

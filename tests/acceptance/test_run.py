@@ -1,0 +1,161 @@
+"""Issue 3 item 1: ``socketio.run()`` in a real process: signals, debug, log_output.
+
+The app (run_app.py) is started as a subprocess; SIGTERM and SIGINT (Ctrl-C)
+must shut it down cleanly: every client receives a close, the app's disconnect
+handlers run, ``run()`` returns and the process exits with 0.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import socketio as socketio_client
+from acceptance_helpers import free_port, request, wait_until
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+APP = Path(__file__).resolve().parent / "run_app.py"
+
+
+class App:
+    def __init__(self, mode: str) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, str(APP), str(self.port), mode],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self.err: list[str] = []
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        for stream, into in ((self.proc.stdout, self.lines), (self.proc.stderr, self.err)):
+            threading.Thread(target=self._read, args=(stream, into), daemon=True).start()
+
+        def up() -> bool:
+            try:
+                return request(self.port, "GET", "/hello", timeout=1).text == "hello from flask"
+            except OSError:
+                return False
+
+        wait_until(up, timeout=15, what="socketio.run() serving")
+
+    @staticmethod
+    def _read(stream: Any, into: list[str]) -> None:
+        for line in stream:
+            into.append(line.rstrip("\n"))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def start() -> Iterator[Any]:
+    apps: list[App] = []
+
+    def make(mode: str = "quiet") -> App:
+        app = App(mode)
+        apps.append(app)
+        return app
+
+    try:
+        yield make
+    finally:
+        for app in apps:
+            app.stop()
+
+
+def _client(transport: str) -> tuple[Any, list[Any]]:
+    client = socketio_client.Client(reconnection=False, handle_sigint=False)
+    closed: list[Any] = []
+    client.on("disconnect", lambda *reason: closed.append(reason))
+    return client, closed
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_closes_clients_and_runs_disconnect_handlers(start: Any, signum: int) -> None:
+    app = start()
+    url = f"http://127.0.0.1:{app.port}"
+    ws_client, ws_closed = _client("websocket")
+    ws_client.connect(url, transports=["websocket"], wait_timeout=5)
+    poll_client, poll_closed = _client("polling")
+    poll_client.connect(url, transports=["polling"], wait_timeout=5)
+    raw = connect(f"ws://127.0.0.1:{app.port}/socket.io/?EIO=4&transport=websocket")
+    try:  # (not a with block: the close is what the test watches)
+        assert raw.recv(timeout=5).startswith("0{")
+        raw.send("40")
+        raw_sid = raw.recv(timeout=5)
+        assert raw_sid.startswith("40{")
+        assert ws_client.call("echo", "x", timeout=5) == "x"
+        assert poll_client.call("echo", "y", timeout=5) == "y"
+        sids = {ws_client.get_sid(), poll_client.get_sid()}
+        wait_until(lambda: len([ln for ln in app.lines if ln.startswith("connect")]) == 3)
+
+        app.proc.send_signal(signum)
+
+        # The raw WebSocket gets an Engine.IO close packet, then a closing handshake.
+        received: list[str] = []
+        with pytest.raises(ConnectionClosed) as info:
+            while True:
+                received.append(str(raw.recv(timeout=10)))
+        assert "1" in received, received  # Engine.IO close packet
+        assert info.value.rcvd is not None, "TCP dropped without a WebSocket close frame"
+        wait_until(lambda: ws_closed and poll_closed, what="both clients disconnected")
+        assert app.proc.wait(15) == 0, app.err
+    finally:
+        raw.close()
+        ws_client.disconnect()
+        poll_client.disconnect()
+    disconnects = [ln.split(" ", 2) for ln in app.lines if ln.startswith("disconnect")]
+    assert len(disconnects) == 3, (app.lines, app.err)
+    assert sids <= {d[1] for d in disconnects}
+    assert all(d[2] == "server disconnect" or "shut" in d[2] for d in disconnects), disconnects
+    assert app.lines[-1] == "returned", app.lines
+
+
+def test_log_output(start: Any) -> None:
+    loud = start("log_output")
+    quiet = start("quiet")
+    for app in (loud, quiet):
+        assert request(app.port, "GET", "/hello").status == 200
+        request(app.port, "GET", "/nowhere/?x")
+        app.proc.send_signal(signal.SIGTERM)
+        assert app.proc.wait(15) == 0
+    wait_until(lambda: loud.err, what="stderr of the log_output app")
+    loud_err, quiet_err = "\n".join(loud.err), "\n".join(quiet.err)
+    # log_output=True: the server logs what it does (serving address, shutdown)...
+    assert f"127.0.0.1:{loud.port}" in loud_err
+    assert "SIGTERM" in loud_err
+    # ... and log_output=False keeps the server's info logging off.
+    assert "SIGTERM" not in quiet_err
+
+
+def test_log_output_logs_requests(start: Any) -> None:
+    """Flask-SocketIO's log_output logs each request (Werkzeug's access log)."""
+    app = start("log_output")
+    assert request(app.port, "GET", "/hello").status == 200
+    app.proc.send_signal(signal.SIGTERM)
+    assert app.proc.wait(15) == 0
+    assert any("/hello" in line for line in app.err), app.err
+
+
+def test_debug_keeps_werkzeug_debugger_for_http_routes(start: Any) -> None:
+    app = start("debug")
+    page = request(app.port, "GET", "/boom")
+    assert page.status == 500
+    text = page.text
+    assert "RuntimeError" in text and "boom in a view" in text
+    assert "Werkzeug" in text and "Debugger" in text  # the interactive debugger page
+    quiet = start("quiet")
+    plain = request(quiet.port, "GET", "/boom")
+    assert plain.status == 500 and "boom in a view" not in plain.text
