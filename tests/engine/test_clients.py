@@ -75,3 +75,28 @@ def test_server_disconnect_seen_by_client(
     assert report["messages"] == ["bye"]
     assert report["events"] == [f"open:{transports[0]}", "close:transport close"]
     assert wait_for(lambda: rec.of("disconnect"))[0][2] == "forced close"
+
+
+@pytest.mark.parametrize("transports", [["polling"], ["websocket"], ["polling", "websocket"]])
+def test_python_engineio_client(make_engine: Any, transports: list[str]) -> None:
+    import engineio
+
+    running = make_engine()
+    client = engineio.Client()
+    received: list[Any] = []
+    client.on("message", received.append)
+    client.connect(running.url, transports=transports, engineio_path="engine.io")
+    try:
+        client.send("text")
+        client.send(b"\x00\x01bin")
+        wait_for(lambda: len(received) == 2)
+        assert received == ["text", b"\x00\x01bin"]
+        if len(transports) == 2:
+            wait_for(lambda: client.transport() == "websocket")
+            sid = client.sid
+            assert running.engine.transport(sid) == "websocket"
+    finally:
+        client.disconnect()
+    rec = running.recorder
+    disconnect = wait_for(lambda: rec.of("disconnect"))
+    assert disconnect[0][2] == "transport close"
