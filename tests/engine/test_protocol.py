@@ -640,3 +640,21 @@ def test_errors_are_logged_on_the_given_logger(make_engine: Any, caplog: Any) ->
     record = caplog.records[0]
     assert record.name == "tests.engine.custom"
     assert "400" in record.getMessage() and "Session ID unknown" in record.getMessage()
+
+
+def test_websocket_compression(make_engine: Any) -> None:
+    running = make_engine(websocket_compression=True)
+    engine = running.engine
+    with ws_connect(running.port) as ws:  # websockets offers permessage-deflate
+        sid = json.loads(ws.recv(timeout=5)[1:])["sid"]
+        assert ws.protocol.extensions, "deflate was not negotiated"
+        ws.send("4" + "compressible " * 100)
+        assert ws.recv(timeout=5) == "4" + "compressible " * 100
+        # Prepared frames are plain (RSV1 clear): valid on a deflate connection too.
+        engine.send_prepared([sid], engine.prepare(["plain", b"\x01"]))
+        assert ws.recv(timeout=5) == "4plain"
+        assert ws.recv(timeout=5) == b"\x01"
+    running = make_engine()
+    with ws_connect(running.port) as ws:
+        ws.recv(timeout=5)
+        assert not ws.protocol.extensions
