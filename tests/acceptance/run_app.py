@@ -1,6 +1,6 @@
 """A Flask-SocketIO-style app served by ``socketio.run()`` (issue 3 item 1 acceptance tests).
 
-Usage: python run_app.py PORT [log_output|quiet|debug]. Prints one line per
+Usage: python run_app.py PORT [log_output|quiet|debug|tls CERTFILE KEYFILE]. Prints one line per
 Socket.IO connect/disconnect on stdout, then "returned" when ``run()`` returns.
 """
 
@@ -54,7 +54,9 @@ def echo(data: object) -> object:
 if __name__ == "__main__":
     port = int(sys.argv[1])
     mode = sys.argv[2] if len(sys.argv) > 2 else "quiet"
-    if mode == "debug":
+    if mode == "tls":
+        socketio.run(app, port=port, certfile=sys.argv[3], keyfile=sys.argv[4])
+    elif mode == "debug":
         socketio.run(app, port=port, debug=True, use_reloader=False)
     else:
         socketio.run(app, port=port, log_output=(mode == "log_output"))

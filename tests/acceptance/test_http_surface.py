@@ -119,6 +119,15 @@ def test_cors_allowed_origins_star_and_list() -> None:
         assert info.value.response.status_code == 403
 
 
+def test_empty_cors_list_disables_cors_handling() -> None:
+    """Flask-SocketIO's ``cors_allowed_origins=[]``: no origin check, no CORS headers."""
+    with serve(cors_allowed_origins=[]) as served:
+        resp, _ = _open(served.port, Origin="http://elsewhere.example")
+        assert not any(name.startswith("access-control-") for name in resp.headers)
+        with connect(served.ws_url, origin="http://elsewhere.example", open_timeout=5) as ws:  # type: ignore[arg-type]
+            assert ws.recv(timeout=5).startswith("0{")
+
+
 def test_oversized_post_is_413_and_closes_the_session() -> None:
     disconnects: list[str] = []
     with serve(max_http_buffer_size=1000) as served:

@@ -7,7 +7,11 @@ handlers run, ``run()`` returns and the process exits with 0.
 
 from __future__ import annotations
 
+import http.client
+import shutil
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -16,8 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import socketio as socketio_client
 from acceptance_helpers import free_port, request, wait_until
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
+from nodepeer import NodePeer  # noqa: E402
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -25,10 +33,10 @@ APP = Path(__file__).resolve().parent / "run_app.py"
 
 
 class App:
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, *extra: str) -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
-            [sys.executable, str(APP), str(self.port), mode],
+            [sys.executable, str(APP), str(self.port), mode, *extra],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -41,6 +49,9 @@ class App:
             threading.Thread(target=self._read, args=(stream, into), daemon=True).start()
 
         def up() -> bool:
+            if mode == "tls":
+                with socket.socket() as s:
+                    return s.connect_ex(("127.0.0.1", self.port)) == 0
             try:
                 return request(self.port, "GET", "/hello", timeout=1).text == "hello from flask"
             except OSError:
@@ -63,8 +74,8 @@ class App:
 def start() -> Iterator[Any]:
     apps: list[App] = []
 
-    def make(mode: str = "quiet") -> App:
-        app = App(mode)
+    def make(mode: str = "quiet", *extra: str) -> App:
+        app = App(mode, *extra)
         apps.append(app)
         return app
 
@@ -159,3 +170,47 @@ def test_debug_keeps_werkzeug_debugger_for_http_routes(start: Any) -> None:
     quiet = start("quiet")
     plain = request(quiet.port, "GET", "/boom")
     assert plain.status == 500 and "boom in a view" not in plain.text
+
+
+def test_tls_with_certfile_and_keyfile(start: Any, tmp_path: Path, node: str) -> None:
+    """HTTPS for routes, long-polling, WebSocket and the upgrade between them."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make a self-signed certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    app = start("tls", str(cert), str(key))
+    context = ssl.create_default_context(cafile=str(cert))
+    conn = http.client.HTTPSConnection("127.0.0.1", app.port, context=context, timeout=10)
+    try:
+        conn.request("GET", "/hello")
+        assert conn.getresponse().read() == b"hello from flask"
+    finally:
+        conn.close()
+    url = f"https://127.0.0.1:{app.port}"
+    for transports in (["polling"], ["websocket"], None):  # None: polling, then upgrade
+        session = requests.Session()
+        session.trust_env = False  # REQUESTS_CA_BUNDLE would replace the verify setting
+        session.verify = str(cert)  # verified against our self-signed certificate
+        client = socketio_client.Client(
+            reconnection=False, handle_sigint=False, http_session=session
+        )
+        client.connect(url, transports=transports, wait_timeout=5)
+        try:
+            assert client.call("echo", {"over": "tls"}, timeout=5) == {"over": "tls"}
+            if transports is None:
+                wait_until(lambda c=client: c.transport() == "websocket", what="the upgrade")
+        finally:
+            client.disconnect()
+    peer = NodePeer()
+    try:
+        for cid, transports in (("poll", ["polling"]), ("up", ["polling", "websocket"])):
+            report = peer.connect(cid, url, transports=transports, rejectUnauthorized=False)
+            assert report["ev"] == "connect", report
+            assert peer.call(cid, "echo", "js") == ["js"]
+    finally:
+        peer.close()
