@@ -65,7 +65,7 @@ if IMPL == "relay":
 
 elif IMPL == "gevent":
 
-    @app.route("/ws")
+    @app.route("/ws", websocket=True)  # Werkzeug routes upgrades only to such rules
     def ws_echo() -> Any:
         ws = request.environ.get("wsgi.websocket")
         if ws is None:
@@ -87,7 +87,7 @@ else:
         def __call__(self, *args: Any, **kwargs: Any) -> Any:
             raise ConnectionError("WebSocket closed")
 
-    @app.route("/ws")
+    @app.route("/ws", websocket=True)  # Werkzeug routes upgrades only to such rules
     def ws_echo() -> Any:
         ws = simple_websocket.Server(request.environ)
         try:
