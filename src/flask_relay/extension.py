@@ -876,9 +876,26 @@ class SocketIO:
                 self._http_server = None
 
         if use_reloader:
+            import os
+
+            if os.environ.get("WERKZEUG_RUN_MAIN") != "true":
+                sys.exit(_reloader_parent(reloader_options.get("reloader_type", "auto")))
             from werkzeug._reloader import run_with_reloader
 
-            run_with_reloader(serve, **reloader_options)
+            try:
+                run_with_reloader(serve, **reloader_options)
+            finally:
+                # In the reloader's child, serve() runs in a thread, so the server
+                # cannot install its SIGINT/SIGTERM handlers; Werkzeug turns both into
+                # an exit of the main thread (as it does a reload). Shut down here so
+                # clients still get a close and disconnect handlers still run.
+                server = self._http_server
+                if server is not None:
+                    import signal
+
+                    for signum in (signal.SIGINT, signal.SIGTERM):
+                        signal.signal(signum, signal.SIG_IGN)  # one shutdown, uninterrupted
+                    server.stop()
         else:
             serve()
 
@@ -912,6 +929,40 @@ class SocketIO:
             auth=auth,
             flask_test_client=flask_test_client,
         )
+
+
+def _reloader_parent(reloader_type: str) -> int:
+    """Werkzeug's restart loop (the reloader's parent process), kinder to the child.
+
+    Werkzeug's own loop kills the child 0.25 s after Ctrl-C and at once on
+    SIGTERM, before the server in it can close its clients. Here SIGINT and
+    SIGTERM are passed on to the child as SIGTERM and the parent waits for it.
+    """
+    import os
+    import signal
+    import subprocess
+
+    from werkzeug._reloader import _get_args_for_reloading, reloader_loops
+
+    child: subprocess.Popen[bytes] | None = None
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if child is not None and child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while True:
+            name = reloader_loops[reloader_type].name
+            print(f" * Restarting with {name}", file=sys.stderr, flush=True)
+            env = {**os.environ, "WERKZEUG_RUN_MAIN": "true"}
+            child = subprocess.Popen(_get_args_for_reloading(), env=env, close_fds=False)
+            code = child.wait()
+            if code != 3:  # 3: the child asks for a reload
+                return code
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 __all__ += ["ConnectionRefusedError", "JSONModule", "MessageQueueNotSupported"]

@@ -1,7 +1,8 @@
 """A Flask-SocketIO-style app served by ``socketio.run()`` (issue 3 item 1 acceptance tests).
 
-Usage: python run_app.py PORT [log_output|quiet|debug|tls CERTFILE KEYFILE]. Prints one line per
-Socket.IO connect/disconnect on stdout, then "returned" when ``run()`` returns.
+Usage: python run_app.py PORT [log_output|quiet|debug|reloader|tls CERTFILE KEYFILE].
+Prints one line per Socket.IO connect/disconnect on stdout, then "returned" when
+``run()`` returns.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ if __name__ == "__main__":
     mode = sys.argv[2] if len(sys.argv) > 2 else "quiet"
     if mode == "tls":
         socketio.run(app, port=port, certfile=sys.argv[3], keyfile=sys.argv[4])
+    elif mode == "reloader":
+        socketio.run(app, port=port, debug=True, reloader_options={"reloader_type": "stat"})
     elif mode == "debug":
         socketio.run(app, port=port, debug=True, use_reloader=False)
     else:

@@ -8,6 +8,7 @@ handlers run, ``run()`` returns and the process exits with 0.
 from __future__ import annotations
 
 import http.client
+import os
 import shutil
 import signal
 import socket
@@ -41,6 +42,7 @@ class App:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,  # its own process group (the reloader has a child)
         )
         self.lines: list[str] = []
         self.err: list[str] = []
@@ -65,8 +67,10 @@ class App:
             into.append(line.rstrip("\n"))
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the group: a reloader's child too
+        except ProcessLookupError:
+            pass
         self.proc.wait(10)
 
 
@@ -132,6 +136,33 @@ def test_signal_closes_clients_and_runs_disconnect_handlers(start: Any, signum: 
     assert sids <= {d[1] for d in disconnects}
     assert all(d[2] == "server disconnect" or "shut" in d[2] for d in disconnects), disconnects
     assert app.lines[-1] == "returned", app.lines
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
+def test_debug_reloader_shuts_down_cleanly_on_a_group_signal(start: Any, signum: int) -> None:
+    """``socketio.run(app, debug=True)``: Werkzeug's reloader runs the server in a thread
+    of a child process; Ctrl-C in the terminal (the whole process group) must still
+    close every client and run the disconnect handlers."""
+    app = start("reloader")
+    url = f"http://127.0.0.1:{app.port}"
+    clients = []
+    try:
+        for transports in (["websocket"], ["polling"]):
+            client, closed = _client(transports[0])
+            client.connect(url, transports=transports, wait_timeout=5)
+            assert client.call("echo", 1, timeout=5) == 1
+            clients.append((client, closed))
+        wait_until(lambda: len([ln for ln in app.lines if ln.startswith("connect")]) == 2)
+        os.killpg(app.proc.pid, signum)
+        wait_until(lambda: all(closed for _, closed in clients), what="both clients closed")
+        assert app.proc.wait(15) == 0, app.err
+    finally:
+        for client, _ in clients:
+            client.disconnect()
+    reasons = [ln.split(" ", 2)[2] for ln in app.lines if ln.startswith("disconnect")]
+    assert reasons == ["server disconnect", "server disconnect"], (app.lines, app.err)
+    # The clients saw the server close them, not a dropped connection.
+    assert [closed for _, closed in clients] == [[("server disconnect",)]] * 2
 
 
 def test_log_output(start: Any) -> None:
