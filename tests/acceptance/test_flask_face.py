@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import socketio as socketio_client
-from acceptance_helpers import free_port, request, serve
+from acceptance_helpers import free_port, request, serve, wait_until
 from flask import Flask
 
 from flask_relay import SocketIO
@@ -78,3 +78,36 @@ def test_factory_pattern_options_reach_the_wire() -> None:
         assert resp.headers["access-control-allow-origin"] == "http://o.example"
     finally:
         server.stop()
+
+
+def test_run_takes_its_port_from_server_name_and_accepts_allow_unsafe_werkzeug() -> None:
+    app = Flask(__name__)
+    port = free_port()
+    app.config["SERVER_NAME"] = f"127.0.0.1:{port}"
+    app.route("/ping")(lambda: "pong")
+    sio = SocketIO(app)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            sio.run(app, use_reloader=False, log_output=False, allow_unsafe_werkzeug=True)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+
+        def answered() -> bool:
+            try:
+                return request(port, "GET", "/ping", timeout=1).text == "pong"
+            except OSError:
+                return False
+
+        wait_until(answered, what=f"run() serving on SERVER_NAME's port {port}")
+    finally:
+        wait_until(lambda: sio._http_server is not None or errors, what="the server object")
+        if not errors:
+            sio.stop()
+        thread.join(20)
+    assert errors == [] and not thread.is_alive()
