@@ -237,6 +237,7 @@ async function scenarioAck() {
   return {
     clients: sockets.length, connect_errors: firstErrors(errors), acks: count, seconds: secs,
     rate: count / secs, bad, rtt_p50_ms: pct(rtts, 50), rtt_p99_ms: pct(rtts, 99), gen_cpu: genCpu,
+    ...(count === 0 ? { error: 'no ack received' } : {}),
   };
 }
 
@@ -376,7 +377,8 @@ async function scenarioEcho() {
   stopped = true;
   for (const ws of clients) ws.terminate();
   return { clients: clients.length, connect_errors: firstErrors(errors), messages: count,
-    seconds: secs, rate: count / secs, bad, gen_cpu: genCpu };
+    seconds: secs, rate: count / secs, bad, gen_cpu: genCpu,
+    ...(count === 0 ? { error: 'no message echoed' } : {}) };
 }
 
 async function scenarioStorm() {
