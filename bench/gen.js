@@ -288,8 +288,8 @@ async function scenarioBroadcast() {
     return { ok: wrong === 0, ms, delivered: total, expected: target, wrong };
   }
 
-  // Warm up with a small burst; its rate sizes the measured bursts (about half a second of
-  // work each), so slow servers are measured too instead of timing out.
+  // Warm up with a small burst; its rate sets the timeouts, so slow servers are measured
+  // too instead of timing out.
   const warm = await runBurst(opt.warm_burst || 5);
   if (!warm.ok) {
     // let stragglers arrive so the count is fair, then report what got through
@@ -300,9 +300,20 @@ async function scenarioBroadcast() {
       expected: warm.expected, partial: total / warm.expected, burst_ms: warm.ms };
   }
   const warmRate = warm.delivered / warm.ms; // per ms
-  const burst = opt.burst || Math.max(1, Math.min(500, Math.round((warmRate * 500) / n)));
+  // The same burst size for every server (50,000 deliveries: long enough that the
+  // trigger's round trip is small beside it); the timeout follows the warm-up rate.
+  const burst = opt.burst || Math.max(1, Math.round(50000 / n));
+  const timeoutFor = (k) => Math.max(burstTimeout, (10 * k * n) / warmRate);
   result.burst = burst;
   result.warm_rate = warmRate * 1000;
+  const warm2 = await runBurst(burst, timeoutFor(burst)); // and a full-size one, unmeasured
+  if (!warm2.ok) {
+    await sleep(2000);
+    trigger.close();
+    for (const c of receivers) c.close();
+    return { ...result, error: 'warm-up burst incomplete', delivered: total,
+      expected: warm2.expected, partial: total / warm2.expected, burst_ms: warm2.ms };
+  }
   const duration = (opt.duration || 10) * 1000;
   const cpu = cpuWindow();
   const tStart = now();
@@ -310,7 +321,7 @@ async function scenarioBroadcast() {
   let bursts = 0;
   let failure = null;
   while (now() - tStart < duration) {
-    const r = await runBurst(burst, Math.max(burstTimeout, (10 * burst * n) / warmRate));
+    const r = await runBurst(burst, timeoutFor(burst));
     delivered += r.delivered;
     bursts++;
     if (!r.ok) { failure = r; break; }
