@@ -128,6 +128,55 @@ def test_empty_cors_list_disables_cors_handling() -> None:
             assert ws.recv(timeout=5).startswith("0{")
 
 
+def test_cors_star_in_a_list_and_a_callable_like_the_reference() -> None:
+    """python-engineio: ``["*"]`` allows every origin; a callable decides per origin."""
+    with serve(cors_allowed_origins=["*"]) as served:
+        resp, _ = _open(served.port, Origin="http://any.example")
+        assert resp.headers["access-control-allow-origin"] == "http://any.example"
+    seen: list[Any] = []
+
+    def allowed(origin: str, environ: dict[str, Any]) -> bool:
+        seen.append((origin, environ["PATH_INFO"]))
+        return origin.endswith(".good.example")
+
+    with serve(cors_allowed_origins=allowed) as served:
+        _open(served.port, Origin="http://a.good.example")
+        refused = request(
+            served.port, "GET", PATH + "?EIO=4&transport=polling",
+            headers={"Origin": "http://bad.example"},
+        )  # fmt: skip
+        assert _error(refused)[0] == 403
+        with pytest.raises(InvalidStatus) as info:
+            connect(served.ws_url, origin="http://bad.example", open_timeout=5)  # type: ignore[arg-type]
+        assert info.value.response.status_code == 403
+        with connect(served.ws_url, origin="http://b.good.example", open_timeout=5) as ws:  # type: ignore[arg-type]
+            assert ws.recv(timeout=5).startswith("0{")
+    assert seen[0] == ("http://a.good.example", PATH)
+    with serve(cors_allowed_origins=lambda origin: origin == "http://one.example") as served:
+        _open(served.port, Origin="http://one.example")  # the one-argument form
+
+
+def test_same_origin_behind_a_proxy() -> None:
+    """The page's origin as a proxy reports it (X-Forwarded-Proto / -Host) is the same origin."""
+    with serve() as served:
+        _open(served.port, Origin="https://public.example", **{
+            "X-Forwarded-Proto": "https", "X-Forwarded-Host": "public.example"})  # fmt: skip
+        _open(served.port, Origin="https://public.example", Host="public.example",
+              **{"X-Forwarded-Proto": "https"})  # fmt: skip
+        with connect(
+            served.ws_url,
+            origin="https://public.example",  # type: ignore[arg-type]
+            additional_headers={"X-Forwarded-Host": "public.example", "X-Forwarded-Proto": "https"},
+            open_timeout=5,
+        ) as ws:
+            assert ws.recv(timeout=5).startswith("0{")
+        refused = request(
+            served.port, "GET", PATH + "?EIO=4&transport=polling",
+            headers={"Origin": "https://other.example", "X-Forwarded-Host": "public.example"},
+        )  # fmt: skip
+        assert refused.status == 403
+
+
 def test_oversized_post_is_413_and_closes_the_session() -> None:
     disconnects: list[str] = []
     with serve(max_http_buffer_size=1000) as served:

@@ -315,7 +315,8 @@ class EngineIOServer:
     ``cookie`` (``None``; a name, or a dict with ``name``, ``path``,
     ``domain``, ``secure``, ``httponly``, ``samesite``, ``max_age``),
     ``cors_allowed_origins`` (``None``: the same origin only; ``"*"``: any; a
-    string or a list; ``[]``: no origin check and no CORS headers),
+    string or a list (``["*"]``: any); a callable ``(origin[, environ]) -> bool``;
+    ``[]``: no origin check and no CORS headers),
     ``cors_credentials``, ``http_compression`` and ``compression_threshold``
     (gzip/deflate of polling responses). ``upgrade_timeout`` (10 s) bounds an
     unfinished upgrade; ``max_send_buffer`` (bytes) bounds what waits for
@@ -332,7 +333,7 @@ class EngineIOServer:
         allow_upgrades: bool = True,
         transports: Sequence[str] | None = None,
         cookie: str | dict[str, Any] | None = None,
-        cors_allowed_origins: str | Sequence[str] | None = None,
+        cors_allowed_origins: str | Sequence[str] | Callable[..., bool] | None = None,
         cors_credentials: bool = True,
         http_compression: bool = True,
         compression_threshold: int = 1024,
@@ -1013,7 +1014,7 @@ class EngineIOServer:
         allowed = self.cors_allowed_origins
         if origin is None:
             return None
-        if allowed is not None and not isinstance(allowed, str) and len(allowed) == 0:
+        if isinstance(allowed, (list, tuple, set, frozenset)) and len(allowed) == 0:
             return None
         if allowed == "*":
             return True
@@ -1023,12 +1024,21 @@ class EngineIOServer:
                 return False
             candidates = {f"{request.scheme}://{host}"}
             forwarded = request.header("x-forwarded-proto")
-            if forwarded:
-                candidates.add(f"{forwarded.split(',')[0].strip()}://{host}")
+            forwarded_host = request.header("x-forwarded-host")
+            if forwarded or forwarded_host:
+                # Behind a proxy, as the reference: its scheme and host name the page.
+                scheme = (forwarded or request.scheme).split(",")[0].strip()
+                candidates.add(f"{scheme}://{(forwarded_host or host).split(',')[0].strip()}")
             return origin in candidates
         if isinstance(allowed, str):
             return origin == allowed
-        return origin in allowed
+        if callable(allowed):
+            # The reference's callable form: allowed(origin, environ) or allowed(origin).
+            try:
+                return bool(allowed(origin, self._environ(request)))
+            except TypeError:
+                return bool(allowed(origin))
+        return "*" in allowed or origin in allowed
 
     def _cors_headers(self, request: HTTPRequest) -> list[tuple[str, str]] | None:
         """CORS response headers, or ``None`` when the origin is refused."""
