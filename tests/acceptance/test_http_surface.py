@@ -221,6 +221,23 @@ def test_cookie_option() -> None:
         cookie = resp.headers["set-cookie"]
         assert cookie.startswith(f"stick={opened['sid']}"), cookie
         assert "Path=/here" in cookie and "HttpOnly" in cookie
+    # The reference's (python-engineio's) dict form: attribute names as written in the
+    # header, True for a flag, callables for values computed per cookie.
+    reference_style = {
+        "name": "io",
+        "SameSite": "Strict",
+        "Secure": True,
+        "HttpOnly": False,
+        "Expires": lambda: "Wed, 01 Jan 2031 00:00:00 GMT",
+    }
+    with serve(cookie=reference_style) as served:
+        resp, opened = _open(served.port)
+        cookie = resp.headers["set-cookie"]
+        attributes = [part.strip() for part in cookie.split(";")]
+        assert attributes[0] == f"io={opened['sid']}"
+        assert "Secure" in attributes and "SameSite=Strict" in attributes, cookie
+        assert "Expires=Wed, 01 Jan 2031 00:00:00 GMT" in attributes, cookie
+        assert "HttpOnly" not in attributes and "SameSite=Lax" not in attributes, cookie
     with serve() as served:  # default: no cookie
         resp, _ = _open(served.port)
         assert "set-cookie" not in resp.headers

@@ -128,6 +128,18 @@ class Prepared:
         self.size = len(frames)
 
 
+_COOKIE_ATTRIBUTES = {
+    "path": "Path",
+    "domain": "Domain",
+    "max_age": "Max-Age",
+    "max-age": "Max-Age",
+    "expires": "Expires",
+    "secure": "Secure",
+    "httponly": "HttpOnly",
+    "samesite": "SameSite",
+}
+
+
 def _error_body(code: int, message: str | None = None) -> bytes:
     return default_json.dumps(
         {"code": code, "message": message or _ERROR_MESSAGES[code]}
@@ -1058,16 +1070,20 @@ class EngineIOServer:
         cookie = self.cookie
         if not cookie:
             return []
-        parts = [f"{cookie.get('name', 'io')}={sid}", f"Path={cookie.get('path', '/')}"]
-        if cookie.get("domain"):
-            parts.append(f"Domain={cookie['domain']}")
-        if cookie.get("max_age") is not None:
-            parts.append(f"Max-Age={int(cookie['max_age'])}")
-        if cookie.get("secure"):
-            parts.append("Secure")
-        if cookie.get("httponly", True):
-            parts.append("HttpOnly")
-        parts.append(f"SameSite={cookie.get('samesite', 'Lax')}")
+        # Keys in any case, as the reference writes them ("SameSite", "Secure") or
+        # ours ("samesite", "max_age"); values may be callables (the reference's form);
+        # True writes a flag, False/None leaves the attribute out.
+        attrs: dict[str, Any] = {"Path": "/", "HttpOnly": True, "SameSite": "Lax"}
+        for key, value in cookie.items():
+            if key == "name":
+                continue
+            attrs[_COOKIE_ATTRIBUTES.get(key.lower(), key)] = value() if callable(value) else value
+        parts = [f"{cookie.get('name', 'io')}={sid}"]
+        for attr, value in attrs.items():
+            if value is True:
+                parts.append(attr)
+            elif value is not None and value is not False:
+                parts.append(f"{attr}={int(value) if attr == 'Max-Age' else value}")
         return [("Set-Cookie", "; ".join(parts))]
 
     def _respond(
