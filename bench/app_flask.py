@@ -63,6 +63,12 @@ if IMPL == "relay":
         while True:
             ws.send(ws.receive())
 
+    @sock.route("/ws-async")
+    async def ws_echo_async(ws: Any) -> None:
+        """Flask-Relay only: an ``async def`` route runs on the event loop, no thread."""
+        while True:
+            await ws.send(await ws.receive())
+
 elif IMPL == "gevent":
 
     @app.route("/ws", websocket=True)  # Werkzeug routes upgrades only to such rules

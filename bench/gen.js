@@ -359,7 +359,7 @@ async function scenarioEcho() {
   const clients = [];
   const errors = [];
   await pool(n, 50, (i) => new Promise((resolve) => {
-    const ws = new WebSocket(`${wsBase}/ws`, { perMessageDeflate: false });
+    const ws = new WebSocket(`${wsBase}${opt.path || '/ws'}`, { perMessageDeflate: false });
     const t = setTimeout(() => { errors.push('timeout'); ws.terminate(); resolve(); }, 30000);
     ws.on('open', () => { clearTimeout(t); clients.push(ws); resolve(); });
     ws.on('unexpected-response', (req, res) => { errors.push(`HTTP ${res.statusCode}`); });

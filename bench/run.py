@@ -87,6 +87,9 @@ ROWS = [
     Row("lat_p50", "emit -> last of 1,000 deliveries, p50", "ms", False),
     Row("lat_p99", "emit -> last of 1,000 deliveries, p99", "ms", False),
     Row("echo", "raw WebSocket echo msgs/s, 100 clients", "/s"),
+    Row(
+        "echo_async", "raw WebSocket echo msgs/s, Relay `async def` route (anchors: as above)", "/s"
+    ),
     Row("storm_ws", "connect storm, WebSocket, connects/s", "/s"),
     Row("storm_up", "connect storm, polling -> upgrade, connects/s", "/s"),
     Row("mem", "memory per idle WebSocket connection", "KB", False),
@@ -96,7 +99,17 @@ ROWS = [
 ]
 
 # Scenario groups: each runs against a freshly started server.
-GROUPS = ["ack", "bcast1k", "bcast5k", "echo", "storm_ws", "storm_up", "idle", "scale"]
+GROUPS = [
+    "ack",
+    "bcast1k",
+    "bcast5k",
+    "echo",
+    "echo_async",
+    "storm_ws",
+    "storm_up",
+    "idle",
+    "scale",
+]
 # Run only when asked for with --scenarios (minutes of connecting on slow servers).
 OPTIONAL_GROUPS = {"scale"}
 
@@ -115,6 +128,7 @@ def settings(quick: bool) -> dict[str, dict[str, Any]]:
                 "connect_timeout": 60,
             },
             "echo": {"clients": 100, "warmup": 1, "duration": 3},
+            "echo_async": {"clients": 100, "warmup": 1, "duration": 3, "path": "/ws-async"},
             "storm_ws": {"clients": 300, "transport": "websocket"},
             "storm_up": {"clients": 300, "transport": "upgrade"},
             "idle": {"clients": 1000},
@@ -122,15 +136,16 @@ def settings(quick: bool) -> dict[str, dict[str, Any]]:
         }
     return {
         "ack": {"clients": 100, "warmup": 3, "duration": 15},
-        "bcast1k": {"clients": 1000, "duration": 15, "probes": 100, "burst_timeout": 30},
+        "bcast1k": {"clients": 1000, "duration": 10, "probes": 100, "burst_timeout": 30},
         "bcast5k": {
             "clients": 5000,
-            "duration": 15,
+            "duration": 10,
             "probes": 30,
             "burst_timeout": 30,
             "connect_timeout": 120,
         },
         "echo": {"clients": 100, "warmup": 3, "duration": 15},
+        "echo_async": {"clients": 100, "warmup": 3, "duration": 15, "path": "/ws-async"},
         "storm_ws": {"clients": 1000, "transport": "websocket"},
         "storm_up": {"clients": 1000, "transport": "upgrade"},
         "idle": {"clients": 1000},
@@ -395,6 +410,7 @@ def run_group(
                     "--rate",
                     "200",
                     "--nonblocking",
+                    "--gil",  # only the thread holding the GIL: where CPU time goes
                     "-o",
                     str(profile_dir / f"{fixture.key}.{group}.txt"),
                 ],
@@ -431,6 +447,10 @@ def run_group(
 # table
 
 
+def _skipped(r: dict[str, Any]) -> bool:
+    return str(r.get("error", "")).startswith("skipped")
+
+
 def cell_values(res: dict[str, Any], per_cpu: bool = False) -> dict[str, float | None]:
     """Map a fixture's group results to the table rows (None: failed or not measured)."""
 
@@ -450,6 +470,9 @@ def cell_values(res: dict[str, Any], per_cpu: bool = False) -> dict[str, float |
         "lat_p50": ok("bcast1k", "latency_p50_ms"),
         "lat_p99": ok("bcast1k", "latency_p99_ms"),
         "echo": ok("echo"),
+        "echo_async": ok("echo_async")
+        if "echo_async" in res and not _skipped(res["echo_async"])
+        else (ok("echo") if "echo_async" in res else None),
         "storm_ws": ok("storm_ws") if not (res.get("storm_ws") or {}).get("errors") else None,
         "storm_up": ok("storm_up") if not (res.get("storm_up") or {}).get("errors") else None,
         "mem": ok("idle", "kb_per_conn"),
@@ -497,7 +520,7 @@ def gen_bound(res: dict[str, Any], row: str) -> bool:
     return float(r.get("gen_cpu") or 0) >= 0.9
 
 
-PER_CPU_ROWS = ("ack", "bcast1k", "bcast5k", "echo")
+PER_CPU_ROWS = ("ack", "bcast1k", "bcast5k", "echo", "echo_async")
 
 
 def table(
@@ -619,6 +642,9 @@ def main(argv: list[str] | None = None) -> int:
     # hurts every fixture of one row alike instead of one whole column.
     for group in groups:
         for fixture in fixtures:
+            if group == "echo_async" and fixture.key != SUBJECT:
+                results[fixture.key][group] = {"error": "skipped: Flask-Relay only"}
+                continue
             if group in fixture.skip:
                 results[fixture.key][group] = {"error": fixture.skip[group]}
                 print(f"{fixture.key:10} {group:9} {fixture.skip[group]}", file=sys.stderr)
