@@ -154,3 +154,39 @@ def test_rooms_emits_and_disconnect_from_other_threads() -> None:
             wait_until(lambda: disconnected, what="the disconnect handler")
             assert disconnected == ["server disconnect"]
             assert errors == []
+
+
+def test_emits_from_many_threads_at_once_arrive_whole_and_in_each_threads_order() -> None:
+    threads_n, per_thread = 8, 150
+    with serve() as served:
+        sio = served.sio
+        ws, sid = _raw_client(served)
+        with ws:
+            errors: list[BaseException] = []
+            start = threading.Barrier(threads_n)
+
+            def emitter(t: int) -> None:
+                try:
+                    start.wait(10)
+                    room = f"room-{t}"
+                    for i in range(per_thread):
+                        sio.server.enter_room(sid, room)  # room changes interleaved too
+                        sio.emit("n", [t, i, "x" * (i % 7)], to=room)
+                        sio.server.leave_room(sid, room)
+                except BaseException as exc:  # reported below
+                    errors.append(exc)
+
+            workers = [threading.Thread(target=emitter, args=(t,)) for t in range(threads_n)]
+            for w in workers:
+                w.start()
+            got: dict[int, list[int]] = {t: [] for t in range(threads_n)}
+            for _ in range(threads_n * per_thread):
+                packet = _recv_skipping_pings(ws)
+                name, (t, i, pad) = json.loads(packet[2:])
+                assert name == "n" and pad == "x" * (i % 7), packet
+                got[t].append(i)
+            for w in workers:
+                w.join(10)
+            assert errors == []
+            assert got == {t: list(range(per_thread)) for t in range(threads_n)}
+            assert sio.server.rooms(sid) == [sid]  # every room left again
