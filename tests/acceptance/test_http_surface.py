@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 import zlib
 from typing import Any
 
@@ -238,9 +239,32 @@ def test_cookie_option() -> None:
         assert "Secure" in attributes and "SameSite=Strict" in attributes, cookie
         assert "Expires=Wed, 01 Jan 2031 00:00:00 GMT" in attributes, cookie
         assert "HttpOnly" not in attributes and "SameSite=Lax" not in attributes, cookie
+    with serve(cookie=True) as served:  # True: the default name, like python-engineio
+        resp, opened = _open(served.port)
+        assert resp.headers["set-cookie"].startswith(f"io={opened['sid']};")
     with serve() as served:  # default: no cookie
         resp, _ = _open(served.port)
         assert "set-cookie" not in resp.headers
+
+
+@pytest.mark.parametrize("grace", [0.0, 1.5])
+def test_ping_interval_grace_period_delays_the_timeout(grace: float) -> None:
+    # python-engineio's (interval, grace) form: a client that never answers the
+    # ping is closed after ping_timeout without grace, after ping_timeout + grace with.
+    with serve(ping_interval=(0.2, grace) if grace else 0.2, ping_timeout=0.2) as served:
+        _, opened = _open(served.port)
+        poll = f"{PATH}?EIO=4&transport=polling&sid={opened['sid']}"
+        assert request(served.port, "GET", poll).text == "2"  # the ping; never answered
+        # Probe with a POST (a GET would be held until the next packet).
+
+        def state() -> str:
+            resp = request(served.port, "POST", poll, "6")
+            return "open" if resp.status == 200 else "closed"
+
+        if grace:
+            time.sleep(0.6)  # three ping timeouts: closed by now without the grace
+            assert state() == "open"
+        wait_until(lambda: state() == "closed", timeout=5)
 
 
 def _poll_big(served: Any, size: int, encoding: str) -> Response:

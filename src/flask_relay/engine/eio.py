@@ -344,7 +344,7 @@ class EngineIOServer:
         max_http_buffer_size: int = 1_000_000,
         allow_upgrades: bool = True,
         transports: Sequence[str] | None = None,
-        cookie: str | dict[str, Any] | None = None,
+        cookie: str | bool | dict[str, Any] | None = None,
         cors_allowed_origins: str | Sequence[str] | Callable[..., bool] | None = None,
         cors_credentials: bool = True,
         http_compression: bool = True,
@@ -357,7 +357,12 @@ class EngineIOServer:
         json: JSONModule | None = None,
         **unknown: Any,
     ) -> None:
+        # python-engineio's (interval, grace) form: the grace period lengthens the
+        # wait for the pong, so slow clients get the same leeway as there.
+        self.ping_grace = 0.0
         if isinstance(ping_interval, (tuple, list)):
+            if len(ping_interval) > 1:
+                self.ping_grace = float(ping_interval[1])
             ping_interval = ping_interval[0]
         self.handler = handler
         self.ping_interval = float(cast(float, ping_interval))
@@ -368,6 +373,10 @@ class EngineIOServer:
         for name in self.transports:
             if name not in ("polling", "websocket"):
                 raise ValueError(f"unknown transport {name!r}")
+        if cookie is True:
+            cookie = "io"
+        elif cookie is False:
+            cookie = None
         if isinstance(cookie, str):
             cookie = {"name": cookie}
         self.cookie = cookie
@@ -925,7 +934,7 @@ class EngineIOServer:
             return
         if self.monitor_clients:
             session.ping_timer = self.loop.call_later(
-                self.ping_timeout, self._ping_timed_out, session
+                self.ping_timeout + self.ping_grace, self._ping_timed_out, session
             )
         else:
             # Nobody times the pong: keep pinging so the client's own check passes.
