@@ -426,6 +426,7 @@ def run_group(
             "bcast5k": "broadcast",
             "storm_ws": "storm",
             "storm_up": "storm",
+            "echo_async": "echo",
         }.get(group, group)
         result = run_gen(scenario, server.url, opts, gen_core, 600, log_path, server)
         result["server_threads"] = server.threads() if server.proc.poll() is None else None
