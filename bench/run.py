@@ -66,10 +66,30 @@ FIXTURES = [
             "scale": "skipped: thread per connection",
         },
     ),
+    Fixture(
+        "gunicorn",
+        "Flask-Relay under gunicorn",
+        [
+            str(Path(PY).parent / "gunicorn"),
+            "-k",
+            "flask_relay.gunicorn.Worker",
+            "-w",
+            "1",
+            "--chdir",
+            "bench",
+            "-b",
+            "127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+            "app_flask:app",
+        ],
+        {"BENCH_IMPL": "relay"},
+    ),
     Fixture("uvicorn", "python-socketio + uvicorn", [PY, "bench/app_asgi.py"]),
     Fixture("node", "Node socket.io 4.8", ["node", "bench/server_node.js"]),
 ]
 SUBJECT = "relay"
+SUBJECT_VARIANTS = ("gunicorn",)  # Flask-Relay in another deployment: no ratio column
 
 
 @dataclass
@@ -184,7 +204,9 @@ class Server:
         env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
         self.log = open(log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [*fixture.cmd, str(self.port)],
+            [a.replace("{port}", str(self.port)) for a in fixture.cmd]
+            if any("{port}" in a for a in fixture.cmd)
+            else [*fixture.cmd, str(self.port)],
             cwd=ROOT,
             env=env,
             stdout=self.log,
@@ -211,15 +233,32 @@ class Server:
             time.sleep(0.1)
         raise RuntimeError(f"server not ready after {timeout:.0f}s: {last}")
 
+    def _tree(self) -> list[psutil.Process]:
+        """The server and its children (gunicorn: the arbiter and its worker)."""
+        procs = [self.ps]
+        try:
+            procs += self.ps.children(recursive=True)
+        except psutil.Error:
+            pass
+        return procs
+
+    def _sum(self, fn: Any) -> float:
+        total = 0.0
+        for p in self._tree():
+            try:
+                total += fn(p)
+            except psutil.Error:
+                pass  # a child that just exited
+        return total
+
     def rss(self) -> int:
-        return int(self.ps.memory_info().rss)
+        return int(self._sum(lambda p: p.memory_info().rss))
 
     def threads(self) -> int:
-        return int(self.ps.num_threads())
+        return int(self._sum(lambda p: p.num_threads()))
 
     def cpu(self) -> float:
-        t = self.ps.cpu_times()
-        return float(t.user + t.system)
+        return self._sum(lambda p: sum(p.cpu_times()[:2]))
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -529,7 +568,7 @@ def table(
 ) -> str:
     present = [f for f in fixtures if f.key in results]
     values = {f.key: cell_values(results[f.key], per_cpu) for f in present}
-    anchors = [f for f in present if f.key != SUBJECT]
+    anchors = [f for f in present if f.key not in (SUBJECT, *SUBJECT_VARIANTS)]
     header = ["scenario", *(f.label for f in present)]
     if SUBJECT in values:
         header += [f"Relay / {f.label}" for f in anchors]
