@@ -198,3 +198,103 @@ def test_inline_dispatcher_runs_now_and_keeps_order_on_reentry() -> None:
         d.submit("k", lambda: 1 / 0)
     d.submit("k", out.append, "again")
     assert out[-1] == "again"
+
+
+# -- lazy wake-up: one awake worker drains the queue, blocked ones get help -----
+
+
+def test_blocked_handler_does_not_starve_a_later_key_with_no_further_submissions() -> None:
+    # submit() wakes no worker while one is awake; the key submitted second must
+    # still run while the first handler blocks, although nothing else is submitted
+    # that could notice the stuck queue. The first handler waits for the second
+    # one: without a second worker it would time out and record False.
+    d = Dispatcher(max_workers=4)
+    first_started = threading.Event()
+    second_ran = threading.Event()
+    seen: list[bool] = []
+
+    def first() -> None:
+        first_started.set()
+        seen.append(second_ran.wait(10))
+
+    try:
+        d.submit("a", first)
+        assert first_started.wait(10)
+        d.submit("b", second_ran.set)  # the last submission
+        assert second_ran.wait(10)
+    finally:
+        second_ran.set()
+        d.shutdown(wait=True)
+    assert seen == [True]
+
+
+def test_keys_submitted_in_one_burst_all_run_while_each_blocks() -> None:
+    # Submitted before any worker runs: the first worker takes one key and leaves
+    # the others behind; each handler blocks until all four are inside at once.
+    d = Dispatcher(max_workers=4)
+    barrier = threading.Barrier(5, timeout=10)
+    passed: list[str] = []
+
+    def job(name: str) -> None:
+        barrier.wait()
+        passed.append(name)
+
+    try:
+        for name in "abcd":
+            d.submit(name, job, name)
+        barrier.wait()
+    finally:
+        d.shutdown(wait=True)
+    assert sorted(passed) == ["a", "b", "c", "d"]
+
+
+def test_per_key_order_holds_with_blocking_and_fast_keys_mixed() -> None:
+    d = Dispatcher(max_workers=3)
+    gate = threading.Event()
+    out: dict[str, list[int]] = {"slow": [], "fast": []}
+    fast_done = threading.Event()
+
+    def slow(i: int) -> None:
+        if i == 0:
+            gate.wait(10)
+        out["slow"].append(i)
+
+    def fast(i: int) -> None:
+        out["fast"].append(i)
+        if i == 99:
+            fast_done.set()
+
+    try:
+        for i in range(100):
+            d.submit("slow", slow, i)
+            d.submit("fast", fast, i)
+        # The fast key finishes while the slow one is stuck on its first call.
+        assert fast_done.wait(10)
+        assert out["slow"] == []
+        gate.set()
+    finally:
+        gate.set()
+        d.shutdown(wait=True)
+    assert out["slow"] == list(range(100))
+    assert out["fast"] == list(range(100))
+
+
+def test_watcher_thread_exits_with_the_idle_pool() -> None:
+    prefix = f"dispatch-test-{id(object())}"
+    d = Dispatcher(max_workers=2, idle_timeout=0.05, thread_name_prefix=prefix)
+
+    def ours() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith(prefix)]
+
+    try:
+        for _ in range(2):  # the pool empties, then starts again on demand
+            done = threading.Event()
+            d.submit("k", done.set)
+            assert done.wait(10)
+            deadline = time.monotonic() + 10
+            while ours() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert ours() == []
+            assert d.thread_count == 0
+    finally:
+        d.shutdown()

@@ -16,9 +16,20 @@ keys) or *running* (a worker holds it). A worker takes the next ready key, runs
 work, so a client flooding the server cannot starve the others. Because a key is
 held by at most one worker, calls with the same key never overlap.
 
+Waking a thread is what a call costs most on the loop (a context switch and a
+GIL hand-back per ``notify``), so :meth:`Dispatcher.submit` wakes a worker only
+when **no worker is awake**, or when the ready queue has made no progress for
+``wake_delay`` (2 ms): one awake worker drains the ready queue by itself, and a
+handler that blocks still gets other clients served by a second worker shortly
+after. Since that second check in ``submit`` needs another submission to fire, a
+watcher thread re-checks the ready queue every ``wake_delay`` while any worker is
+awake, so a key that became ready while every awake worker is blocked in a
+handler is picked up even if nothing else arrives. The watcher runs no user code
+and parks (costing nothing) once the pool has been idle for a while.
+
 Threads are started lazily, only when no idle worker is there to take new work,
 and exit after ``idle_timeout`` seconds without work, so an idle server holds no
-threads at all.
+threads at all (the watcher exits with the last worker).
 
 Limits (every queue is bounded, see ``DESIGN.md`` principle 5):
 
@@ -42,12 +53,15 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
 __all__ = ["DispatchQueueFull", "Dispatcher", "DispatcherClosed", "InlineDispatcher"]
 
 logger = logging.getLogger("flask_relay.dispatch")
+
+_monotonic = time.monotonic
 
 _Call = tuple[Callable[..., Any], tuple[Any, ...]]
 
@@ -74,6 +88,12 @@ class Dispatcher:
     ``submit`` is safe from any thread (the event loop, workers, user threads).
     """
 
+    #: Seconds the ready queue may go without progress while workers are awake
+    #: before another worker is woken (they may all be blocked in handlers).
+    wake_delay = 0.002
+    #: Seconds the pool must be idle before the watcher stops polling and parks.
+    watch_park_after = 0.05
+
     def __init__(
         self,
         max_workers: int = 32,
@@ -92,16 +112,25 @@ class Dispatcher:
         self.max_pending = max_pending
         self.idle_timeout = idle_timeout
         self._prefix = thread_name_prefix
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
         # key -> FIFO of pending calls; present while the key is ready or running.
         self._queues: dict[Hashable, collections.deque[_Call]] = {}
         # Keys with pending calls that no worker holds, in round-robin order.
         self._ready: collections.deque[Hashable] = collections.deque()
+        # When the ready queue last became non-empty or last had a key taken.
+        self._ready_since = 0.0
         self._pending = 0
         self._threads: set[threading.Thread] = set()
-        self._idle = 0
+        # Wake locks (held) of workers waiting for work; the last one is woken
+        # first, so surplus threads stay asleep and time out. A worker is awake
+        # exactly when its lock is not in this list, which is why the pool does
+        # not use a Condition: it cannot tell which waiter a notify reached.
+        self._sleepers: list[threading.Lock] = []
         self._counter = 0
         self._shutdown = False
+        self._watcher: threading.Thread | None = None
+        self._watch_cond = threading.Condition(self._lock)
+        self._watch_parked = False
 
     # -- public API ------------------------------------------------------------
 
@@ -111,7 +140,7 @@ class Dispatcher:
         Raises :class:`DispatchQueueFull` when a limit is reached and
         :class:`DispatcherClosed` after :meth:`shutdown`.
         """
-        with self._cond:
+        with self._lock:
             if self._shutdown:
                 raise DispatcherClosed("cannot submit after shutdown")
             if self._pending >= self.max_pending:
@@ -131,17 +160,24 @@ class Dispatcher:
                 return
             self._queues[key] = collections.deque([(fn, args)])
             self._pending += 1
-            self._ready.append(key)
-            if self._idle:
-                self._cond.notify()
-            # Idle workers that were woken but have not yet taken a key are still
-            # counted in _idle, so this starts a thread only when needed.
-            if len(self._ready) > self._idle and len(self._threads) < self.max_workers:
-                self._start_thread()
+            ready = self._ready
+            ready.append(key)
+            now = _monotonic()
+            if len(ready) == 1:
+                self._ready_since = now
+            # An awake worker always looks at the ready queue before sleeping, so
+            # one is enough unless the awake ones are stuck (the watcher checks
+            # that too, for when no further submission comes).
+            if (
+                len(self._threads) == len(self._sleepers)
+                or now - self._ready_since > self.wake_delay
+            ):
+                self._ready_since = now
+                self._wake()
 
     def pending(self, key: Hashable | None = None) -> int:
         """Calls waiting (not running), for one key or in total."""
-        with self._cond:
+        with self._lock:
             if key is None:
                 return self._pending
             queue = self._queues.get(key)
@@ -149,8 +185,8 @@ class Dispatcher:
 
     @property
     def thread_count(self) -> int:
-        """Worker threads alive right now."""
-        with self._cond:
+        """Worker threads alive right now (the watcher thread not counted)."""
+        with self._lock:
             return len(self._threads)
 
     def shutdown(self, wait: bool = True) -> None:
@@ -159,10 +195,16 @@ class Dispatcher:
         With ``wait`` the caller blocks until every worker has exited (a
         worker calling this does not wait for itself).
         """
-        with self._cond:
+        with self._lock:
             self._shutdown = True
-            self._cond.notify_all()
+            # Every worker awake: the queued calls drain in parallel, and no
+            # watcher is needed any more.
+            while self._sleepers:
+                self._sleepers.pop().release()
+            self._watch_cond.notify_all()
             threads = list(self._threads)
+            if self._watcher is not None:
+                threads.append(self._watcher)
         if wait:
             current = threading.current_thread()
             for thread in threads:
@@ -170,6 +212,22 @@ class Dispatcher:
                     thread.join()
 
     # -- workers ---------------------------------------------------------------
+
+    def _wake(self) -> None:
+        # Called with the lock held: one more worker awake, if the pool allows.
+        if self._sleepers:
+            self._sleepers.pop().release()
+        elif len(self._threads) < self.max_workers:
+            self._start_thread()
+        else:
+            return
+        self._kick_watcher()
+
+    def _kick_watcher(self) -> None:
+        # Called with the lock held whenever a worker becomes awake: a parked
+        # watcher resumes polling. Costs nothing while it polls (under load).
+        if self._watch_parked:
+            self._watch_cond.notify()
 
     def _start_thread(self) -> None:
         # Called with the lock held.
@@ -179,18 +237,27 @@ class Dispatcher:
         )
         self._threads.add(thread)
         thread.start()
+        if self._watcher is None:
+            self._watcher = threading.Thread(
+                target=self._watch, name=f"{self._prefix}-watcher", daemon=True
+            )
+            self._watcher.start()
 
     def _work(self) -> None:
-        cond = self._cond
+        lock = self._lock
         me = threading.current_thread()
+        wake = threading.Lock()
+        wake.acquire()
         key: Hashable = None
         call: _Call | None = None
         while True:
-            with cond:
+            with lock:
                 if call is not None:
                     # Done with the previous call: give the key back.
                     queue = self._queues[key]
                     if queue:
+                        if not self._ready:
+                            self._ready_since = _monotonic()
                         self._ready.append(key)
                     else:
                         del self._queues[key]
@@ -198,23 +265,81 @@ class Dispatcher:
                 while not self._ready:
                     if self._shutdown:
                         self._threads.discard(me)
-                        cond.notify_all()
                         return
-                    self._idle += 1
-                    got_work = cond.wait(self.idle_timeout)
-                    self._idle -= 1
-                    if not got_work and not self._ready:
+                    self._sleepers.append(wake)
+                    lock.release()
+                    try:
+                        woken = wake.acquire(True, self.idle_timeout)
+                    finally:
+                        lock.acquire()
+                    if woken:
+                        continue
+                    try:
+                        self._sleepers.remove(wake)
+                    except ValueError:
+                        # Woken just as the wait timed out: the waker released
+                        # the lock (under ``lock``), take it back for next time.
+                        wake.acquire(False)
+                        continue
+                    if not self._ready:
                         self._threads.discard(me)
+                        if not self._threads:
+                            self._kick_watcher()  # so it exits with the pool
                         return
+                    self._kick_watcher()  # awake again without a _wake()
                 key = self._ready.popleft()
                 call = self._queues[key].popleft()
                 self._pending -= 1
+                if self._ready:
+                    # Progress: the keys left behind wait from now on.
+                    self._ready_since = _monotonic()
             fn, args = call
             try:
                 fn(*args)
             except BaseException:  # noqa: BLE001 - a worker must survive anything
                 logger.exception("Unhandled exception in %r (key %r)", fn, key)
             del fn, args
+
+    def _watch(self) -> None:
+        """Wake a worker when the ready queue is stuck behind blocked workers.
+
+        ``submit`` only checks for a stuck queue when a submission arrives; this
+        thread covers the case where none does. It polls every ``wake_delay``
+        while a worker is awake (that is when keys can wait unattended: with no
+        worker awake, ``submit`` wakes one itself), and parks once the pool has
+        been idle for ``watch_park_after``; waking a worker un-parks it.
+        """
+        cond = self._watch_cond
+        delay = self.wake_delay
+        idle_since: float | None = None
+        with self._lock:
+            while not self._shutdown:
+                now = _monotonic()
+                timeout = delay
+                if self._ready:
+                    idle_since = None
+                    waited = now - self._ready_since
+                    if waited >= delay:
+                        self._ready_since = now
+                        self._wake()  # does nothing when every worker is busy
+                    else:
+                        timeout = delay - waited
+                elif len(self._threads) > len(self._sleepers):
+                    idle_since = None
+                elif not self._threads:
+                    break  # the pool is gone; the next thread starts a watcher
+                elif idle_since is None:
+                    idle_since = now
+                elif now - idle_since >= self.watch_park_after:
+                    self._watch_parked = True
+                    try:
+                        cond.wait()
+                    finally:
+                        self._watch_parked = False
+                    idle_since = None
+                    continue
+                cond.wait(timeout)
+            self._watcher = None
 
 
 class InlineDispatcher:
