@@ -27,9 +27,21 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "routes"))
 from wshelpers import free_port  # noqa: E402
 
-RUN_AUTOBAHN = Path(
-    os.environ.get("RUN_AUTOBAHN", ROOT.parent / "shared" / "tools" / "run-autobahn.sh")
-)
+
+def _run_autobahn() -> Path:
+    """The workplace's run-autobahn.sh: $RUN_AUTOBAHN, ../shared beside the checkout,
+    or /work/shared (where a clone made elsewhere, e.g. by CI in /tmp, still finds it)."""
+    if "RUN_AUTOBAHN" in os.environ:
+        return Path(os.environ["RUN_AUTOBAHN"])
+    candidates = [ROOT.parent / "shared", Path("/work/shared")]
+    for shared in candidates:
+        script = shared / "tools" / "run-autobahn.sh"
+        if script.is_file():
+            return script
+    return candidates[0] / "tools" / "run-autobahn.sh"
+
+
+RUN_AUTOBAHN = _run_autobahn()
 ECHO_APP = ROOT / "tests" / "routes" / "autobahn_echo.py"
 BIN = Path(sys.executable).parent
 
