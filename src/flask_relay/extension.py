@@ -880,24 +880,47 @@ class SocketIO:
 
             if os.environ.get("WERKZEUG_RUN_MAIN") != "true":
                 sys.exit(_reloader_parent(reloader_options.get("reloader_type", "auto")))
-            from werkzeug._reloader import run_with_reloader
-
-            try:
-                run_with_reloader(serve, **reloader_options)
-            finally:
-                # In the reloader's child, serve() runs in a thread, so the server
-                # cannot install its SIGINT/SIGTERM handlers; Werkzeug turns both into
-                # an exit of the main thread (as it does a reload). Shut down here so
-                # clients still get a close and disconnect handlers still run.
-                server = self._http_server
-                if server is not None:
-                    import signal
-
-                    for signum in (signal.SIGINT, signal.SIGTERM):
-                        signal.signal(signum, signal.SIG_IGN)  # one shutdown, uninterrupted
-                    server.stop()
+            sys.exit(self._reloader_child(serve, reloader_options))
         else:
             serve()
+
+    def _reloader_child(self, serve: Callable[[], None], options: dict[str, Any]) -> int:
+        """The reloader's child: the server in the main thread, the file watcher in another.
+
+        Werkzeug's ``run_with_reloader`` does the reverse (the server in a thread), so the
+        server could not install its SIGINT/SIGTERM handlers and a signal arriving during
+        the shutdown cut it short. Here the server owns the signals as without the
+        reloader (clients get a close, disconnect handlers run); a changed file stops the
+        server the same way and the child exits with 3, which asks the parent to restart.
+        """
+        from werkzeug._reloader import reloader_loops
+
+        reloader = reloader_loops[options.get("reloader_type", "auto")](
+            extra_files=options.get("extra_files"),
+            exclude_patterns=options.get("exclude_patterns"),
+            interval=options.get("interval", 1),
+        )
+        exit_code = 0
+
+        def watch() -> None:
+            nonlocal exit_code
+            try:
+                reloader.run()
+            except SystemExit as exc:  # trigger_reload() calls sys.exit(3)
+                exit_code = exc.code if isinstance(exc.code, int) else 3
+            while True:  # the server may still be starting
+                server = self._http_server
+                if server is not None:
+                    server.stop()
+                    return
+                time.sleep(0.05)
+
+        # Entering takes the first snapshot of the watched files: before the server
+        # starts, so that an edit made as soon as it answers is seen as a change.
+        with reloader:
+            threading.Thread(target=watch, name="flask-relay-reloader", daemon=True).start()
+            serve()
+        return exit_code
 
     def stop(self) -> None:
         """Stop the server :meth:`run` started (from a handler or another thread)."""

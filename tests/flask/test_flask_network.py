@@ -286,12 +286,13 @@ def test_run_debug_reloads_on_code_change(tmp_path: Any) -> None:
     port = free_port()
     script = tmp_path / "reload_app.py"
     script.write_text(_RELOAD_APP.replace("PORT", str(port)))
+    log = (tmp_path / "server.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, str(script)],
         cwd=tmp_path,
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,  # the reloader's child is in the same group
     )
 
@@ -310,10 +311,14 @@ def test_run_debug_reloads_on_code_change(tmp_path: Any) -> None:
         script.write_text(
             _RELOAD_APP.replace("PORT", str(port)).replace("VERSION = 1", "VERSION = 2")
         )
-        wait_until(lambda: version() == 2, timeout=20, what="the reloaded app")
+        try:
+            wait_until(lambda: version() == 2, timeout=20, what="the reloaded app")
+        except AssertionError:
+            raise AssertionError((tmp_path / "server.log").read_text()) from None
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(10)
+        log.close()
 
 
 def test_connect_timeout_closes_silent_connections(app: Flask) -> None:

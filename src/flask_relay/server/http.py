@@ -1032,9 +1032,17 @@ class Server:
         done = asyncio.Event()
         self._done_event = done
 
+        shutting_down: list[asyncio.Task[None]] = []
+
         def on_signal(signum: int) -> None:
-            logger.info("Received %s, shutting down", signal.Signals(signum).name)
-            loop.create_task(self._shutdown_and_exit())
+            name = signal.Signals(signum).name
+            if shutting_down:
+                # A second signal (Ctrl-C reaches a whole process group, a supervisor
+                # may follow up with SIGTERM) must not cut the first shutdown short.
+                logger.info("Received %s, already shutting down", name)
+                return
+            logger.info("Received %s, shutting down", name)
+            shutting_down.append(loop.create_task(self._shutdown_and_exit()))
 
         installed: list[int] = []
         if threading.current_thread() is threading.main_thread():
