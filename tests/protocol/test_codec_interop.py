@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from flask_relay.protocol import ProtocolError
@@ -120,6 +120,12 @@ def same(a: Any, b: Any) -> bool:
     """Equality as JavaScript sees it: 1 == 1.0, and dict order does not matter."""
     if isinstance(a, bool) or isinstance(b, bool):
         return a is b
+    if (isinstance(a, float) and not math.isfinite(a) and b is None) or (
+        isinstance(b, float) and not math.isfinite(b) and a is None
+    ):
+        # The Node peer answers in JSON, where JSON.stringify writes null for an
+        # Infinity or NaN it decoded (from 8e308, say).
+        return True
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
         # One number type in JavaScript: doubles (so 2**53 + 1 reads as 2**53).
         return float(a) == float(b) or (math.isnan(a) and math.isnan(b))
@@ -399,6 +405,7 @@ def mutated(draw: st.DrawFn) -> list[str | bytes]:
 
 @settings(max_examples=int(os.environ.get("CODEC_DIFF_EXAMPLES", "400")), deadline=None)
 @given(mutated())
+@example(['51-/admin,["a",[null,{"_placeholder":true,"num":0}],8e308]', b""])  # found in CI
 def test_what_python_accepts_the_reference_accepts(
     peer: NodePeer, items: list[str | bytes]
 ) -> None:
