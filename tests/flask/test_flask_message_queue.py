@@ -194,11 +194,13 @@ def test_ignore_queue_stays_local(cluster: Cluster) -> None:
     a = sio1.test_client(app1)
     b = sio2.test_client(app2)
     sio2.emit("local_only", 1, ignore_queue=True)
+    sio2.server.send("local message", ignore_queue=True)  # the engine's own send too
     sio2.emit("marker", 2)
     assert _events(a, "marker") == [[2]]
     assert a.get_received() == []
     assert b.get_received() == [
         {"name": "local_only", "args": [1], "namespace": "/"},
+        {"name": "message", "args": "local message", "namespace": "/"},  # as the anchor shows it
         {"name": "marker", "args": [2], "namespace": "/"},
     ]
 

@@ -815,7 +815,7 @@ class SocketIOServer:
         ignore_queue: bool = False,
     ) -> None:
         """Emit a ``message`` event."""
-        self.emit("message", data, to, room, skip_sid, namespace, callback)
+        self.emit("message", data, to, room, skip_sid, namespace, callback, ignore_queue)
 
     @staticmethod
     def _new_ack(sock: Socket, ack: _Ack) -> int:
