@@ -144,6 +144,9 @@ class EngineIO:
         if not isinstance(data, (str, bytes, bytearray, memoryview)):
             raise TypeError(f"data must be str or bytes, not {type(data).__name__}")
         self.engine.send(sid, data if isinstance(data, str) else bytes(data))
+        # Back-pressure: a client over max_send_buffer makes the sender wait
+        # (bounded by slow_consumer_timeout; never on the loop).
+        self.engine.wait_for_room((sid,))
 
     def disconnect(self, sid: str) -> None:
         """Close a client's connection; its disconnect handler gets "forced close"."""

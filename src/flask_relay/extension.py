@@ -118,7 +118,13 @@ ENGINEIO_OPTIONS = (
 )
 
 #: Flask-Relay's own Engine.IO options, passed on only when given.
-ENGINEIO_EXTRA_OPTIONS = ("upgrade_timeout", "max_send_buffer", "websocket_compression")
+ENGINEIO_EXTRA_OPTIONS = (
+    "upgrade_timeout",
+    "max_send_buffer",
+    "slow_consumer_timeout",
+    "max_total_send_buffer",
+    "websocket_compression",
+)
 
 _ACCEPTED_ASYNC_MODES = (None, "threading", "relay", "flask_relay", "flask-relay")
 _GREEN_ASYNC_MODES = ("eventlet", "gevent", "gevent_uwsgi")
@@ -311,6 +317,13 @@ class SocketIO:
     ``compression_threshold``, ``cookie``, ``cors_allowed_origins``,
     ``cors_credentials``, ``monitor_clients``, ``transports``
         The Engine.IO endpoint's options.
+    ``max_send_buffer`` (16 MiB), ``slow_consumer_timeout`` (10),
+    ``max_total_send_buffer`` (256 MiB)
+        Flow control: an emit waits while a recipient has more than
+        ``max_send_buffer`` bytes queued (or all clients together more than
+        ``max_total_send_buffer``); a client over its bound that reads nothing
+        for ``slow_consumer_timeout`` seconds is closed ("slow consumer",
+        see docs/handlers.md).
     ``connect_timeout`` (45)
         Seconds a client may stay connected without joining a namespace.
     ``max_workers`` (32)

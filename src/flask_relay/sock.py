@@ -56,6 +56,13 @@ Options (``app.config["SOCK_SERVER_OPTIONS"]``)
     Received messages buffered for a route that is not calling ``receive()``;
     past it, the loop stops reading that socket (TCP back-pressure) until the
     route catches up.
+``slow_consumer_timeout`` (default 10)
+    ``ws.send`` waits while more than 1 MiB is on its way to the client. A
+    client that accepts no byte for this many seconds while output waits for
+    it is a *slow consumer*: the connection is closed with 1008
+    ``"slow consumer"`` (the TCP connection at once: the close frame could not
+    get past the unread data) and the route's ``send`` raises
+    :class:`ConnectionClosed`.
 
 Flask-Sock's ``receive_bytes``, ``thread_class``, ``event_class`` and
 ``selector_class`` are accepted and ignored: the loop does the reading.
@@ -168,6 +175,7 @@ class WebSocketOptions:
     subprotocols: tuple[str, ...] = ()
     compression: bool = False
     max_queued_messages: int = 64
+    slow_consumer_timeout: float = 10.0
 
     _IGNORED = frozenset({"receive_bytes", "thread_class", "event_class", "selector_class"})
 
@@ -196,6 +204,10 @@ class WebSocketOptions:
                 if int(value) < 1:
                     raise ValueError("SOCK_SERVER_OPTIONS['max_queued_messages'] must be >= 1")
                 kwargs[key] = int(value)
+            elif key == "slow_consumer_timeout":
+                if float(value) <= 0:
+                    raise ValueError("SOCK_SERVER_OPTIONS['slow_consumer_timeout'] must be > 0")
+                kwargs[key] = float(value)
             else:
                 raise ValueError(f"unknown SOCK_SERVER_OPTIONS key {key!r}")
         return cls(**kwargs)
@@ -513,7 +525,8 @@ class WebSocket(_BaseWebSocket):
 
     def send(self, data: Any) -> None:
         """Send a message: ``bytes``-like as binary, anything else ``str()``-ed as
-        text. Waits while more than 1 MiB is on its way to a slow client.
+        text. Waits while more than 1 MiB is on its way to a slow client (one
+        that reads nothing for ``slow_consumer_timeout`` seconds is closed).
         Raises :class:`ConnectionClosed` when the connection is closed."""
         self.accept()
         payload = _coerce(data)

@@ -564,15 +564,22 @@ def test_send_prepared_to_mixed_transports(make_engine: Any) -> None:
             assert poll(running.port, sid).text == "4hello\x1ebAAEC"
 
 
-def test_polling_output_bound(make_engine: Any) -> None:
-    running = make_engine(echo=False, max_http_buffer_size=1000, max_send_buffer=2000)
+def test_polling_output_bound(make_engine: Any, caplog: Any) -> None:
+    running = make_engine(
+        echo=False, max_http_buffer_size=1000, max_send_buffer=2000, slow_consumer_timeout=0.5
+    )
     engine = running.engine
     slow, _ = handshake(running.port)
     other, _ = handshake(running.port)
     for _ in range(3):
         engine.send(slow, "z" * 900)
+    # Over its bound and not polling: closed as a slow consumer once the timeout passed.
+    assert engine.wait_for_room([slow]) is True
     rec = running.recorder
     assert wait_for(lambda: rec.of("disconnect")) == [("disconnect", slow, "transport error")]
+    assert any(
+        "slow consumer" in r.getMessage() and slow in r.getMessage() for r in caplog.records
+    )
     # Nothing half-delivered: the next GET gets just the close packet.
     assert poll(running.port, slow).text == "1"
     assert error(poll(running.port, slow))[:2] == (400, 1)

@@ -20,11 +20,28 @@ then appends the same bytes to every WebSocket recipient's output and the same
 strings to every polling recipient's queue. Output to one socket is coalesced:
 what a loop iteration brings leaves in one ``transport.write``.
 
-Output is bounded per connection (``max_send_buffer`` bytes queued for a
-polling client that does not poll, or buffered in the kernel-side transport of
-a WebSocket client that does not read). A client over the bound is
-disconnected (reason ``"transport error"``, logged with the cause); no packet
-is ever dropped silently, and other clients are not affected.
+Flow control (see ``docs/handlers.md``, "Back-pressure and slow consumers").
+Each session's *output* is what waits for its client: bytes handed over by
+the send methods and not yet seen by the loop (``pending``, counted by the
+sending thread under ``_flow``), plus what the loop holds for it (``loop_bytes``:
+the polling queue, or the WebSocket frames not yet written plus the
+transport's write buffer, i.e. not yet accepted by the kernel). The send
+methods never block; :meth:`~EngineIOServer.wait_for_room`, called by the
+emitting thread once it holds no lock the loop needs, waits while a
+recipient's output is over ``max_send_buffer`` (until it drains to half) or
+the whole process's is over ``max_total_send_buffer``, at most
+``slow_consumer_timeout`` plus a second per call. The loop never waits:
+
+* a session over its bound is watched; when its client accepts no byte for
+  ``slow_consumer_timeout`` seconds it is closed as a *slow consumer*
+  (reason ``"transport error"``, a WARNING naming the sid, the address and
+  the bytes queued). A client that reads, however slowly, is not closed;
+* output past four times ``max_send_buffer`` (a loop-side burst, or emitters
+  whose waits timed out), or past the bound while the process is over twice
+  ``max_total_send_buffer``, closes the client at once, so memory stays
+  bounded whatever the clients do.
+
+No packet is ever dropped silently.
 """
 
 from __future__ import annotations
@@ -35,6 +52,8 @@ import io
 import logging
 import secrets
 import sys
+import threading
+import time
 import zlib
 from base64 import b64encode
 from collections.abc import Callable, Iterable, Sequence
@@ -87,6 +106,10 @@ _TEXT_PLAIN = ("Content-Type", "text/plain; charset=UTF-8")
 _UPGRADE_NOOP_INTERVAL = 0.1
 #: Seconds to wait for a WebSocket peer's close frame after ours.
 _WS_CLOSE_TIMEOUT = 5.0
+#: A session's output past this many times ``max_send_buffer`` closes it at once.
+_HARD_CAP_FACTOR = 4
+#: The longest interval between two checks of a session over its bound.
+_WATCH_TICK = 0.5
 
 
 class EngineHandler(Protocol):
@@ -110,6 +133,11 @@ def _item(data: str | bytes | bytearray | memoryview) -> _Item:
         return (text, text)
     raw = bytes(data)
     return ("b" + b64encode(raw).decode("ascii"), raw)
+
+
+def _size(items: list[_Item]) -> int:
+    """What ``items`` count against a client's bound (their WebSocket payloads)."""
+    return sum(len(payload) + 10 for _, payload in items)
 
 
 def _control(ptype: PacketType, data: str | None = None) -> _Item:
@@ -160,13 +188,34 @@ class _WSChannel(asyncio.Protocol):
         self.finished = False
         self._flush_scheduled = False
         self._close_timer: asyncio.TimerHandle | None = None
+        #: Bytes given to ``conn`` and not yet written to the transport.
+        self.unflushed = 0
+        #: Bytes written to the transport, ever (minus its buffer: accepted by the kernel).
+        self.written = 0
 
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.server._channels.add(self)
+        # pause_writing() when the client is over its bound, resume_writing()
+        # once half of it drained: when the emitters waiting for it may go on.
+        bound = self.server.max_send_buffer
+        try:
+            self.transport.set_write_buffer_limits(high=bound, low=bound // 2)
+        except (AttributeError, NotImplementedError):  # pragma: no cover - odd transports
+            pass
         self.flush()
+
+    def pause_writing(self) -> None:
+        session = self.session
+        if session is not None and session.ws is self:
+            self.server._watch(session)
+
+    def resume_writing(self) -> None:
+        session = self.session
+        if session is not None and session.ws is self:
+            self.server._measure(session)
 
     def data_received(self, data: bytes) -> None:
         events = self.conn.receive_data(data)
@@ -222,6 +271,7 @@ class _WSChannel(asyncio.Protocol):
 
     def write_frames(self, frames: bytes) -> None:
         self.conn.send_frame(frames)
+        self.unflushed += len(frames)
         self._schedule_flush()
 
     def send_item(self, item: _Item) -> None:
@@ -230,7 +280,22 @@ class _WSChannel(asyncio.Protocol):
             self.conn.send_text(payload)
         else:
             self.conn.send_binary(payload)
+        self.unflushed += len(payload) + 10  # a frame header is 2 to 10 bytes
         self._schedule_flush()
+
+    def buffered(self) -> int:
+        """Bytes not yet accepted by the kernel (frames not written + the write buffer)."""
+        transport = self.transport
+        if transport is None:
+            return self.unflushed
+        return self.unflushed + transport.get_write_buffer_size()
+
+    def accepted(self) -> int:
+        """Bytes the kernel took so far (grows while the client reads)."""
+        transport = self.transport
+        if transport is None:
+            return self.written
+        return self.written - transport.get_write_buffer_size()
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
@@ -243,15 +308,13 @@ class _WSChannel(asyncio.Protocol):
         if transport is None:
             return
         out = self.conn.data_to_send()
+        self.unflushed = 0
         if out:
             transport.write(out)
-            if (
-                transport.get_write_buffer_size() > self.server.max_send_buffer
-                and not self.finished
-                and self.session is not None
-            ):
-                self.server._overflow(self.session, transport.get_write_buffer_size())
-                return
+            self.written += len(out)
+            session = self.session
+            if session is not None and session.ws is self and not self.finished:
+                self.server._measure(session)
         if self.conn.should_close_transport:
             transport.close()
 
@@ -280,15 +343,22 @@ class _Session:
         "environ",
         "held",
         "held_request",
+        "loop_bytes",
         "noop_timer",
+        "pending",
         "ping_timer",
+        "polled",
         "probe",
         "probed",
+        "progress_mark",
+        "progress_time",
         "queue",
         "queued_bytes",
         "sid",
         "transport",
         "upgrade_timer",
+        "waiters",
+        "watch_timer",
         "ws",
     )
 
@@ -307,9 +377,22 @@ class _Session:
         self.ping_timer: asyncio.TimerHandle | None = None
         self.upgrade_timer: asyncio.TimerHandle | None = None
         self.noop_timer: asyncio.TimerHandle | None = None
+        # Flow control (see the module docstring). ``pending`` and ``waiters``
+        # change under the server's ``_flow`` lock; the rest on the loop only.
+        self.pending = 0
+        self.waiters = 0
+        self.loop_bytes = 0
+        self.polled = 0  # bytes taken by GET requests, ever
+        self.progress_mark = 0
+        self.progress_time = 0.0
+        self.watch_timer: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:
         return f"<Session {self.sid} {self.transport}>"
+
+    def remote(self) -> str:
+        environ = self.environ
+        return f"{environ.get('REMOTE_ADDR', '?')}:{environ.get('REMOTE_PORT', '?')}"
 
 
 def _seconds_to_ms(value: float) -> int:
@@ -331,8 +414,13 @@ class EngineIOServer:
     ``[]``: no origin check and no CORS headers),
     ``cors_credentials``, ``http_compression`` and ``compression_threshold``
     (gzip/deflate of polling responses). ``upgrade_timeout`` (10 s) bounds an
-    unfinished upgrade; ``max_send_buffer`` (bytes) bounds what waits for
-    one client; ``websocket_compression`` enables permessage-deflate.
+    unfinished upgrade; ``websocket_compression`` enables permessage-deflate.
+
+    Flow control (see the module docstring): ``max_send_buffer`` (16 MiB) is
+    the output one client may have waiting before emitters wait for it;
+    ``slow_consumer_timeout`` (10 s) how long a client over it may go without
+    reading a byte before it is closed; ``max_total_send_buffer`` (256 MiB)
+    the output of all clients together before emitters wait.
     """
 
     def __init__(
@@ -351,6 +439,8 @@ class EngineIOServer:
         compression_threshold: int = 1024,
         upgrade_timeout: float = 10,
         max_send_buffer: int = 16 * 1024 * 1024,
+        slow_consumer_timeout: float = 10.0,
+        max_total_send_buffer: int = 256 * 1024 * 1024,
         websocket_compression: bool = False,
         monitor_clients: bool = True,
         logger: logging.Logger | bool | None = None,
@@ -386,6 +476,10 @@ class EngineIOServer:
         self.compression_threshold = int(compression_threshold)
         self.upgrade_timeout = float(upgrade_timeout)
         self.max_send_buffer = max(int(max_send_buffer), 2 * self.max_http_buffer_size)
+        if float(slow_consumer_timeout) <= 0:
+            raise ValueError("slow_consumer_timeout must be > 0")
+        self.slow_consumer_timeout = float(slow_consumer_timeout)
+        self.max_total_send_buffer = max(int(max_total_send_buffer), self.max_send_buffer)
         self.websocket_compression = bool(websocket_compression)
         self.monitor_clients = bool(monitor_clients)
         if isinstance(logger, logging.Logger):
@@ -411,6 +505,14 @@ class EngineIOServer:
         # the close packet) wait for the client's next GET.
         self._closing: dict[str, _Session] = {}
         self._shutting_down = False
+        # Flow control: sessions' ``pending`` and ``waiters``, these totals and
+        # the waiting emitters go with this condition; ``_loop_total`` (the sum
+        # of the sessions' ``loop_bytes``) is written on the loop only.
+        self._flow = threading.Condition(threading.Lock())
+        self._pending_total = 0
+        self._loop_total = 0
+        self._total_waiters = 0
+        self._watch_tick = min(_WATCH_TICK, self.slow_consumer_timeout / 4)
 
     # -- Mount ----------------------------------------------------------------------
 
@@ -606,12 +708,14 @@ class EngineIOServer:
     # -- the send interface (any thread) ---------------------------------------------
 
     def send(self, sid: str, data: str | bytes) -> None:
-        """Send one message to a session."""
-        self._call(self._deliver, sid, [_item(data)], None)
+        """Send one message to a session (never blocks; see :meth:`wait_for_room`)."""
+        items = [_item(data)]
+        self._send(sid, items, _size(items))
 
     def send_many(self, sid: str, items: list[str | bytes]) -> None:
         """Send several messages that must stay together (a binary Socket.IO packet)."""
-        self._call(self._deliver, sid, [_item(d) for d in items], None)
+        encoded = [_item(d) for d in items]
+        self._send(sid, encoded, _size(encoded))
 
     def prepare(self, items: list[str | bytes]) -> Prepared:
         """Encode the messages once, and build their WebSocket frames once."""
@@ -620,12 +724,110 @@ class EngineIOServer:
         return Prepared(encoded, frames)
 
     def send_prepared(self, sids: Iterable[str], prepared: Prepared) -> None:
-        """Send prepared messages to many sessions: per recipient, one append."""
-        self._call(self._deliver_prepared, list(sids), prepared)
+        """Send prepared messages to many sessions: per recipient, one append.
+
+        Each recipient is charged the whole size (its transport gets its own copy).
+        """
+        get = self._sessions.get
+        sessions = [session for sid in sids if (session := get(sid)) is not None]
+        if not sessions:
+            return
+        size = prepared.size
+        with self._flow:
+            for session in sessions:
+                session.pending += size
+            self._pending_total += size * len(sessions)
+        self._call(self._deliver_prepared, sessions, prepared)
 
     def disconnect(self, sid: str, reason: str = "forced close") -> None:
         """Close a session from the server side; the handler hears ``reason``."""
         self._call(self._disconnect, sid, reason)
+
+    def wait_for_room(self, sids: Iterable[str], timeout: float | None = None) -> bool:
+        """Wait while one of ``sids`` (or the whole process) has too much output queued.
+
+        Call it from the thread that just sent to ``sids``, holding no lock the
+        loop takes. A client over ``max_send_buffer`` is waited for until half
+        of that drained, or it is closed; the process over
+        ``max_total_send_buffer`` until a quarter of that drained. ``timeout``
+        (default ``slow_consumer_timeout`` plus a second: long enough for a
+        client that reads nothing to be closed) bounds the whole call, however
+        many recipients are slow. Returns at once on the loop thread (the loop
+        never waits). Returns ``False`` when it timed out.
+        """
+        bound = self.max_send_buffer
+        total = self._pending_total + self._loop_total
+        if total <= bound and total <= self.max_total_send_buffer:
+            return True  # nobody can be over their bound: the usual case, O(1)
+        hub = self.hub
+        if hub is None or hub.in_loop_thread():
+            return True
+        if timeout is None:
+            timeout = self.slow_consumer_timeout + 2 * self._watch_tick
+        deadline = time.monotonic() + timeout
+        get = self._sessions.get
+        if isinstance(sids, str):
+            sids = (sids,)
+        for sid in sids:
+            session = get(sid)
+            if (
+                session is not None
+                and session.pending + session.loop_bytes > bound
+                and not self._wait_session(session, deadline)
+            ):
+                return False
+        if self._pending_total + self._loop_total > self.max_total_send_buffer:
+            return self._wait_total(deadline)
+        return True
+
+    def _wait_session(self, session: _Session, deadline: float) -> bool:
+        low = self.max_send_buffer // 2
+        flow = self._flow
+        with flow:
+            session.waiters += 1
+            try:
+                while not session.closed and session.pending + session.loop_bytes > low:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    flow.wait(min(remaining, 1.0))
+            finally:
+                session.waiters -= 1
+        return True
+
+    def _wait_total(self, deadline: float) -> bool:
+        low = self.max_total_send_buffer * 3 // 4
+        flow = self._flow
+        with flow:
+            self._total_waiters += 1
+            try:
+                while self._pending_total + self._loop_total > low:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    flow.wait(min(remaining, 1.0))
+            finally:
+                self._total_waiters -= 1
+        return True
+
+    def output_size(self, sid: str) -> int | None:
+        """Bytes waiting for client ``sid`` (``None`` for an unknown sid); any thread."""
+        session = self._sessions.get(sid)
+        return None if session is None else session.pending + session.loop_bytes
+
+    @property
+    def total_output_size(self) -> int:
+        """Bytes waiting for all clients together (broadcasts counted per recipient)."""
+        return self._pending_total + self._loop_total
+
+    def _send(self, sid: str, items: list[_Item], size: int) -> None:
+        session = self._sessions.get(sid)
+        if session is None:
+            return
+        with self._flow:
+            session.pending += size
+            self._pending_total += size
+        self._call(self._deliver, session, items, size)
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> None:
         hub = self.hub
@@ -636,17 +838,23 @@ class EngineIOServer:
 
     # -- delivery (loop) -------------------------------------------------------------
 
-    def _deliver(self, sid: str, items: list[_Item], frames: bytes | None) -> None:
-        session = self._sessions.get(sid)
-        if session is None or session.closed:
+    def _deliver(self, session: _Session, items: list[_Item], size: int) -> None:
+        with self._flow:
+            session.pending -= size
+            self._pending_total -= size
+        if session.closed:
+            self._notify(session)
             return
-        self._enqueue(session, items, frames)
+        self._enqueue(session, items, None)
 
-    def _deliver_prepared(self, sids: list[str], prepared: Prepared) -> None:
-        sessions = self._sessions
-        for sid in sids:
-            session = sessions.get(sid)
-            if session is not None and not session.closed:
+    def _deliver_prepared(self, sessions: list[_Session], prepared: Prepared) -> None:
+        size = prepared.size
+        with self._flow:
+            for session in sessions:
+                session.pending -= size
+            self._pending_total -= size * len(sessions)
+        for session in sessions:
+            if not session.closed:
                 self._enqueue(session, prepared.items, prepared.frames)
 
     def _enqueue(self, session: _Session, items: list[_Item], frames: bytes | None) -> None:
@@ -657,23 +865,121 @@ class EngineIOServer:
             else:
                 for item in items:
                     ws.send_item(item)
+            self._measure(session)
             return
         session.queue.extend(items)
         session.queued_bytes += sum(len(segment) for segment, _ in items)
-        if session.queued_bytes > self.max_send_buffer:
-            self._overflow(session, session.queued_bytes)
+        self._measure(session)
+        if session.closed:
             return
         if session.held is not None and not session.probed:
             self._flush_poll(session)
 
-    def _overflow(self, session: _Session, size: int) -> None:
+    # -- flow control (loop) ---------------------------------------------------------
+
+    def _measure(self, session: _Session) -> None:
+        """Update the output the loop holds for ``session``; act on its bounds."""
+        if session.closed:
+            return
+        ws = session.ws
+        size = ws.buffered() if ws is not None else session.queued_bytes
+        old = session.loop_bytes
+        session.loop_bytes = size
+        self._loop_total += size - old
+        bound = self.max_send_buffer
+        total = size + session.pending
+        if total > bound:
+            if total > _HARD_CAP_FACTOR * bound:
+                self._slow_consumer(
+                    session, total, f"over {_HARD_CAP_FACTOR} x max_send_buffer={bound}"
+                )
+                return
+            if self._loop_total + self._pending_total > 2 * self.max_total_send_buffer:
+                self._slow_consumer(
+                    session,
+                    total,
+                    "over max_send_buffer while all clients' output is over 2 x "
+                    f"max_total_send_buffer={self.max_total_send_buffer}",
+                )
+                return
+            self._watch(session)
+        elif size < old:
+            self._notify(session)
+
+    def _notify(self, session: _Session | None) -> None:
+        """Wake the emitters waiting for ``session`` (or for the total) if they may go on."""
+        wake = False
+        if session is not None and session.waiters and (
+            session.closed or session.pending + session.loop_bytes <= self.max_send_buffer // 2
+        ):
+            wake = True
+        if self._total_waiters and (
+            self._pending_total + self._loop_total <= self.max_total_send_buffer * 3 // 4
+        ):
+            wake = True
+        if wake:
+            with self._flow:
+                self._flow.notify_all()
+
+    def _progress(self, session: _Session) -> int:
+        ws = session.ws
+        return ws.accepted() if ws is not None else session.polled
+
+    def _watch(self, session: _Session) -> None:
+        """Check ``session`` every tick while it is over its bound."""
+        if session.watch_timer is not None or session.closed:
+            return
+        session.progress_mark = self._progress(session)
+        session.progress_time = self.loop.time()
+        session.watch_timer = self.loop.call_later(self._watch_tick, self._watch_check, session)
+
+    def _watch_check(self, session: _Session) -> None:
+        session.watch_timer = None
+        if session.closed:
+            return
+        ws = session.ws
+        size = ws.buffered() if ws is not None else session.queued_bytes
+        self._loop_total += size - session.loop_bytes
+        session.loop_bytes = size
+        total = size + session.pending
+        self._notify(session)
+        if total <= self.max_send_buffer:
+            return
+        mark = self._progress(session)
+        now = self.loop.time()
+        if mark != session.progress_mark:
+            session.progress_mark = mark
+            session.progress_time = now
+        elif now - session.progress_time >= self.slow_consumer_timeout:
+            self._slow_consumer(
+                session,
+                total,
+                f"no byte read for {now - session.progress_time:.1f} s "
+                f"(slow_consumer_timeout={self.slow_consumer_timeout:g})",
+            )
+            return
+        session.watch_timer = self.loop.call_later(self._watch_tick, self._watch_check, session)
+
+    def _slow_consumer(self, session: _Session, size: int, why: str) -> None:
         self.logger.warning(
-            "Closing %s: %d bytes waiting for a client that does not read "
-            "(max_send_buffer=%d)",
+            "Closing %s from %s: slow consumer: %d bytes queued, %s",
             session.sid,
+            session.remote(),
             size,
-            self.max_send_buffer,
+            why,
         )
+        self._overflow(session)
+
+    def _release(self, session: _Session) -> None:
+        """A closed session's output no longer counts; its waiters go on."""
+        if session.watch_timer is not None:
+            session.watch_timer.cancel()
+            session.watch_timer = None
+        self._loop_total -= session.loop_bytes
+        session.loop_bytes = 0
+        self._notify(session)
+
+    def _overflow(self, session: _Session) -> None:
         session.queue.clear()
         session.queued_bytes = 0
         ws = session.ws
@@ -745,9 +1051,12 @@ class EngineIOServer:
         body = "\x1e".join(segment for segment, _ in session.queue).encode()
         session.queue = []
         session.queued_bytes = 0
+        session.polled += len(body)
         session.held = None
         session.held_request = None
         self._respond(request, responder, 200, [_TEXT_PLAIN], body)
+        if not session.closed:
+            self._measure(session)
 
     def _send_noop(self, session: _Session) -> None:
         responder = session.held
@@ -996,6 +1305,7 @@ class EngineIOServer:
         if not keep_queue:
             session.queue = []
             session.queued_bytes = 0
+        self._release(session)
         self.logger.debug("%s closed: %s", session.sid, reason)
         handler = self.handler
         if handler is not None:

@@ -52,6 +52,7 @@ import contextlib
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -782,6 +783,7 @@ class SocketIOServer:
                 self._deliver_many(socks, items)
             if self.queue is not None and not ignore_queue:
                 self.queue.emit(event, args, namespace=namespace, room=to, skip_sid=skip_sid)
+            self._wait_for_room(socks)
             return len(socks)
         if (
             self.queue is not None
@@ -802,7 +804,28 @@ class SocketIOServer:
                     sock.acks.pop(ack_id, None)
                     raise
                 self._deliver(sock, items)
+        self._wait_for_room(socks)
         return len(socks)
+
+    def _wait_for_room(self, socks: list[Socket]) -> None:
+        """Back-pressure: wait (outside the lock) while a recipient's output is over its
+        bound (see :meth:`EngineIOServer.wait_for_room
+        <flask_relay.engine.eio.EngineIOServer.wait_for_room>`); no-op on the loop."""
+        if not socks:
+            return
+        start = time.monotonic()
+        for binding in list(self.bindings):
+            wait = getattr(binding.engine, "wait_for_room", None)
+            if wait is None:
+                continue
+            timeout = None
+            if len(self.bindings) > 1:  # one budget per emit, whatever the engines
+                default = getattr(binding.engine, "slow_consumer_timeout", 10.0) + 1.0
+                timeout = max(0.0, default - (time.monotonic() - start))
+            wait(
+                (s.connection.eio_sid for s in socks if s.connection.binding is binding),
+                timeout,
+            )
 
     def send(
         self,

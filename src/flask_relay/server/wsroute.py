@@ -58,6 +58,12 @@ logger = logging.getLogger("flask_relay.sock")
 #: Seconds to wait for the peer's close frame (or its TCP close) after ours.
 CLOSE_TIMEOUT = 10.0
 
+#: Seconds a client may accept no byte while output waits for it (the default of
+#: ``SOCK_SERVER_OPTIONS["slow_consumer_timeout"]``).
+SLOW_CONSUMER_TIMEOUT = 10.0
+#: WebSocket close code for a slow consumer: a policy violation (RFC 6455 7.4.1).
+CLOSE_SLOW_CONSUMER = 1008
+
 #: Every route connection whose transport is open, on any loop (for shutdown).
 _live: set[RouteChannel] = set()
 
@@ -89,11 +95,20 @@ class RouteChannel(asyncio.Protocol):
         loop: asyncio.AbstractEventLoop,
         *,
         close_timeout: float = CLOSE_TIMEOUT,
+        slow_consumer_timeout: float = SLOW_CONSUMER_TIMEOUT,
     ) -> None:
         self._conn = conn
         self._listener = listener
         self._loop = loop
         self._close_timeout = close_timeout
+        self._slow_consumer_timeout = slow_consumer_timeout
+        # Slow-consumer watch: armed while the transport is paused (its write
+        # buffer over the high-water mark); ``_written`` minus the buffer is
+        # what the kernel accepted, which grows while the client reads.
+        self._written = 0
+        self._watch_timer: asyncio.TimerHandle | None = None
+        self._progress_mark = 0
+        self._progress_time = 0.0
         self._transport: asyncio.Transport | None = None
         self._flush_scheduled = False
         self._close_timer: asyncio.TimerHandle | None = None
@@ -133,6 +148,7 @@ class RouteChannel(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         _live.discard(self)
+        self._stop_watch()
         if self._close_timer is not None:
             self._close_timer.cancel()
             self._close_timer = None
@@ -143,9 +159,60 @@ class RouteChannel(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._listener.pause_writing()
+        if self._watch_timer is None and self._transport is not None:
+            self._progress_mark = self._accepted()
+            self._progress_time = self._loop.time()
+            self._watch_timer = self._loop.call_later(self._watch_tick(), self._watch)
 
     def resume_writing(self) -> None:
+        self._stop_watch()
         self._listener.resume_writing()
+
+    # -- slow consumers ----------------------------------------------------
+
+    def _accepted(self) -> int:
+        transport = self._transport
+        return self._written - (transport.get_write_buffer_size() if transport else 0)
+
+    def _watch_tick(self) -> float:
+        return min(0.5, self._slow_consumer_timeout / 4)
+
+    def _stop_watch(self) -> None:
+        if self._watch_timer is not None:
+            self._watch_timer.cancel()
+            self._watch_timer = None
+
+    def _watch(self) -> None:
+        self._watch_timer = None
+        transport = self._transport
+        if transport is None or self._finished:
+            return
+        mark = self._accepted()
+        now = self._loop.time()
+        if mark != self._progress_mark:
+            self._progress_mark, self._progress_time = mark, now
+        elif now - self._progress_time >= self._slow_consumer_timeout:
+            self._slow_consumer(transport, now - self._progress_time)
+            return
+        self._watch_timer = self._loop.call_later(self._watch_tick(), self._watch)
+
+    def _slow_consumer(self, transport: asyncio.Transport, idle: float) -> None:
+        peer = transport.get_extra_info("peername")
+        logger.warning(
+            "Closing a WebSocket route connection from %s: slow consumer: %d bytes "
+            "queued, no byte read for %.1f s (slow_consumer_timeout=%g)",
+            f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else peer,
+            transport.get_write_buffer_size(),
+            idle,
+            self._slow_consumer_timeout,
+        )
+        if self._conn.open:
+            # Queued behind the unread data: a client that wakes up may see it.
+            self._conn.close(CLOSE_SLOW_CONSUMER, "slow consumer")
+            self._flush()
+        self._finish(CLOSE_SLOW_CONSUMER, "slow consumer")
+        # The close handshake cannot complete through a full buffer: drop the TCP.
+        transport.abort()
 
     # -- events ------------------------------------------------------------
 
@@ -183,6 +250,7 @@ class RouteChannel(asyncio.Protocol):
         out = self._conn.data_to_send()
         if out:
             transport.write(out)
+            self._written += len(out)
         if self._conn.should_close_transport:
             transport.close()
 
@@ -262,7 +330,12 @@ class RouteUpgrader:
         )
         if isinstance(result, wsproto.Rejection):
             raise HandshakeRejected(result.status, result.headers, result.body)
-        channel = RouteChannel(result, listener, self.hub.loop)
+        channel = RouteChannel(
+            result,
+            listener,
+            self.hub.loop,
+            slow_consumer_timeout=options.slow_consumer_timeout,
+        )
         try:
             self.start(channel)
         except OSError:
