@@ -21,16 +21,16 @@ strings to every polling recipient's queue. Output to one socket is coalesced:
 what a loop iteration brings leaves in one ``transport.write``.
 
 Flow control (see ``docs/handlers.md``, "Back-pressure and slow consumers").
-Each session's *output* is what waits for its client: bytes handed over by
-the send methods and not yet seen by the loop (``pending``, counted by the
-sending thread under ``_flow``), plus what the loop holds for it (``loop_bytes``:
-the polling queue, or the WebSocket frames not yet written plus the
-transport's write buffer, i.e. not yet accepted by the kernel). The send
-methods never block; :meth:`~EngineIOServer.wait_for_room`, called by the
-emitting thread once it holds no lock the loop needs, waits while a
-recipient's output is over ``max_send_buffer`` (until it drains to half) or
-the whole process's is over ``max_total_send_buffer``, at most
-``slow_consumer_timeout`` plus a second per call. The loop never waits:
+Each session's *output* (``loop_bytes``, loop only) is what the loop holds for
+it: the polling queue, or the WebSocket frames not yet written plus the
+transport's write buffer (not yet accepted by the kernel). Bytes handed to the
+send methods and not yet taken by the loop are counted in ``_pending_total``
+(by the sending thread, under ``_flow``). The send methods never block;
+:meth:`~EngineIOServer.wait_for_room`, called by the emitting thread once it
+holds no lock the loop needs, waits while a recipient's output is over
+``max_send_buffer`` (until it drains to half) or the whole process's is over
+``max_total_send_buffer``, at most ``slow_consumer_timeout`` plus a second per
+call. The loop never waits:
 
 * a session over its bound is watched; when its client accepts no byte for
   ``slow_consumer_timeout`` seconds it is closed as a *slow consumer*
@@ -188,8 +188,6 @@ class _WSChannel(asyncio.Protocol):
         self.finished = False
         self._flush_scheduled = False
         self._close_timer: asyncio.TimerHandle | None = None
-        #: Bytes given to ``conn`` and not yet written to the transport.
-        self.unflushed = 0
         #: Bytes written to the transport, ever (minus its buffer: accepted by the kernel).
         self.written = 0
 
@@ -271,7 +269,6 @@ class _WSChannel(asyncio.Protocol):
 
     def write_frames(self, frames: bytes) -> None:
         self.conn.send_frame(frames)
-        self.unflushed += len(frames)
         self._schedule_flush()
 
     def send_item(self, item: _Item) -> None:
@@ -280,15 +277,12 @@ class _WSChannel(asyncio.Protocol):
             self.conn.send_text(payload)
         else:
             self.conn.send_binary(payload)
-        self.unflushed += len(payload) + 10  # a frame header is 2 to 10 bytes
         self._schedule_flush()
 
     def buffered(self) -> int:
-        """Bytes not yet accepted by the kernel (frames not written + the write buffer)."""
+        """Bytes written and not yet accepted by the kernel (the transport's buffer)."""
         transport = self.transport
-        if transport is None:
-            return self.unflushed
-        return self.unflushed + transport.get_write_buffer_size()
+        return 0 if transport is None else transport.get_write_buffer_size()
 
     def accepted(self) -> int:
         """Bytes the kernel took so far (grows while the client reads)."""
@@ -308,13 +302,23 @@ class _WSChannel(asyncio.Protocol):
         if transport is None:
             return
         out = self.conn.data_to_send()
-        self.unflushed = 0
         if out:
             transport.write(out)
             self.written += len(out)
             session = self.session
-            if session is not None and session.ws is self and not self.finished:
-                self.server._measure(session)
+            if session is not None and not self.probe:
+                # The session's output, measured (inline: this runs per recipient
+                # of every broadcast); anything to act on goes to _measure.
+                size = transport.get_write_buffer_size()
+                server = self.server
+                old = session.loop_bytes
+                if size != old:
+                    session.loop_bytes = size
+                    server._loop_total += size - old
+                if size > server.max_send_buffer or (
+                    size < old and (session.waiters or server._total_waiters)
+                ):
+                    server._act(session, size, old)
         if self.conn.should_close_transport:
             transport.close()
 
@@ -345,7 +349,6 @@ class _Session:
         "held_request",
         "loop_bytes",
         "noop_timer",
-        "pending",
         "ping_timer",
         "polled",
         "probe",
@@ -377,9 +380,8 @@ class _Session:
         self.ping_timer: asyncio.TimerHandle | None = None
         self.upgrade_timer: asyncio.TimerHandle | None = None
         self.noop_timer: asyncio.TimerHandle | None = None
-        # Flow control (see the module docstring). ``pending`` and ``waiters``
-        # change under the server's ``_flow`` lock; the rest on the loop only.
-        self.pending = 0
+        # Flow control (see the module docstring). ``waiters`` changes under the
+        # server's ``_flow`` lock; the rest on the loop only.
         self.waiters = 0
         self.loop_bytes = 0
         self.polled = 0  # bytes taken by GET requests, ever
@@ -505,9 +507,9 @@ class EngineIOServer:
         # the close packet) wait for the client's next GET.
         self._closing: dict[str, _Session] = {}
         self._shutting_down = False
-        # Flow control: sessions' ``pending`` and ``waiters``, these totals and
-        # the waiting emitters go with this condition; ``_loop_total`` (the sum
-        # of the sessions' ``loop_bytes``) is written on the loop only.
+        # Flow control: ``_pending_total``, the sessions' ``waiters`` and the
+        # waiting emitters go with this condition; ``_loop_total`` (the sum of
+        # the sessions' ``loop_bytes``) is written on the loop only.
         self._flow = threading.Condition(threading.Lock())
         self._pending_total = 0
         self._loop_total = 0
@@ -728,16 +730,11 @@ class EngineIOServer:
 
         Each recipient is charged the whole size (its transport gets its own copy).
         """
-        get = self._sessions.get
-        sessions = [session for sid in sids if (session := get(sid)) is not None]
-        if not sessions:
-            return
-        size = prepared.size
+        sids = list(sids)
+        charge = prepared.size * len(sids)
         with self._flow:
-            for session in sessions:
-                session.pending += size
-            self._pending_total += size * len(sessions)
-        self._call(self._deliver_prepared, sessions, prepared)
+            self._pending_total += charge
+        self._call(self._deliver_prepared, sids, prepared, charge)
 
     def disconnect(self, sid: str, reason: str = "forced close") -> None:
         """Close a session from the server side; the handler hears ``reason``."""
@@ -765,6 +762,14 @@ class EngineIOServer:
         if timeout is None:
             timeout = self.slow_consumer_timeout + 2 * self._watch_tick
         deadline = time.monotonic() + timeout
+        if self._pending_total > 0:
+            # Let the loop take and write what this thread sent, so that each
+            # recipient's own count includes it: hub calls run in order, and the
+            # flushes they scheduled run before a call_soon made after them.
+            taken = threading.Event()
+            hub.call(self.loop.call_soon, taken.set)
+            if not taken.wait(timeout):
+                return False
         get = self._sessions.get
         if isinstance(sids, str):
             sids = (sids,)
@@ -772,7 +777,7 @@ class EngineIOServer:
             session = get(sid)
             if (
                 session is not None
-                and session.pending + session.loop_bytes > bound
+                and session.loop_bytes > bound
                 and not self._wait_session(session, deadline)
             ):
                 return False
@@ -786,7 +791,7 @@ class EngineIOServer:
         with flow:
             session.waiters += 1
             try:
-                while not session.closed and session.pending + session.loop_bytes > low:
+                while not session.closed and session.loop_bytes > low:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         return False
@@ -813,7 +818,7 @@ class EngineIOServer:
     def output_size(self, sid: str) -> int | None:
         """Bytes waiting for client ``sid`` (``None`` for an unknown sid); any thread."""
         session = self._sessions.get(sid)
-        return None if session is None else session.pending + session.loop_bytes
+        return None if session is None else session.loop_bytes
 
     @property
     def total_output_size(self) -> int:
@@ -821,13 +826,9 @@ class EngineIOServer:
         return self._pending_total + self._loop_total
 
     def _send(self, sid: str, items: list[_Item], size: int) -> None:
-        session = self._sessions.get(sid)
-        if session is None:
-            return
         with self._flow:
-            session.pending += size
             self._pending_total += size
-        self._call(self._deliver, session, items, size)
+        self._call(self._deliver, sid, items, size)
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> None:
         hub = self.hub
@@ -838,34 +839,38 @@ class EngineIOServer:
 
     # -- delivery (loop) -------------------------------------------------------------
 
-    def _deliver(self, session: _Session, items: list[_Item], size: int) -> None:
+    def _deliver(self, sid: str, items: list[_Item], size: int) -> None:
         with self._flow:
-            session.pending -= size
             self._pending_total -= size
-        if session.closed:
-            self._notify(session)
-            return
-        self._enqueue(session, items, None)
+        session = self._sessions.get(sid)
+        if session is not None and not session.closed:
+            self._enqueue(session, items, None)
+        elif self._total_waiters:
+            self._notify(None)
 
-    def _deliver_prepared(self, sessions: list[_Session], prepared: Prepared) -> None:
-        size = prepared.size
+    def _deliver_prepared(self, sids: list[str], prepared: Prepared, charge: int) -> None:
         with self._flow:
-            for session in sessions:
-                session.pending -= size
-            self._pending_total -= size * len(sessions)
-        for session in sessions:
-            if not session.closed:
-                self._enqueue(session, prepared.items, prepared.frames)
+            self._pending_total -= charge
+        sessions = self._sessions
+        items = prepared.items
+        frames = prepared.frames
+        for sid in sids:
+            session = sessions.get(sid)
+            if session is not None and not session.closed:
+                self._enqueue(session, items, frames)
+        if self._total_waiters:
+            self._notify(None)
 
     def _enqueue(self, session: _Session, items: list[_Item], frames: bytes | None) -> None:
         ws = session.ws
         if ws is not None:
+            # Measured (and checked) when the channel flushes, later in this
+            # loop iteration.
             if frames is not None:
                 ws.write_frames(frames)
             else:
                 for item in items:
                     ws.send_item(item)
-            self._measure(session)
             return
         session.queue.extend(items)
         session.queued_bytes += sum(len(segment) for segment, _ in items)
@@ -886,31 +891,34 @@ class EngineIOServer:
         old = session.loop_bytes
         session.loop_bytes = size
         self._loop_total += size - old
+        self._act(session, size, old)
+
+    def _act(self, session: _Session, size: int, old: int) -> None:
+        """``session``'s output went from ``old`` to ``size`` bytes: enforce the bounds."""
         bound = self.max_send_buffer
-        total = size + session.pending
-        if total > bound:
-            if total > _HARD_CAP_FACTOR * bound:
+        if size > bound:
+            if size > _HARD_CAP_FACTOR * bound:
                 self._slow_consumer(
-                    session, total, f"over {_HARD_CAP_FACTOR} x max_send_buffer={bound}"
+                    session, size, f"over {_HARD_CAP_FACTOR} x max_send_buffer={bound}"
                 )
                 return
             if self._loop_total + self._pending_total > 2 * self.max_total_send_buffer:
                 self._slow_consumer(
                     session,
-                    total,
+                    size,
                     "over max_send_buffer while all clients' output is over 2 x "
                     f"max_total_send_buffer={self.max_total_send_buffer}",
                 )
                 return
             self._watch(session)
-        elif size < old:
+        elif size < old and (session.waiters or self._total_waiters):
             self._notify(session)
 
     def _notify(self, session: _Session | None) -> None:
         """Wake the emitters waiting for ``session`` (or for the total) if they may go on."""
         wake = False
         if session is not None and session.waiters and (
-            session.closed or session.pending + session.loop_bytes <= self.max_send_buffer // 2
+            session.closed or session.loop_bytes <= self.max_send_buffer // 2
         ):
             wake = True
         if self._total_waiters and (
@@ -941,7 +949,7 @@ class EngineIOServer:
         size = ws.buffered() if ws is not None else session.queued_bytes
         self._loop_total += size - session.loop_bytes
         session.loop_bytes = size
-        total = size + session.pending
+        total = size
         self._notify(session)
         if total <= self.max_send_buffer:
             return

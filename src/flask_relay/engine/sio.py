@@ -813,13 +813,14 @@ class SocketIOServer:
         <flask_relay.engine.eio.EngineIOServer.wait_for_room>`); no-op on the loop."""
         if not socks:
             return
-        start = time.monotonic()
-        for binding in list(self.bindings):
+        bindings = list(self.bindings)
+        start = time.monotonic() if len(bindings) > 1 else 0.0
+        for binding in bindings:
             wait = getattr(binding.engine, "wait_for_room", None)
             if wait is None:
                 continue
             timeout = None
-            if len(self.bindings) > 1:  # one budget per emit, whatever the engines
+            if start:  # several engines: one budget per emit, whatever the engines
                 default = getattr(binding.engine, "slow_consumer_timeout", 10.0) + 1.0
                 timeout = max(0.0, default - (time.monotonic() - start))
             wait(
