@@ -56,12 +56,14 @@ def emit(
     skip_sid: Any = None,
     callback: Callable[..., Any] | None = None,
     ignore_queue: bool = False,
+    volatile: bool = False,
 ) -> None:
     """Emit ``event`` from a handler: to the sender unless told otherwise.
 
     ``broadcast=True`` sends to every client of the namespace, ``to``/``room``
     to a room or a sid; ``include_self=False`` leaves the sender out;
     ``callback`` receives the acknowledgement (once per client).
+    ``volatile=True`` skips clients over their output bound (and never waits).
     """
     if namespace is None:
         namespace = _request_attr("namespace")
@@ -77,6 +79,7 @@ def emit(
         skip_sid=skip_sid,
         callback=callback,
         ignore_queue=ignore_queue,
+        volatile=volatile,
     )
 
 

@@ -676,6 +676,7 @@ class SocketIO:
         callback: Callable[..., Any] | None = None,
         ignore_queue: bool = False,
         broadcast: bool = False,
+        volatile: bool = False,
     ) -> None:
         """Emit ``event`` from the server (usable anywhere, in any thread).
 
@@ -686,6 +687,8 @@ class SocketIO:
         acknowledges, in that handler's request context if the emit came from
         a handler. ``broadcast`` is accepted (Flask-SocketIO 4 code passes it)
         and changes nothing: without ``to`` a server emit goes to everyone.
+        ``volatile=True`` (Flask-Relay's, like Node's ``socket.volatile``) skips
+        clients that are over their output bound and never waits for room.
         """
         server = self._require_server()
         if not include_self and not skip_sid:
@@ -698,6 +701,7 @@ class SocketIO:
             skip_sid=skip_sid,
             callback=self._wrap_callback(callback),
             ignore_queue=ignore_queue,
+            volatile=volatile,
         )
 
     def send(

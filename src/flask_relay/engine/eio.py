@@ -820,6 +820,12 @@ class EngineIOServer:
         session = self._sessions.get(sid)
         return None if session is None else session.loop_bytes
 
+    def over_bound(self, sid: str) -> bool:
+        """Whether client ``sid`` has more than ``max_send_buffer`` bytes waiting
+        (a volatile emit skips it); any thread."""
+        session = self._sessions.get(sid)
+        return session is not None and session.loop_bytes > self.max_send_buffer
+
     @property
     def total_output_size(self) -> int:
         """Bytes waiting for all clients together (broadcasts counted per recipient)."""

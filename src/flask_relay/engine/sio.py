@@ -768,11 +768,14 @@ class SocketIOServer:
         skip_sid: Any = None,
         callback: Callable[..., Any] | None = None,
         ignore_queue: bool = False,
+        volatile: bool = False,
     ) -> int:
         """Emit with the arguments as a list; returns the number of local recipients.
 
         With a message queue the emit is also published for the other
-        processes' clients, unless ``ignore_queue``.
+        processes' clients, unless ``ignore_queue``. A ``volatile`` emit skips
+        the local clients that are over their output bound and never waits
+        for room (other processes deliver it as a normal emit).
         """
         data = [event, *args]
         if callback is None:
@@ -780,10 +783,13 @@ class SocketIOServer:
             items = self._encoder.encode(Packet(_EVENT, namespace, data))
             with self._lock:
                 socks = self._targets(namespace, to, skip_sid)
+                if volatile:
+                    socks = self._not_over_bound(socks)
                 self._deliver_many(socks, items)
             if self.queue is not None and not ignore_queue:
                 self.queue.emit(event, args, namespace=namespace, room=to, skip_sid=skip_sid)
-            self._wait_for_room(socks)
+            if not volatile:
+                self._wait_for_room(socks)
             return len(socks)
         if (
             self.queue is not None
@@ -796,6 +802,8 @@ class SocketIOServer:
             )
         with self._lock:
             socks = self._targets(namespace, to, skip_sid)
+            if volatile:
+                socks = self._not_over_bound(socks)
             for sock in socks:
                 ack_id = self._new_ack(sock, callback)
                 try:
@@ -804,8 +812,21 @@ class SocketIOServer:
                     sock.acks.pop(ack_id, None)
                     raise
                 self._deliver(sock, items)
-        self._wait_for_room(socks)
+        if not volatile:
+            self._wait_for_room(socks)
         return len(socks)
+
+    def _not_over_bound(self, socks: list[Socket]) -> list[Socket]:
+        """The recipients of a volatile emit: those not over their output bound."""
+        kept = []
+        for sock in socks:
+            conn = sock.connection
+            over = getattr(conn.binding.engine, "over_bound", None)
+            if over is not None and over(conn.eio_sid):
+                self.logger.debug("volatile emit dropped for %s: over its output bound", sock.sid)
+            else:
+                kept.append(sock)
+        return kept
 
     def _wait_for_room(self, socks: list[Socket]) -> None:
         """Back-pressure: wait (outside the lock) while a recipient's output is over its
