@@ -28,7 +28,13 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .engine.dispatch import Dispatcher, DispatcherClosed, DispatchQueueFull
+from .engine.dispatch import (
+    DEFAULT_MAX_WORKERS,
+    ORDER_WINDOW,
+    Dispatcher,
+    DispatcherClosed,
+    DispatchQueueFull,
+)
 from .engine.eio import EngineIOServer
 from .server.http import Server
 
@@ -68,15 +74,28 @@ class EngineIO:
     ``ping_timeout``, ``max_http_buffer_size``, ``allow_upgrades``,
     ``transports``, ``cookie``, ``cors_allowed_origins``,
     ``cors_credentials``, ``http_compression``, ``compression_threshold``.
-    ``max_workers`` sizes the handler thread pool (default 32).
+    ``max_workers`` caps the handler thread pool (default 2,000) and
+    ``async_handlers`` sets the order rule, as for ``SocketIO`` (see
+    ``docs/handlers.md``): the connect handler always finishes before that
+    client's messages run.
     """
 
     def __init__(
-        self, app: Any = None, path: str = "/engine.io", *, max_workers: int = 32, **options: Any
+        self,
+        app: Any = None,
+        path: str = "/engine.io",
+        *,
+        max_workers: int = DEFAULT_MAX_WORKERS,
+        async_handlers: bool = True,
+        **options: Any,
     ) -> None:
         self.path = "/" + path.strip("/")
         self.handlers: dict[str, Callable[..., Any]] = {}
-        self.dispatcher = Dispatcher(max_workers, thread_name_prefix="flask-relay-eio")
+        self.dispatcher = Dispatcher(
+            max_workers,
+            order_window=ORDER_WINDOW if async_handlers else None,
+            thread_name_prefix="flask-relay-eio",
+        )
         self.bridge = _Bridge(self)
         self.engine = EngineIOServer(self.bridge, **options)
         self.app: Any = None
@@ -114,7 +133,10 @@ class EngineIO:
         if event not in self.handlers:
             return
         try:
-            self.dispatcher.submit(sid, self._run, event, args)
+            if event == "connect":
+                self.dispatcher.submit_barrier(sid, self._run, event, args)
+            else:
+                self.dispatcher.submit(sid, self._run, event, args)
         except DispatchQueueFull as exc:
             logger.warning("Closing %s: %s", sid, exc)
             self.engine.disconnect(sid, "transport error")

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import flask
 from flask.sessions import SessionMixin
 
+from .engine.dispatch import DEFAULT_MAX_WORKERS
 from .engine.sio import (
     NOT_HANDLED,
     ConnectionRefusedError,
@@ -98,7 +99,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "engineio_logger": False,
     # Flask-Relay
     "connect_timeout": 45,
-    "max_workers": 32,
+    "max_workers": DEFAULT_MAX_WORKERS,
     "redis_options": None,
 }
 
@@ -299,11 +300,15 @@ class SocketIO:
         A module with ``dumps`` and ``loads`` for packets (``flask.json`` works).
     ``always_connect`` (``False``)
         Accept connections before the connect handler runs.
-    ``async_handlers`` (``True``), ``async_mode`` (``None``)
-        Accepted for compatibility. Handlers always run in worker threads,
-        one at a time per client. ``async_mode`` may be ``None`` or
-        ``"threading"``; ``"eventlet"`` and ``"gevent"`` are refused because
-        nothing here needs them.
+    ``async_handlers`` (``True``)
+        Handlers run in worker threads. ``True``: one client's quick handlers
+        run one at a time, in arrival order, and a handler that runs longer
+        than 0.25 s lets the client's later events run beside it (so a handler
+        may wait for a later event of its own client). ``False``: strictly one
+        handler at a time per client. See ``docs/handlers.md``.
+    ``async_mode`` (``None``)
+        May be ``None`` or ``"threading"``; ``"eventlet"`` and ``"gevent"`` are
+        refused because nothing here needs them.
     ``namespaces`` (``None``)
         Namespaces accepted besides those with handlers; ``"*"`` for any.
     ``ping_interval`` (25), ``ping_timeout`` (20), ``max_http_buffer_size``
@@ -313,8 +318,9 @@ class SocketIO:
         The Engine.IO endpoint's options.
     ``connect_timeout`` (45)
         Seconds a client may stay connected without joining a namespace.
-    ``max_workers`` (32)
-        Worker threads running handlers.
+    ``max_workers`` (2,000)
+        The cap on worker threads running handlers. The pool grows past its
+        busy threads only while handlers block, and shrinks when idle.
     """
 
     #: Disconnect reasons given to disconnect handlers.
@@ -409,6 +415,7 @@ class SocketIO:
             json=json,
             always_connect=bool(self._option("always_connect")),
             connect_timeout=float(self._option("connect_timeout")),
+            async_handlers=bool(self._option("async_handlers")),
             max_workers=int(self._option("max_workers")),
             logger=self._option("logger"),
         )

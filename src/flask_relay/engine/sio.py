@@ -7,9 +7,11 @@ Flask. Its threading model:
 * The Engine.IO server calls :class:`EngineBinding`'s ``on_connect``,
   ``on_message`` and ``on_disconnect`` on its event loop. Those only decode the
   packet (fast) and hand the application call to a dispatcher keyed by the
-  Engine.IO connection, so the loop never runs user code, the events of one
-  client run one at a time and in order, and different clients run
-  concurrently (:mod:`flask_relay.engine.dispatch`).
+  Engine.IO connection, so the loop never runs user code, the quick events of
+  one client run one at a time and in order, a handler that blocks cannot stall
+  its own client's later events, and different clients run concurrently (the
+  rule is in :mod:`flask_relay.engine.dispatch`; the connect handler is a
+  barrier that the client's events never overtake).
 * Emits, room changes, ``call()`` and disconnects are safe from any thread: the
   registry of sockets and rooms is guarded by one re-entrant lock, and the
   Engine.IO server's send methods are themselves thread-safe. Sends happen
@@ -58,7 +60,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..protocol.errors import ProtocolError
 from ..protocol.jsonlib import JSONModule
 from ..protocol.socketio import Decoder, Encoder, Packet, PacketType
-from .dispatch import Dispatcher, DispatcherClosed, DispatchQueueFull
+from .dispatch import (
+    DEFAULT_MAX_WORKERS,
+    ORDER_WINDOW,
+    Dispatcher,
+    DispatcherClosed,
+    DispatchQueueFull,
+)
 
 if TYPE_CHECKING:
     from ..pubsub import MessageQueue
@@ -155,6 +163,8 @@ class EngineLike(Protocol):
 
 class DispatcherLike(Protocol):
     def submit(self, key: Hashable, fn: Callable[..., Any], *args: Any) -> None: ...
+
+    def submit_barrier(self, key: Hashable, fn: Callable[..., Any], *args: Any) -> None: ...
 
 
 class SocketIOApplication(Protocol):
@@ -343,7 +353,12 @@ class SocketIOServer:
     :param connect_timeout: seconds an Engine.IO connection may stay without
         any namespace ``CONNECT`` before it is closed.
     :param max_attachments: binary attachments allowed in one packet.
-    :param max_workers: worker threads of the default dispatcher.
+    :param async_handlers: ``True`` (the default): a client's handler that runs
+        longer than :data:`ORDER_WINDOW` lets that client's later events run beside
+        it; quicker handlers of one client run one at a time, in arrival order.
+        ``False``: strictly one handler at a time per client, in order.
+    :param max_workers: the cap on the default dispatcher's worker threads; the
+        pool grows to it only while handlers block.
     :param logger: ``True`` logs connections and events at INFO level, a
         :class:`logging.Logger` is used as is; errors are always logged.
     """
@@ -359,7 +374,8 @@ class SocketIOServer:
         always_connect: bool = False,
         connect_timeout: float = 45.0,
         max_attachments: int = 10,
-        max_workers: int = 32,
+        async_handlers: bool = True,
+        max_workers: int = DEFAULT_MAX_WORKERS,
         logger: bool | logging.Logger = False,
     ) -> None:
         self.application = application
@@ -371,6 +387,7 @@ class SocketIOServer:
         self.always_connect = always_connect
         self.connect_timeout = connect_timeout
         self.max_attachments = max_attachments
+        self.async_handlers = async_handlers
         self.max_workers = max_workers
         self._encoder = Encoder(json)
         self._lock = threading.RLock()
@@ -400,7 +417,10 @@ class SocketIOServer:
         """The worker pool used by bindings created without their own dispatcher."""
         with self._lock:
             if self._dispatcher is None:
-                self._dispatcher = Dispatcher(self.max_workers)
+                self._dispatcher = Dispatcher(
+                    self.max_workers,
+                    order_window=ORDER_WINDOW if self.async_handlers else None,
+                )
             return self._dispatcher
 
     def attach(
@@ -444,9 +464,15 @@ class SocketIOServer:
             self.logger.info("%s sent no CONNECT in time: closing", conn.eio_sid)
             conn.binding.engine.disconnect(conn.eio_sid, "forced close")
 
-    def _submit(self, conn: Connection, fn: Callable[..., Any], *args: Any) -> bool:
+    def _submit(
+        self, conn: Connection, fn: Callable[..., Any], *args: Any, barrier: bool = False
+    ) -> bool:
+        dispatcher = conn.binding.dispatcher
         try:
-            conn.binding.dispatcher.submit(conn, fn, *args)
+            if barrier:
+                dispatcher.submit_barrier(conn, fn, *args)
+            else:
+                dispatcher.submit(conn, fn, *args)
         except DispatchQueueFull as exc:
             self.logger.error("closing %s: %s", conn.eio_sid, exc)
             conn.binding.engine.disconnect(conn.eio_sid, "forced close")
@@ -525,7 +551,8 @@ class SocketIOServer:
             self._sockets[sock.sid] = sock
             self._namespace_sockets.setdefault(namespace, {})[sock.sid] = sock
             self._rooms.setdefault(namespace, {})[sock.sid] = {sock.sid: sock}
-        self._submit(conn, self._run_connect, sock, auth)
+        # A barrier: the client's events must not overtake its connect handler.
+        self._submit(conn, self._run_connect, sock, auth, barrier=True)
 
     def _eio_disconnect(self, conn: Connection, reason: str) -> None:
         if conn.timer is not None:
