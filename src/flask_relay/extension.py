@@ -336,6 +336,8 @@ class SocketIO:
         self._http_server: Server | None = None
         self._local_binding: Any = None
         self._local_engine: Any = None
+        # id(app) -> the prefix this endpoint is registered under there.
+        self._registered: dict[int, str] = {}
         if app is not None or "message_queue" in kwargs:
             self.init_app(app, **kwargs)
         else:
@@ -393,6 +395,8 @@ class SocketIO:
                 app.extensions = {}
             app.extensions["socketio"] = self
             self.app = app
+            # Every door serves what the app's registry holds (server/mounts.py).
+            self._register_mount(app)
             # Serve the endpoint under foreign WSGI servers too (flask run,
             # app.run(), gunicorn sync/gthread): a pass-through otherwise.
             from .server.foreign import install
@@ -432,6 +436,20 @@ class SocketIO:
 
     def _option(self, name: str) -> Any:
         return self.server_options.get(name, DEFAULT_OPTIONS[name])
+
+    def _register_mount(self, app: flask.Flask) -> None:
+        """Put this endpoint in ``app``'s mount registry (under its current path)."""
+        from .server.mounts import registry
+
+        found = registry(app)
+        if found is None:
+            return
+        old = self._registered.get(id(app))
+        prefix = "/" + self.path
+        if old is not None and old != prefix:
+            found.unregister(old, self._engine_mount)
+        found.register(prefix, self._engine_mount)
+        self._registered[id(app)] = prefix
 
     @property
     def path(self) -> str:
@@ -782,6 +800,7 @@ class SocketIO:
         ``shutdown_timeout``, ``reuse_port``).
         """
         from .server.http import Server
+        from .server.mounts import build_mounts
 
         if self.server is None or self.app is None:
             self.init_app(app)
@@ -791,13 +810,10 @@ class SocketIO:
             from werkzeug.debug import DebuggedApplication
 
             wsgi_app = DebuggedApplication(app, evalex=True)
-        return Server(
-            wsgi_app,
-            {"/" + self.path: self._engine_mount()},
-            host=host,
-            port=port,
-            **kwargs,
-        )
+        # Every endpoint registered on the app (a standalone EngineIO too), and
+        # this one even when it was attached to another app.
+        mounts = build_mounts(app, {self.path: self._engine_mount})
+        return Server(wsgi_app, mounts, host=host, port=port, **kwargs)
 
     def _engine_mount(self) -> Any:
         """The Engine.IO endpoint bound to this Socket.IO server."""
