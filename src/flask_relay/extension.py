@@ -416,6 +416,9 @@ class SocketIO:
             max_workers=int(self._option("max_workers")),
             logger=self._option("logger"),
         )
+        # The same dict: ``socketio.server.eio.ping_timeout = 60`` reaches the
+        # endpoints built afterwards (server/mounts.py builds them at run time).
+        self.server.engine_options = self.server_options
         self._local_binding = None
         self._local_engine = None
         queue = self._option("client_manager")
