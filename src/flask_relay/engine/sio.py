@@ -1055,6 +1055,40 @@ class SocketIOServer:
                     members[sid] = sock
             return members
 
+    def _room_member(self, namespace: str, room: Hashable | None, sid: str) -> Socket | None:
+        """``sid``'s socket if it is in ``room`` (one look-up, no snapshot)."""
+        with self._lock:
+            if room is None:
+                sock = self._namespace_sockets.get(namespace, {}).get(sid)
+            else:
+                sock = self._rooms.get(namespace, {}).get(room, {}).get(sid)
+            if sock is None:
+                sock = self._leaving.get(namespace, {}).get(sid)
+                if sock is not None and room is not None and room not in sock.rooms:
+                    sock = None
+            return sock
+
+    def _room_size(self, namespace: str, room: Hashable | None) -> int:
+        """``len(manager.rooms[namespace][room])`` without a snapshot."""
+        with self._lock:
+            if room is None:
+                size = len(self._namespace_sockets.get(namespace, ()))
+            else:
+                size = len(self._rooms.get(namespace, {}).get(room, ()))
+            for sock in self._leaving.get(namespace, {}).values():
+                if room is None or room in sock.rooms:
+                    size += 1
+            return size
+
+    def _room_count(self, namespace: str) -> int:
+        """``len(manager.rooms[namespace])``: cheap unless clients are leaving."""
+        with self._lock:
+            if self._leaving.get(namespace):
+                return len(self._room_names(namespace))
+            if namespace not in self._namespace_sockets:
+                return 0
+            return 1 + len(self._rooms.get(namespace, ()))
+
     def _room_names(self, namespace: str) -> list[Hashable | None]:
         """``None`` then every room of ``namespace`` (python-socketio's keys)."""
         with self._lock:

@@ -80,7 +80,7 @@ class _Members(Mapping[str, str]):
         return self._server._room_members(self._namespace, self._room)
 
     def __getitem__(self, sid: str) -> str:
-        sock = self._sockets().get(sid)
+        sock = self._server._room_member(self._namespace, self._room, sid)
         if sock is None:
             raise KeyError(sid)
         return sock.eio_sid
@@ -89,10 +89,12 @@ class _Members(Mapping[str, str]):
         return iter(list(self._sockets()))
 
     def __len__(self) -> int:
-        return len(self._sockets())
+        return self._server._room_size(self._namespace, self._room)
 
     def __contains__(self, sid: object) -> bool:
-        return sid in self._sockets()
+        if not isinstance(sid, str):
+            return False
+        return self._server._room_member(self._namespace, self._room, sid) is not None
 
     @property
     def inverse(self) -> dict[str, str]:
@@ -115,7 +117,7 @@ class _NamespaceRooms(Mapping[Hashable, _Members]):
         self._namespace = namespace
 
     def __getitem__(self, room: Hashable | None) -> _Members:
-        if not self._server._room_members(self._namespace, room):
+        if not self._server._room_size(self._namespace, room):
             raise KeyError(room)
         return _Members(self._server, self._namespace, room)
 
@@ -123,11 +125,11 @@ class _NamespaceRooms(Mapping[Hashable, _Members]):
         return iter(self._server._room_names(self._namespace))
 
     def __len__(self) -> int:
-        return len(self._server._room_names(self._namespace))
+        return self._server._room_count(self._namespace)
 
     def __contains__(self, room: object) -> bool:
         try:
-            return bool(self._server._room_members(self._namespace, room))  # type: ignore[arg-type]
+            return self._server._room_size(self._namespace, room) > 0  # type: ignore[arg-type]
         except TypeError:  # unhashable
             return False
 
