@@ -358,9 +358,9 @@ class EngineView:
     def __setattr__(self, name: str, value: Any) -> None:
         if name not in ENGINE_DEFAULTS:
             raise AttributeError(f"cannot set {name!r} on the Engine.IO server")
-        self._server.engine_options[name] = value
         for engine in _EngineSockets(self._server)._engines():
-            engine.set_option(name, value)
+            engine.set_option(name, value)  # a bad value raises before it is stored
+        self._server.engine_options[name] = value
 
     @property
     def sockets(self) -> Mapping[str, EngineSocketView]:
