@@ -37,6 +37,7 @@ from .engine.dispatch import (
 )
 from .engine.eio import EngineIOServer
 from .server.http import Server
+from .server.mounts import build_mounts, registry
 
 __all__ = ["EngineIO"]
 
@@ -104,11 +105,28 @@ class EngineIO:
             self.init_app(app)
 
     def init_app(self, app: Any) -> None:
-        """Register with a Flask app (``app.extensions["engineio"]``)."""
+        """Register with a Flask app (``app.extensions["engineio"]``).
+
+        The endpoint joins the app's mount registry, so every door serves it:
+        ``eio.run``, ``socketio.run`` of a :class:`~flask_relay.SocketIO` on the
+        same app, the gunicorn worker, ``flask run`` and gunicorn sync/gthread.
+        """
         self.app = app
         extensions = getattr(app, "extensions", None)
         if isinstance(extensions, dict):
             extensions["engineio"] = self
+            found = registry(app)
+            assert found is not None
+            found.register(self.path, self._mount)
+            if hasattr(app, "wsgi_app"):
+                # Foreign WSGI servers (flask run, gunicorn sync/gthread).
+                from .server.foreign import install
+
+                install(app)
+
+    def _mount(self) -> EngineIOServer:
+        """The mount factory of the registry: the one engine of this extension."""
+        return self.engine
 
     # -- handlers ----------------------------------------------------------------------
 
@@ -180,7 +198,9 @@ class EngineIO:
         if app is not None and self.app is None:
             self.init_app(app)
         wsgi_app = app if app is not None else self.app
-        server = Server(wsgi_app, {self.path: self.engine}, host=host, port=port, **kwargs)
+        # Every endpoint registered on the app (a SocketIO's too), and this one.
+        mounts = build_mounts(wsgi_app, {self.path: self._mount})
+        server = Server(wsgi_app, mounts, host=host, port=port, **kwargs)
         self.server = server
         return server
 

@@ -342,6 +342,8 @@ class SocketIO:
         self._http_server: Server | None = None
         self._local_binding: Any = None
         self._local_engine: Any = None
+        # id(app) -> the prefix this endpoint is registered under there.
+        self._registered: dict[int, str] = {}
         if app is not None or "message_queue" in kwargs:
             self.init_app(app, **kwargs)
         else:
@@ -399,6 +401,8 @@ class SocketIO:
                 app.extensions = {}
             app.extensions["socketio"] = self
             self.app = app
+            # Every door serves what the app's registry holds (server/mounts.py).
+            self._register_mount(app)
             # Serve the endpoint under foreign WSGI servers too (flask run,
             # app.run(), gunicorn sync/gthread): a pass-through otherwise.
             from .server.foreign import install
@@ -419,6 +423,9 @@ class SocketIO:
             max_workers=int(self._option("max_workers")),
             logger=self._option("logger"),
         )
+        # The same dict: ``socketio.server.eio.ping_timeout = 60`` reaches the
+        # endpoints built afterwards (server/mounts.py builds them at run time).
+        self.server.engine_options = self.server_options
         self._local_binding = None
         self._local_engine = None
         queue = self._option("client_manager")
@@ -439,6 +446,20 @@ class SocketIO:
 
     def _option(self, name: str) -> Any:
         return self.server_options.get(name, DEFAULT_OPTIONS[name])
+
+    def _register_mount(self, app: flask.Flask) -> None:
+        """Put this endpoint in ``app``'s mount registry (under its current path)."""
+        from .server.mounts import registry
+
+        found = registry(app)
+        if found is None:
+            return
+        old = self._registered.get(id(app))
+        prefix = "/" + self.path
+        if old is not None and old != prefix:
+            found.unregister(old, self._engine_mount)
+        found.register(prefix, self._engine_mount)
+        self._registered[id(app)] = prefix
 
     @property
     def path(self) -> str:
@@ -789,6 +810,7 @@ class SocketIO:
         ``shutdown_timeout``, ``reuse_port``).
         """
         from .server.http import Server
+        from .server.mounts import build_mounts
 
         if self.server is None or self.app is None:
             self.init_app(app)
@@ -798,13 +820,10 @@ class SocketIO:
             from werkzeug.debug import DebuggedApplication
 
             wsgi_app = DebuggedApplication(app, evalex=True)
-        return Server(
-            wsgi_app,
-            {"/" + self.path: self._engine_mount()},
-            host=host,
-            port=port,
-            **kwargs,
-        )
+        # Every endpoint registered on the app (a standalone EngineIO too), and
+        # this one even when it was attached to another app.
+        mounts = build_mounts(app, {self.path: self._engine_mount})
+        return Server(wsgi_app, mounts, host=host, port=port, **kwargs)
 
     def _engine_mount(self) -> Any:
         """The Engine.IO endpoint bound to this Socket.IO server."""

@@ -67,6 +67,7 @@ from .dispatch import (
     DispatcherClosed,
     DispatchQueueFull,
 )
+from .views import EngineView, ManagerView
 
 if TYPE_CHECKING:
     from ..pubsub import MessageQueue
@@ -396,6 +397,13 @@ class SocketIOServer:
         self._namespace_sockets: dict[str, dict[str, Socket]] = {}
         # namespace -> room -> sid -> socket
         self._rooms: dict[str, dict[Hashable, dict[str, Socket]]] = {}
+        # namespace -> sid -> socket, for sockets out of the indexes above whose
+        # disconnect handler has not finished (python-socketio still lists them
+        # in manager.rooms: see engine/views.py)
+        self._leaving: dict[str, dict[str, Socket]] = {}
+        #: The Engine.IO options (``server.eio``'s; the extension shares its
+        #: options dict here, so that assignments reach the endpoints it builds).
+        self.engine_options: dict[str, Any] = {}
         self._dispatcher: Dispatcher | None = None
         self.bindings: list[EngineBinding] = []
         #: The message queue shared with other processes (see :mod:`flask_relay.pubsub`).
@@ -520,7 +528,10 @@ class SocketIOServer:
                 if sock is None:
                     return
                 self._begin_disconnect(sock)
-            self._submit(conn, self._finish_disconnect, sock, DisconnectReason.CLIENT_DISCONNECT)
+            if not self._submit(
+                conn, self._finish_disconnect, sock, DisconnectReason.CLIENT_DISCONNECT
+            ):
+                self._forget(sock)
         else:  # CONNECT_ERROR: only servers send it
             self.logger.warning("closing %s: unexpected %s packet", conn.eio_sid, ptype.name)
             conn.binding.engine.disconnect(conn.eio_sid, "parse error")
@@ -675,6 +686,7 @@ class SocketIOServer:
                         del rooms[room]
             if not rooms:
                 del self._rooms[sock.namespace]
+        self._leaving.setdefault(sock.namespace, {})[sock.sid] = sock
         acks, sock.acks = sock.acks, {}
         for ack in acks.values():
             if isinstance(ack, _Waiter):
@@ -688,6 +700,9 @@ class SocketIOServer:
             sock.state = DISCONNECTED
             if self._sockets.get(sock.sid) is sock:
                 del self._sockets[sock.sid]
+            leaving = self._leaving.get(sock.namespace)
+            if leaving is not None and leaving.pop(sock.sid, None) is not None and not leaving:
+                del self._leaving[sock.namespace]
 
     def _send_raw(self, conn: Connection, packet: Packet) -> None:
         self._send_items(conn, self._encoder.encode(packet))
@@ -1030,6 +1045,89 @@ class SocketIOServer:
             for binding in bindings
             for eio_sid, conn in list(binding.connections.items())
         }
+
+    # -- python-socketio's introspection attributes (engine/views.py) -----------
+
+    @property
+    def manager(self) -> ManagerView:
+        """python-socketio's ``server.manager``: ``rooms``, ``get_participants``,
+        ``get_rooms``... as read-only views of this server's registry."""
+        return ManagerView(self)
+
+    @property
+    def eio(self) -> EngineView:
+        """python-socketio's ``server.eio``: the Engine.IO options and ``sockets``."""
+        return EngineView(self)
+
+    def _engines(self) -> list[Any]:
+        with self._lock:
+            return [binding.engine for binding in self.bindings]
+
+    def _active_namespaces(self) -> list[str]:
+        with self._lock:
+            names = list(self._namespace_sockets)
+            names.extend(ns for ns in self._leaving if ns not in self._namespace_sockets)
+            return names
+
+    def _room_members(self, namespace: str, room: Hashable | None) -> dict[str, Socket]:
+        """A snapshot of ``room``'s members (``None``: the namespace's clients),
+        those whose disconnect handler is pending included."""
+        with self._lock:
+            if room is None:
+                members = dict(self._namespace_sockets.get(namespace, ()))
+            else:
+                members = dict(self._rooms.get(namespace, {}).get(room, ()))
+            for sid, sock in self._leaving.get(namespace, {}).items():
+                if room is None or room in sock.rooms:
+                    members[sid] = sock
+            return members
+
+    def _room_member(self, namespace: str, room: Hashable | None, sid: str) -> Socket | None:
+        """``sid``'s socket if it is in ``room`` (one look-up, no snapshot)."""
+        with self._lock:
+            if room is None:
+                sock = self._namespace_sockets.get(namespace, {}).get(sid)
+            else:
+                sock = self._rooms.get(namespace, {}).get(room, {}).get(sid)
+            if sock is None:
+                sock = self._leaving.get(namespace, {}).get(sid)
+                if sock is not None and room is not None and room not in sock.rooms:
+                    sock = None
+            return sock
+
+    def _room_size(self, namespace: str, room: Hashable | None) -> int:
+        """``len(manager.rooms[namespace][room])`` without a snapshot."""
+        with self._lock:
+            if room is None:
+                size = len(self._namespace_sockets.get(namespace, ()))
+            else:
+                size = len(self._rooms.get(namespace, {}).get(room, ()))
+            for sock in self._leaving.get(namespace, {}).values():
+                if room is None or room in sock.rooms:
+                    size += 1
+            return size
+
+    def _room_count(self, namespace: str) -> int:
+        """``len(manager.rooms[namespace])``: cheap unless clients are leaving."""
+        with self._lock:
+            if self._leaving.get(namespace):
+                return len(self._room_names(namespace))
+            if namespace not in self._namespace_sockets:
+                return 0
+            return 1 + len(self._rooms.get(namespace, ()))
+
+    def _room_names(self, namespace: str) -> list[Hashable | None]:
+        """``None`` then every room of ``namespace`` (python-socketio's keys)."""
+        with self._lock:
+            rooms = self._rooms.get(namespace, {})
+            leaving = self._leaving.get(namespace, {})
+            if not rooms and not leaving and namespace not in self._namespace_sockets:
+                return []
+            names: dict[Hashable | None, None] = {None: None}
+            names.update(dict.fromkeys(rooms))
+            for sock in leaving.values():
+                names.update(dict.fromkeys(sock.rooms))
+            return list(names)
 
     def lookup(self, sid: str) -> Socket | None:
         """The :class:`Socket` for ``sid`` whatever its namespace (sids are unique)."""
