@@ -14,13 +14,16 @@ number of clients (it sizes the pool for ordinary requests; at least 16).
 
 Signals follow gunicorn's conventions: ``SIGTERM`` (sent by the arbiter on
 stop, ``SIGHUP`` reload and worker count changes) is a graceful shutdown: the
-listeners close, Socket.IO clients get a close packet ("server shutting
-down"), WebSocket routes a 1001 close frame, requests in progress get up to
-``--graceful-timeout`` seconds. ``SIGQUIT`` and ``SIGINT`` exit at once, as in
-the other workers. The worker tells the arbiter it is alive every second
-from the loop (a loop blocked for ``--timeout`` seconds gets the worker
-restarted, which is what that timeout is for), and stops gracefully when its
-parent process goes away or ``--reload`` sees a changed file.
+listeners close, Socket.IO sessions end ("server shutting down" for the
+disconnect handlers) the way every official client takes for a restart, so
+they reconnect to the new workers on their own (a 1001 close frame, a 503 for
+a held long-poll; no Engine.IO close packet), WebSocket routes get a 1001
+close frame, requests in progress get up to ``--graceful-timeout`` seconds.
+``SIGQUIT`` and ``SIGINT`` exit at once, as in the other workers. The worker
+tells the arbiter it is alive every second from the loop (a loop blocked for
+``--timeout`` seconds gets the worker restarted, which is what that timeout is
+for), and stops gracefully when its parent process goes away or ``--reload``
+sees a changed file.
 
 Several workers (``-w N``) are fine for WebSocket routes and for Socket.IO
 clients that use only the WebSocket transport; long-polling clients need

@@ -613,20 +613,32 @@ def test_websocket_output_bound(make_engine: Any) -> None:
         sock.close()
 
 
-def test_shutdown_closes_sessions(make_engine: Any) -> None:
+def test_shutdown_closes_sessions_so_that_clients_reconnect(make_engine: Any) -> None:
+    """No Engine.IO close packet at shutdown (python-socketio would not reconnect):
+    a 1001 close frame, a held GET answered with its queue or else a 503."""
     running = make_engine(echo=False)
     sid, _ = handshake(running.port)
+    queued, _ = handshake(running.port)
     held = Background(poll, running.port, sid)
     wait_for(lambda: running.engine._sessions[sid].held is not None)
+    running.engine.send(queued, "last words")
+    wait_for(lambda: running.engine._sessions[queued].queue)
+    held_queued = Background(poll, running.port, queued)
     with ws_connect(running.port) as ws:
-        ws.recv(timeout=5)
+        ws_sid = json.loads(ws.recv(timeout=5)[1:])["sid"]
+        running.engine.send(ws_sid, "sent before")
         running.server.stop()
-        assert held.result().text == "1"
-        assert ws.recv(timeout=5) == "1"
-        with pytest.raises(ConnectionClosed):
+        assert error(held.result()) == (503, 3, "server shutting down")  # 3: Bad request
+        assert held_queued.result().text == "4last words"
+        assert ws.recv(timeout=5) == "4sent before"
+        with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=5)
+        assert closed.value.rcvd is not None
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (
+            1001, "server shutting down"
+        )
     reasons = [e[2] for e in running.recorder.of("disconnect")]
-    assert reasons == ["server shutting down", "server shutting down"]
+    assert reasons == ["server shutting down"] * 3
 
 
 def test_errors_are_logged_on_the_given_logger(make_engine: Any, caplog: Any) -> None:

@@ -588,10 +588,17 @@ class EngineIOServer:
         self._opened(session)
 
     async def shutdown(self) -> None:
-        """Close every session ("server shutting down"); clients get a close packet."""
+        """Close every session ("server shutting down") so that clients reconnect.
+
+        No Engine.IO close packet: python-socketio's client takes one as a
+        deliberate disconnect and never reconnects. What every official client
+        takes for a lost server (and reconnects) is sent instead: a WebSocket
+        gets a 1001 close frame, a held long-poll what is queued or else a 503,
+        and the next poll finds the session gone (or nobody listening).
+        """
         self._shutting_down = True
         for session in list(self._sessions.values()):
-            self._close(session, "server shutting down", notify=True)
+            self._close(session, "server shutting down", notify=False, going_away=True)
         # Give the close frames a moment to be answered; whatever is left
         # (or everything, when the server's own shutdown deadline cancels us)
         # is aborted.
@@ -949,10 +956,23 @@ class EngineIOServer:
     # -- closing (loop) ---------------------------------------------------------------------
 
     def _close(
-        self, session: _Session, reason: str, *, notify: bool, client: bool = False
+        self,
+        session: _Session,
+        reason: str,
+        *,
+        notify: bool,
+        client: bool = False,
+        going_away: bool = False,
     ) -> None:
-        """End a session once; ``notify`` sends the client a close packet first."""
+        """End a session once; ``notify`` sends the client a close packet first.
+
+        ``going_away`` (server shutdown) ends it the way a restart looks to a
+        client, so that it reconnects: see :meth:`shutdown`.
+        """
         if session.closed:
+            return
+        if going_away:
+            self._close_going_away(session, reason)
             return
         session.closed = True
         if self._sessions.get(session.sid) is session:
@@ -990,6 +1010,41 @@ class EngineIOServer:
                 return
         elif session.held is not None:
             self._send_noop(session)
+        self._disconnected(session, reason)
+
+    def _close_going_away(self, session: _Session, reason: str) -> None:
+        session.closed = True
+        if self._sessions.get(session.sid) is session:
+            del self._sessions[session.sid]
+        if session.ping_timer is not None:
+            session.ping_timer.cancel()
+            session.ping_timer = None
+        probe = session.probe
+        self._clear_upgrade(session)
+        if probe is not None:
+            probe.session = None
+            probe.close(1001, "server shutting down")
+        ws = session.ws
+        if ws is not None:
+            # What was sent is already in the socket's output, before the close frame.
+            session.ws = None
+            ws.session = None
+            ws.close(1001, "server shutting down")
+        elif session.held is not None and session.held_request is not None:
+            if session.queue:
+                # Deliver what is queued; the next poll finds the session gone.
+                self._flush_poll(session)
+            else:
+                request, responder = session.held_request, session.held
+                session.held = session.held_request = None
+                self._error(
+                    responder,
+                    503,
+                    BAD_REQUEST,
+                    request,
+                    "server shutting down",
+                    self._cors_headers(request) or [],
+                )
         self._disconnected(session, reason)
 
     def _disconnected(self, session: _Session, reason: str, *, keep_queue: bool = False) -> None:
