@@ -40,6 +40,7 @@ from typing import Any
 from gunicorn.workers.base import Worker as _BaseWorker
 
 from .server.http import HTTPLimits, Server
+from .server.monkey import refuse_monkey_patch
 
 __all__ = ["Worker"]
 
@@ -70,6 +71,12 @@ class Worker(_BaseWorker):  # type: ignore[misc]
         super().init_signals()
         # SIGTERM is handled on the loop (graceful shutdown); until the loop
         # runs, gunicorn's handler only marks the worker as not alive.
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        # Before the worker counts as booted: gunicorn then stops with "Worker
+        # failed to boot" and this message, instead of restarting it forever.
+        refuse_monkey_patch()
 
     def _limits(self) -> HTTPLimits:
         cfg = self.cfg

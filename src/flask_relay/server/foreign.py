@@ -59,6 +59,7 @@ from typing import Any, cast
 
 from ..sock import UPGRADER_KEY
 from .loop import Hub
+from .monkey import refuse_monkey_patch
 from .request import HTTPRequest, Mount, reason_phrase
 from .wsroute import (
     RouteChannel,
@@ -661,7 +662,11 @@ def install(app: Any, mounts: dict[str, Mount] | None = None) -> ForeignMiddlewa
     app with only Socket.IO also runs under ``flask run`` and gunicorn's
     sync/gthread workers (its endpoint is found through
     ``app.extensions["socketio"]``).
+
+    Raises :class:`RuntimeError` in a process monkey-patched by eventlet or
+    gevent: at start-up, rather than clients that never connect.
     """
+    refuse_monkey_patch()
     probe = app.wsgi_app
     while probe is not None:
         if isinstance(probe, ForeignMiddleware):
