@@ -533,18 +533,18 @@ class EngineIOServer:
             return
         sid = args.get("sid")
         session: _Session | None = None
+        redundant = False
         if sid is not None:
             session = self._sessions.get(sid)
             if session is None:
                 reject(400, UNKNOWN_SID)
                 return
-            if (
-                session.transport != "polling"
-                or session.probe is not None
-                or not self.allow_upgrades
-            ):
+            if not self.allow_upgrades:
                 reject(400, BAD_REQUEST)
                 return
+            # Already on a WebSocket, or an upgrade under way: as the reference
+            # (npm engine.io), the handshake is accepted and the socket closed.
+            redundant = session.transport != "polling" or session.probe is not None
         elif self._shutting_down:
             reject(503, BAD_REQUEST, "server shutting down")
             return
@@ -567,6 +567,16 @@ class EngineIOServer:
             handle.write_raw_and_close(result.serialize())
             return
         channel = _WSChannel(self, result)
+        if redundant:
+            self.logger.info(
+                "Closing a second WebSocket for %s from %s: %s",
+                sid,
+                _addr(request),
+                "upgrade under way" if session and session.probe else "already on a WebSocket",
+            )
+            handle.switch(channel)
+            channel.close(1000)
+            return
         if session is not None:
             channel.probe = True
             channel.session = session
@@ -791,7 +801,7 @@ class EngineIOServer:
         except ProtocolError as exc:
             self.logger.info("Closing %s: bad POST body: %s", session.sid, exc.reason)
             self._error(responder, 400, BAD_REQUEST, request, f"Bad request: {exc.reason}", cors)
-            self._close(session, "parse error", notify=True)
+            self._close(session, "parse error", notify=True, linger=False)
             return
         responder.respond(200, [("Content-Type", "text/html"), *cors], b"ok")
         for packet in packets:
@@ -907,7 +917,7 @@ class EngineIOServer:
             channel.send_item(_control(_PONG, "probe"))
         else:
             self.logger.info("Closing %s: unexpected %s packet", session.sid, ptype.name)
-            self._close(session, "parse error", notify=True)
+            self._close(session, "parse error", notify=True, linger=False)
 
     def _parse_error(self, session: _Session, exc: ProtocolError, channel: _WSChannel) -> None:
         self.logger.info("Closing %s: %s", session.sid, exc.reason)
@@ -951,7 +961,7 @@ class EngineIOServer:
         session.ping_timer = None
         if not session.closed:
             self.logger.info("Closing %s: ping timeout", session.sid)
-            self._close(session, "ping timeout", notify=True)
+            self._close(session, "ping timeout", notify=True, linger=False)
 
     # -- closing (loop) ---------------------------------------------------------------------
 
@@ -963,9 +973,15 @@ class EngineIOServer:
         notify: bool,
         client: bool = False,
         going_away: bool = False,
+        linger: bool = True,
     ) -> None:
         """End a session once; ``notify`` sends the client a close packet first.
 
+        A polling client without a GET held gets the close packet in its next
+        GET: the session lingers as a tombstone for that (a deliberate close,
+        such as ``disconnect()``, must reach the client). ``linger=False`` (a
+        parse error, a ping timeout: the client is broken or gone) removes it
+        at once, as the reference servers do: the next GET gets 400.
         ``going_away`` (server shutdown) ends it the way a restart looks to a
         client, so that it reconnects: see :meth:`shutdown`.
         """
@@ -1001,7 +1017,7 @@ class EngineIOServer:
             session.queue.append(_control(_CLOSE))
             if session.held is not None:
                 self._flush_poll(session)
-            else:
+            elif linger:
                 self._closing[session.sid] = session
                 session.ping_timer = self.loop.call_later(
                     max(self.ping_timeout, 1.0), self._closing.pop, session.sid, None
