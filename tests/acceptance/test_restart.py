@@ -36,7 +36,6 @@ from nodepeer import NodePeer  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 APP = HERE / "run_app.py"
-BIN = Path(sys.executable).parent
 TRANSPORTS = ("websocket", "polling")
 
 
@@ -93,7 +92,7 @@ def run_server(port: int) -> Process:
 def gunicorn_server(port: int, tmp: Path, worker: str) -> Process:
     return Process(
         [
-            str(BIN / "gunicorn"),
+            sys.executable, "-m", "gunicorn",
             "-k", worker,
             "--threads", "4",
             "-b", f"127.0.0.1:{port}",
