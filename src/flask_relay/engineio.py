@@ -25,6 +25,7 @@ inside its application context. :meth:`EngineIO.send` and
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -37,6 +38,7 @@ from .engine.dispatch import (
 )
 from .engine.eio import EngineIOServer
 from .server.http import Server
+from .server.monkey import monkey_patch_problem
 from .server.mounts import build_mounts, registry
 
 __all__ = ["EngineIO"]
@@ -207,7 +209,14 @@ class EngineIO:
     def run(
         self, app: Any = None, host: str = "127.0.0.1", port: int = 5000, **kwargs: Any
     ) -> None:
-        """Serve until Ctrl-C or SIGTERM; clients get a close, disconnect handlers run."""
+        """Serve until Ctrl-C or SIGTERM; disconnect handlers run, clients reconnect.
+
+        A process monkey-patched by eventlet or gevent exits with status 1 and a
+        one-line reason.
+        """
+        problem = monkey_patch_problem()
+        if problem is not None:
+            sys.exit(f"Flask-Relay: {problem}")
         server = self.make_server(app, host, port, **kwargs)
         try:
             server.serve_forever()

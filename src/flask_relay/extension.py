@@ -852,8 +852,14 @@ class SocketIO:
         ``use_reloader`` (= debug), ``reloader_options``, ``extra_files``,
         ``log_output`` (= debug), ``certfile``/``keyfile`` for HTTPS.
         ``allow_unsafe_werkzeug`` is accepted and unneeded: Werkzeug's
-        development server is not used.
+        development server is not used. A process monkey-patched by eventlet
+        or gevent exits with status 1 and a one-line reason.
         """
+        from .server.monkey import monkey_patch_problem
+
+        problem = monkey_patch_problem()
+        if problem is not None:
+            sys.exit(f"Flask-Relay: {problem}")
         if host is None:
             host = "127.0.0.1"
         if port is None:

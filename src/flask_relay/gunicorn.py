@@ -15,13 +15,16 @@ number of clients (it sizes the pool for ordinary requests; at least 16).
 
 Signals follow gunicorn's conventions: ``SIGTERM`` (sent by the arbiter on
 stop, ``SIGHUP`` reload and worker count changes) is a graceful shutdown: the
-listeners close, Socket.IO clients get a close packet ("server shutting
-down"), WebSocket routes a 1001 close frame, requests in progress get up to
-``--graceful-timeout`` seconds. ``SIGQUIT`` and ``SIGINT`` exit at once, as in
-the other workers. The worker tells the arbiter it is alive every second
-from the loop (a loop blocked for ``--timeout`` seconds gets the worker
-restarted, which is what that timeout is for), and stops gracefully when its
-parent process goes away or ``--reload`` sees a changed file.
+listeners close, Socket.IO sessions end ("server shutting down" for the
+disconnect handlers) the way every official client takes for a restart, so
+they reconnect to the new workers on their own (a 1001 close frame, a 503 for
+a held long-poll; no Engine.IO close packet), WebSocket routes get a 1001
+close frame, requests in progress get up to ``--graceful-timeout`` seconds.
+``SIGQUIT`` and ``SIGINT`` exit at once, as in the other workers. The worker
+tells the arbiter it is alive every second from the loop (a loop blocked for
+``--timeout`` seconds gets the worker restarted, which is what that timeout is
+for), and stops gracefully when its parent process goes away or ``--reload``
+sees a changed file.
 
 Several workers (``-w N``) are fine for WebSocket routes and for Socket.IO
 clients that use only the WebSocket transport; long-polling clients need
@@ -38,6 +41,7 @@ from typing import Any
 from gunicorn.workers.base import Worker as _BaseWorker
 
 from .server.http import HTTPLimits, Server
+from .server.monkey import refuse_monkey_patch
 from .server.mounts import build_mounts
 
 __all__ = ["Worker"]
@@ -65,6 +69,12 @@ class Worker(_BaseWorker):  # type: ignore[misc]
         super().init_signals()
         # SIGTERM is handled on the loop (graceful shutdown); until the loop
         # runs, gunicorn's handler only marks the worker as not alive.
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        # Before the worker counts as booted: gunicorn then stops with "Worker
+        # failed to boot" and this message, instead of restarting it forever.
+        refuse_monkey_patch()
 
     def _limits(self) -> HTTPLimits:
         cfg = self.cfg

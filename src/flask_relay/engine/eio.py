@@ -568,18 +568,18 @@ class EngineIOServer:
             return
         sid = args.get("sid")
         session: _Session | None = None
+        redundant = False
         if sid is not None:
             session = self._sessions.get(sid)
             if session is None:
                 reject(400, UNKNOWN_SID)
                 return
-            if (
-                session.transport != "polling"
-                or session.probe is not None
-                or not self.allow_upgrades
-            ):
+            if not self.allow_upgrades:
                 reject(400, BAD_REQUEST)
                 return
+            # Already on a WebSocket, or an upgrade under way: as the reference
+            # (npm engine.io), the handshake is accepted and the socket closed.
+            redundant = session.transport != "polling" or session.probe is not None
         elif self._shutting_down:
             reject(503, BAD_REQUEST, "server shutting down")
             return
@@ -602,6 +602,16 @@ class EngineIOServer:
             handle.write_raw_and_close(result.serialize())
             return
         channel = _WSChannel(self, result)
+        if redundant:
+            self.logger.info(
+                "Closing a second WebSocket for %s from %s: %s",
+                sid,
+                _addr(request),
+                "upgrade under way" if session and session.probe else "already on a WebSocket",
+            )
+            handle.switch(channel)
+            channel.close(1000)
+            return
         if session is not None:
             channel.probe = True
             channel.session = session
@@ -623,10 +633,17 @@ class EngineIOServer:
         self._opened(session)
 
     async def shutdown(self) -> None:
-        """Close every session ("server shutting down"); clients get a close packet."""
+        """Close every session ("server shutting down") so that clients reconnect.
+
+        No Engine.IO close packet: python-socketio's client takes one as a
+        deliberate disconnect and never reconnects. What every official client
+        takes for a lost server (and reconnects) is sent instead: a WebSocket
+        gets a 1001 close frame, a held long-poll what is queued or else a 503,
+        and the next poll finds the session gone (or nobody listening).
+        """
         self._shutting_down = True
         for session in list(self._sessions.values()):
-            self._close(session, "server shutting down", notify=True)
+            self._close(session, "server shutting down", notify=False, going_away=True)
         # Give the close frames a moment to be answered; whatever is left
         # (or everything, when the server's own shutdown deadline cancels us)
         # is aborted.
@@ -819,7 +836,7 @@ class EngineIOServer:
         except ProtocolError as exc:
             self.logger.info("Closing %s: bad POST body: %s", session.sid, exc.reason)
             self._error(responder, 400, BAD_REQUEST, request, f"Bad request: {exc.reason}", cors)
-            self._close(session, "parse error", notify=True)
+            self._close(session, "parse error", notify=True, linger=False)
             return
         responder.respond(200, [("Content-Type", "text/html"), *cors], b"ok")
         for packet in packets:
@@ -935,7 +952,7 @@ class EngineIOServer:
             channel.send_item(_control(_PONG, "probe"))
         else:
             self.logger.info("Closing %s: unexpected %s packet", session.sid, ptype.name)
-            self._close(session, "parse error", notify=True)
+            self._close(session, "parse error", notify=True, linger=False)
 
     def _parse_error(self, session: _Session, exc: ProtocolError, channel: _WSChannel) -> None:
         self.logger.info("Closing %s: %s", session.sid, exc.reason)
@@ -979,15 +996,34 @@ class EngineIOServer:
         session.ping_timer = None
         if not session.closed:
             self.logger.info("Closing %s: ping timeout", session.sid)
-            self._close(session, "ping timeout", notify=True)
+            self._close(session, "ping timeout", notify=True, linger=False)
 
     # -- closing (loop) ---------------------------------------------------------------------
 
     def _close(
-        self, session: _Session, reason: str, *, notify: bool, client: bool = False
+        self,
+        session: _Session,
+        reason: str,
+        *,
+        notify: bool,
+        client: bool = False,
+        going_away: bool = False,
+        linger: bool = True,
     ) -> None:
-        """End a session once; ``notify`` sends the client a close packet first."""
+        """End a session once; ``notify`` sends the client a close packet first.
+
+        A polling client without a GET held gets the close packet in its next
+        GET: the session lingers as a tombstone for that (a deliberate close,
+        such as ``disconnect()``, must reach the client). ``linger=False`` (a
+        parse error, a ping timeout: the client is broken or gone) removes it
+        at once, as the reference servers do: the next GET gets 400.
+        ``going_away`` (server shutdown) ends it the way a restart looks to a
+        client, so that it reconnects: see :meth:`shutdown`.
+        """
         if session.closed:
+            return
+        if going_away:
+            self._close_going_away(session, reason)
             return
         session.closed = True
         if self._sessions.get(session.sid) is session:
@@ -1016,7 +1052,7 @@ class EngineIOServer:
             session.queue.append(_control(_CLOSE))
             if session.held is not None:
                 self._flush_poll(session)
-            else:
+            elif linger:
                 self._closing[session.sid] = session
                 session.ping_timer = self.loop.call_later(
                     max(self.ping_timeout, 1.0), self._closing.pop, session.sid, None
@@ -1025,6 +1061,41 @@ class EngineIOServer:
                 return
         elif session.held is not None:
             self._send_noop(session)
+        self._disconnected(session, reason)
+
+    def _close_going_away(self, session: _Session, reason: str) -> None:
+        session.closed = True
+        if self._sessions.get(session.sid) is session:
+            del self._sessions[session.sid]
+        if session.ping_timer is not None:
+            session.ping_timer.cancel()
+            session.ping_timer = None
+        probe = session.probe
+        self._clear_upgrade(session)
+        if probe is not None:
+            probe.session = None
+            probe.close(1001, "server shutting down")
+        ws = session.ws
+        if ws is not None:
+            # What was sent is already in the socket's output, before the close frame.
+            session.ws = None
+            ws.session = None
+            ws.close(1001, "server shutting down")
+        elif session.held is not None and session.held_request is not None:
+            if session.queue:
+                # Deliver what is queued; the next poll finds the session gone.
+                self._flush_poll(session)
+            else:
+                request, responder = session.held_request, session.held
+                session.held = session.held_request = None
+                self._error(
+                    responder,
+                    503,
+                    BAD_REQUEST,
+                    request,
+                    "server shutting down",
+                    self._cors_headers(request) or [],
+                )
         self._disconnected(session, reason)
 
     def _disconnected(self, session: _Session, reason: str, *, keep_queue: bool = False) -> None:

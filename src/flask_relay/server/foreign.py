@@ -60,6 +60,7 @@ from typing import Any, cast
 
 from ..sock import UPGRADER_KEY
 from .loop import Hub
+from .monkey import refuse_monkey_patch
 from .mounts import registry
 from .request import HTTPRequest, Mount, reason_phrase
 from .wsroute import (
@@ -664,7 +665,11 @@ def install(app: Any, mounts: dict[str, Mount] | None = None) -> ForeignMiddlewa
     it, so that an app also runs under ``flask run`` and gunicorn's
     sync/gthread workers (the endpoints are found in the app's registry,
     :mod:`flask_relay.server.mounts`, at the first request).
+
+    Raises :class:`RuntimeError` in a process monkey-patched by eventlet or
+    gevent: at start-up, rather than clients that never connect.
     """
+    refuse_monkey_patch()
     probe = app.wsgi_app
     while probe is not None:
         if isinstance(probe, ForeignMiddleware):

@@ -891,8 +891,9 @@ class Server:
     Run it with :meth:`serve_forever` (blocks, stops on SIGINT/SIGTERM), or
     :meth:`start` and :meth:`stop` (a background loop thread). Stopping is
     graceful: the listener closes, each mount closes its sessions ("server
-    shutting down"; clients get a close packet), requests in progress get up
-    to ``shutdown_timeout`` seconds, then every connection closes.
+    shutting down"; clients see a restart and reconnect), requests in
+    progress get up to ``shutdown_timeout`` seconds, then every connection
+    closes.
     """
 
     def __init__(
