@@ -89,11 +89,24 @@ def test_patch_just_before_run_exits_with_one_line() -> None:
 
 
 def test_engineio_run_exits_with_one_line() -> None:
+    # Patched after EngineIO(app) (whose init_app refuses like SocketIO's when
+    # patched at the top): EngineIO.run's own check. (eventlet itself fails
+    # when patching this late, so gevent.)
+    port = free_port()
+    done = run(
+        [sys.executable, str(APP), str(port)], port, PATCH="gevent", WHEN="late", KIND="engineio"
+    )
+    assert_refused_in_one_line(done, "gevent")
+
+
+def test_engineio_app_patched_at_the_top_refuses_at_init_app() -> None:
     port = free_port()
     done = run(
         [sys.executable, str(APP), str(port)], port, PATCH="eventlet", WHEN="top", KIND="engineio"
     )
-    assert_refused_in_one_line(done, "eventlet")
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("RuntimeError: " + message("eventlet")), done.stderr
 
 
 def test_flask_run_refuses() -> None:
