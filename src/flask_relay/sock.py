@@ -482,6 +482,24 @@ class WebSocket(_BaseWebSocket):
         self._accept_for_attribute()
         return self._subprotocol
 
+    @property
+    def drained(self) -> bool:
+        """``True`` once the connection is closed and every message received
+        before was returned by :meth:`receive`."""
+        self._accept_for_attribute()
+        with self._cond:
+            return not self._open and not self._inbox
+
+    def _send_ping(self, data: bytes = b"") -> None:
+        """Queue a ping frame (gevent-websocket's ``send_frame(data, OPCODE_PING)``)."""
+        self.accept()
+        with self._cond:
+            if not self._open:
+                raise ConnectionClosed(self._close_reason or CLOSE_NO_STATUS, self._close_message)
+            channel = self._channel
+            assert channel is not None
+            self._call(channel.ping, bytes(data))
+
     def _accept_for_attribute(self) -> None:
         if not self._accepted:
             try:
@@ -814,11 +832,12 @@ def origin_policy(app: Flask, given: OriginPolicy | _Unset) -> OriginPolicy:
 
 
 def check_origin(
-    environ: Mapping[str, Any], policy: OriginPolicy, owner: str
+    environ: Mapping[str, Any], policy: OriginPolicy, owner: str, app_config: bool = True
 ) -> BaseResponse | None:
     """``None`` when the request's ``Origin`` may open a WebSocket, else the
     403 response; a refusal is logged with the setting that would allow it
-    (``owner`` names the extension: ``Sock``, ``Sockets``...)."""
+    (``owner`` names the extension: ``Sock``, ``Sockets``...; ``app_config``:
+    whether the app config key applies too)."""
     if environ_origin_allowed(environ, policy) is not False:
         return None
     origin = str(environ.get("HTTP_ORIGIN"))
@@ -833,10 +852,11 @@ def check_origin(
         why = "it is not in allowed_origins"
         wanted = [policy] if isinstance(policy, str) else [*policy]
         wanted.append(origin)
+    fix = f"{owner}(app, allowed_origins={wanted!r})"
+    if app_config:
+        fix += f" or app.config[{ORIGINS_CONFIG_KEY!r}] = {wanted!r}"
     logger.warning(
-        "Refused WebSocket %s from Origin %s (%s). To allow it: %s(app, allowed_origins=%r)"
-        " or app.config[%r] = %r",
-        path, origin, why, owner, wanted, ORIGINS_CONFIG_KEY, wanted,
+        "Refused WebSocket %s from Origin %s (%s). To allow it: %s", path, origin, why, fix
     )
     return Response(
         f"Origin {origin} is not allowed to open this WebSocket\n",

@@ -23,7 +23,7 @@ from flask_relay.sock import UNSET
 from flask_relay.ws_testing import UpgradeRefused
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_sock_setup import served  # noqa: E402
+from wshelpers import served_app as served  # noqa: E402
 
 EVIL = "http://evil.example"
 DEV = "http://localhost:3000"

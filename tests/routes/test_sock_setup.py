@@ -10,19 +10,20 @@ apps (an app factory called twice).
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Blueprint, Flask
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
-from werkzeug.serving import make_server
 
 from flask_relay import Sock, WebSocketTestClient
-from flask_relay.server.http import Server
+
+sys.path.insert(0, str(Path(__file__).parent))
+from wshelpers import served_app as served  # noqa: E402
 
 
 def echo_with(tag: str) -> Callable[..., None]:
@@ -32,27 +33,6 @@ def echo_with(tag: str) -> Callable[..., None]:
 
     route.__name__ = f"echo_{tag.replace('-', '_')}"
     return route
-
-
-@contextmanager
-def served(app: Flask, door: str) -> Iterator[int]:
-    if door == "own":
-        server = Server(app, host="127.0.0.1", port=0, shutdown_timeout=2.0)
-        server.start()
-        try:
-            yield server.port
-        finally:
-            server.stop()
-    else:
-        httpd = make_server("127.0.0.1", 0, app, threaded=True)
-        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield httpd.socket.getsockname()[1]
-        finally:
-            httpd.shutdown()
-            httpd.server_close()
-            thread.join(5)
 
 
 def assert_echo(app: Flask, door: str, path: str, tag: str, variables: str = "[]") -> None:
