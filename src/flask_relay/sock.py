@@ -37,6 +37,15 @@ An ``async def`` route runs on the event loop with an :class:`AsyncWebSocket`
 which is released as soon as the route's coroutine is scheduled, so thousands of
 idle async routes cost no thread. Such a coroutine must not block.
 
+Origin check
+------------
+Unlike Flask-Sock, a route refuses a browser page on another origin (HTTP 403
+and a warning naming the setting that would allow it): browsers send cookies
+with every WebSocket handshake, so accepting any origin lets another site act
+as the user. The policy is Socket.IO's (:mod:`flask_relay.protocol.origin`):
+``Sock(app, allowed_origins=...)``, else ``app.config["SOCK_ALLOWED_ORIGINS"]``,
+else the same origin only; clients that send no ``Origin`` pass.
+
 Options (``app.config["SOCK_SERVER_OPTIONS"]``)
 -----------------------------------------------
 ``ping_interval`` (default ``None``: no pings)
