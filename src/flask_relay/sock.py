@@ -953,8 +953,14 @@ class Sock:
     def init_app(self, app: Flask | Blueprint) -> None:
         """Register the extension (and the routes declared before) with ``app``
         (a Flask app, or a blueprint the app registers later)."""
-        if self.bp is not None:
-            app.register_blueprint(self.bp)
+        if self.bp is not None and not (
+            isinstance(app, Flask) and any(bp is self.bp for bp in app.blueprints.values())
+        ):
+            options: dict[str, Any] = {}
+            if isinstance(app, Flask) and self.bp.name in app.blueprints:
+                # Another Sock() had routes waiting too (Flask-Sock raises ValueError).
+                options["name"] = f"{self.bp.name}_{len(app.blueprints)}"
+            app.register_blueprint(self.bp, **options)
         if isinstance(app, Blueprint):
             install_when_registered(app)
         else:

@@ -146,3 +146,17 @@ def test_init_app_on_a_blueprint_then_routes_and_the_test_client_needs_an_app() 
     with pytest.raises(RuntimeError, match="needs the Flask app"):
         sock.test_client()
     assert sock.test_client(app).app is app
+
+
+def test_two_sock_instances_with_waiting_routes_on_one_app() -> None:
+    # Two modules of an app each with their own Sock() (Flask-Sock raises
+    # ValueError: both private blueprints are named "__flask_sock").
+    first, second = Sock(), Sock()
+    first.route("/one")(echo_with("one"))
+    second.route("/two")(echo_with("two"))
+    app = Flask(__name__)
+    first.init_app(app)
+    second.init_app(app)
+    first.init_app(app)  # again: nothing new, no error
+    assert_echo(app, "own", "/one", "one")
+    assert_echo(app, "test-client", "/two", "two")
