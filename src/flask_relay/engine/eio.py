@@ -44,6 +44,7 @@ from ..protocol import websocket as wsproto
 from ..protocol.engineio import Packet, PacketType, decode_packet, decode_payload
 from ..protocol.errors import ProtocolError
 from ..protocol.jsonlib import JSONModule, default_json
+from ..protocol.origin import origin_allowed
 from ..server.request import HTTPRequest, Responder, UpgradeHandle, build_environ
 
 __all__ = ["EngineHandler", "EngineIOServer", "Prepared"]
@@ -1137,35 +1138,15 @@ class EngineIOServer:
 
     def _origin_allowed(self, request: HTTPRequest) -> bool | None:
         """``None`` without an Origin header (or checks off), else whether it is allowed."""
-        origin = request.header("origin")
-        allowed = self.cors_allowed_origins
-        if origin is None:
-            return None
-        if isinstance(allowed, (list, tuple, set, frozenset)) and len(allowed) == 0:
-            return None
-        if allowed == "*":
-            return True
-        if allowed is None:
-            host = request.header("host")
-            if host is None:
-                return False
-            candidates = {f"{request.scheme}://{host}"}
-            forwarded = request.header("x-forwarded-proto")
-            forwarded_host = request.header("x-forwarded-host")
-            if forwarded or forwarded_host:
-                # Behind a proxy, as the reference: its scheme and host name the page.
-                scheme = (forwarded or request.scheme).split(",")[0].strip()
-                candidates.add(f"{scheme}://{(forwarded_host or host).split(',')[0].strip()}")
-            return origin in candidates
-        if isinstance(allowed, str):
-            return origin == allowed
-        if callable(allowed):
-            # The reference's callable form: allowed(origin, environ) or allowed(origin).
-            try:
-                return bool(allowed(origin, self._environ(request)))
-            except TypeError:
-                return bool(allowed(origin))
-        return "*" in allowed or origin in allowed
+        return origin_allowed(
+            request.header("origin"),
+            self.cors_allowed_origins,
+            scheme=request.scheme,
+            host=request.header("host"),
+            forwarded_proto=request.header("x-forwarded-proto"),
+            forwarded_host=request.header("x-forwarded-host"),
+            environ=lambda: self._environ(request),
+        )
 
     def _cors_headers(self, request: HTTPRequest) -> list[tuple[str, str]] | None:
         """CORS response headers, or ``None`` when the origin is refused."""
