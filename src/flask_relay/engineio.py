@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 from .engine.dispatch import Dispatcher, DispatcherClosed, DispatchQueueFull
 from .engine.eio import EngineIOServer
-from .server.http import Server
+from .server.http import Server, listen_or_exit
 
 __all__ = ["EngineIO"]
 
@@ -167,6 +167,7 @@ class EngineIO:
     ) -> None:
         """Serve until Ctrl-C or SIGTERM; clients get a close, disconnect handlers run."""
         server = self.make_server(app, host, port, **kwargs)
+        listen_or_exit(server)
         try:
             server.serve_forever()
         finally:
