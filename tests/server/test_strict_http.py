@@ -451,29 +451,33 @@ def test_server_without_app_404_parses_strictly(node: str) -> None:
         server.stop()
 
 
-def _gunicorn(worker: str, tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
+def _start(door: str, tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """``door``: a gunicorn worker class, or ``flask-run``."""
     port = free_port()
-    log = tmp / "gunicorn.log"
+    log = tmp / "server.log"
+    if door == "flask-run":
+        command = [str(BIN / "flask"), "--app", "strict_app", "run", "--port", str(port)]
+    else:
+        command = [
+            str(BIN / "gunicorn"), "--chdir", str(HERE), "-b", f"127.0.0.1:{port}",
+            "-k", door, "--threads", "4", "--graceful-timeout", "3",
+            "--limit-request-line", "2048", "--limit-request-fields", "30",
+            "--control-socket", str(tmp / "gunicorn.ctl"), "strict_app:app",
+        ]  # fmt: skip
     proc = subprocess.Popen(
-        [str(BIN / "gunicorn"), "--chdir", str(HERE), "-b", f"127.0.0.1:{port}",
-         "-k", worker, "--threads", "4", "--graceful-timeout", "3",
-         "--limit-request-line", "2048", "--limit-request-fields", "30",
-         "--control-socket", str(tmp / "gunicorn.ctl"), "strict_app:app"],
-        cwd=HERE, stdout=open(log, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
+        command, cwd=HERE, stdout=open(log, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
         env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(HERE)])),
         start_new_session=True,
     )  # fmt: skip
     deadline = time.monotonic() + 30
     while True:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                pass
             _handshake(port)
             return proc, port
         except (OSError, AssertionError, http.client.HTTPException):
             if proc.poll() is not None or time.monotonic() > deadline:
                 _stop(proc)
-                raise RuntimeError(f"gunicorn did not start:\n{log.read_text()}") from None
+                raise RuntimeError(f"{door} did not start:\n{log.read_text()}") from None
             time.sleep(0.2)
 
 
@@ -489,7 +493,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.mark.slow
 def test_gunicorn_worker_responses_parse_strictly(tmp_path: Path, node: str) -> None:
-    proc, port = _gunicorn("flask_relay.gunicorn.Worker", tmp_path)
+    proc, port = _start("flask_relay.gunicorn.Worker", tmp_path)
     try:
         cases = page_cases() + error_cases(limits=False) + engine_cases(port, own_server=True)
         check_contents(run_cases(node, port, cases))
@@ -499,9 +503,11 @@ def test_gunicorn_worker_responses_parse_strictly(tmp_path: Path, node: str) -> 
 
 
 @pytest.mark.slow
-def test_foreign_door_responses_parse_strictly(tmp_path: Path, node: str) -> None:
-    """gunicorn gthread: our bytes are the mount answers written on a taken socket."""
-    proc, port = _gunicorn("gthread", tmp_path)
+@pytest.mark.parametrize("door", ["gthread", "flask-run"])
+def test_foreign_door_responses_parse_strictly(tmp_path: Path, node: str, door: str) -> None:
+    """gunicorn gthread, ``flask run``: our bytes are the mount answers (long-polls,
+    refusals) written on the socket taken from the server, and its route refusals."""
+    proc, port = _start(door, tmp_path)
     try:
         check_contents(run_cases(node, port, engine_cases(port, own_server=False)))
     finally:
