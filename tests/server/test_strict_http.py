@@ -328,6 +328,11 @@ def engine_cases(port: int, *, own_server: bool) -> list[Case]:
     if own_server:
         # Keep-alive: a polling session and pages on one connection.
         cases.append(Case(
+            "eio-http10-keep-alive",
+            [req("GET", POLL, "Connection: keep-alive\r\n", version="1.0")
+             + req("GET", "/text", version="1.0")], ["GET", "GET"], [200, 200],
+        ))  # fmt: skip
+        cases.append(Case(
             "eio-session",
             [post + get + req("GET", "/text") + req("GET", f"{POLL}&sid=nope")
              + req("GET", "/text", close=True)],
@@ -371,6 +376,9 @@ def check_contents(seen: dict[str, list[dict[str, Any]]]) -> None:
     if "ws-refused-origin" in seen:
         refused = seen["ws-refused-origin"][0]
         assert refused["body"] == f'"{EVIL} is not an accepted origin."'.encode()
+    if "eio-http10-keep-alive" in seen:
+        first = dict(seen["eio-http10-keep-alive"][0]["headers"])
+        assert first[b"connection"] == b"keep-alive"
     if "eio-session" in seen:
         assert seen["eio-session"][1]["body"].startswith(b'40{"sid":')
     if "eio-poll" in seen:

@@ -167,6 +167,7 @@ def _simple_response(
     close: bool = True,
     headers: Iterable[tuple[str, str]] = (),
     head_only: bool = False,
+    http10: bool = False,
 ) -> bytes:
     """A plain-text answer written by the server itself (errors, 404 without an app)."""
     return response_bytes(
@@ -175,6 +176,7 @@ def _simple_response(
         (message + "\n").encode(),
         keep_alive=not close,
         head_only=head_only,
+        http10=http10,
     )
 
 
@@ -246,12 +248,13 @@ class _Pending:
 class _MountResponder:
     """Answers one mount request on its connection (loop thread only)."""
 
-    __slots__ = ("conn", "done", "head_only", "keep_alive", "on_abort")
+    __slots__ = ("conn", "done", "head_only", "http10", "keep_alive", "on_abort")
 
-    def __init__(self, conn: HTTPConnection, keep_alive: bool, head_only: bool = False) -> None:
+    def __init__(self, conn: HTTPConnection, keep_alive: bool, request: HTTPRequest) -> None:
         self.conn = conn
         self.keep_alive = keep_alive
-        self.head_only = head_only
+        self.head_only = request.method == "HEAD"
+        self.http10 = request.http_version == "1.0"
         self.done = False
         self.on_abort: Callable[[], None] | None = None
 
@@ -261,7 +264,12 @@ class _MountResponder:
         self.done = True
         try:
             data = serialize_response(
-                status, headers, body, keep_alive=self.keep_alive, head_only=self.head_only
+                status,
+                headers,
+                body,
+                keep_alive=self.keep_alive,
+                head_only=self.head_only,
+                http10=self.http10,
             )
         except ValueError:
             logger.exception("A mount answered with an invalid response")
@@ -624,9 +632,7 @@ class HTTPConnection(asyncio.Protocol):
         mount = pending.mount
         if request.body_too_large:
             if mount is not None:
-                responder = _MountResponder(
-                    self, keep_alive=False, head_only=request.method == "HEAD"
-                )
+                responder = _MountResponder(self, False, request)
                 self.current = responder
                 mount.handle_request(request, responder)
                 if not responder.done:
@@ -662,9 +668,7 @@ class HTTPConnection(asyncio.Protocol):
         if mount is not None:
             assert pending.body is not None
             request.body = pending.body.getvalue()
-            responder = _MountResponder(
-                self, request.keep_alive and not self.closing, request.method == "HEAD"
-            )
+            responder = _MountResponder(self, request.keep_alive and not self.closing, request)
             self.current = responder
             mount.handle_request(request, responder)
             return
@@ -675,6 +679,7 @@ class HTTPConnection(asyncio.Protocol):
                     "Not Found",
                     close=not request.keep_alive or self.closing,
                     head_only=request.method == "HEAD",
+                    http10=request.http_version == "1.0",
                 ),
                 request.keep_alive,
             )

@@ -268,16 +268,19 @@ def response_bytes(
     *,
     keep_alive: bool,
     head_only: bool = False,
+    http10: bool = False,
 ) -> bytes:
     """A complete response framed by ``Content-Length`` (``Connection: close``
-    unless ``keep_alive``). ``head_only`` (a HEAD request) keeps the length and
-    drops the body; so does a status that has none."""
+    unless ``keep_alive``; ``keep-alive`` when kept for an HTTP/1.0 client).
+    ``head_only`` (a HEAD request) keeps the length and drops the body; so does
+    a status that has none."""
     bodyless = bodyless_status(status)
+    if not keep_alive:
+        connection: str | None = "close"
+    else:
+        connection = "keep-alive" if http10 else None
     head = response_head(
-        status,
-        headers,
-        length=None if bodyless else len(body),
-        connection=None if keep_alive else "close",
+        status, headers, length=None if bodyless else len(body), connection=connection
     )
     return head if head_only or bodyless else head + body
 
