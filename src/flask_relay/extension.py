@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import flask
 from flask.sessions import SessionMixin
 
+from .engine.dispatch import DEFAULT_MAX_WORKERS
 from .engine.sio import (
     NOT_HANDLED,
     ConnectionRefusedError,
@@ -98,7 +99,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "engineio_logger": False,
     # Flask-Relay
     "connect_timeout": 45,
-    "max_workers": 32,
+    "max_workers": DEFAULT_MAX_WORKERS,
     "redis_options": None,
 }
 
@@ -299,11 +300,15 @@ class SocketIO:
         A module with ``dumps`` and ``loads`` for packets (``flask.json`` works).
     ``always_connect`` (``False``)
         Accept connections before the connect handler runs.
-    ``async_handlers`` (``True``), ``async_mode`` (``None``)
-        Accepted for compatibility. Handlers always run in worker threads,
-        one at a time per client. ``async_mode`` may be ``None`` or
-        ``"threading"``; ``"eventlet"`` and ``"gevent"`` are refused because
-        nothing here needs them.
+    ``async_handlers`` (``True``)
+        Handlers run in worker threads. ``True``: one client's quick handlers
+        run one at a time, in arrival order, and a handler that runs longer
+        than 0.25 s lets the client's later events run beside it (so a handler
+        may wait for a later event of its own client). ``False``: strictly one
+        handler at a time per client. See ``docs/handlers.md``.
+    ``async_mode`` (``None``)
+        May be ``None`` or ``"threading"``; ``"eventlet"`` and ``"gevent"`` are
+        refused because nothing here needs them.
     ``namespaces`` (``None``)
         Namespaces accepted besides those with handlers; ``"*"`` for any.
     ``ping_interval`` (25), ``ping_timeout`` (20), ``max_http_buffer_size``
@@ -313,8 +318,9 @@ class SocketIO:
         The Engine.IO endpoint's options.
     ``connect_timeout`` (45)
         Seconds a client may stay connected without joining a namespace.
-    ``max_workers`` (32)
-        Worker threads running handlers.
+    ``max_workers`` (2,000)
+        The cap on worker threads running handlers. The pool grows past its
+        busy threads only while handlers block, and shrinks when idle.
     """
 
     #: Disconnect reasons given to disconnect handlers.
@@ -336,6 +342,8 @@ class SocketIO:
         self._http_server: Server | None = None
         self._local_binding: Any = None
         self._local_engine: Any = None
+        # id(app) -> the prefix this endpoint is registered under there.
+        self._registered: dict[int, str] = {}
         if app is not None or "message_queue" in kwargs:
             self.init_app(app, **kwargs)
         else:
@@ -393,6 +401,8 @@ class SocketIO:
                 app.extensions = {}
             app.extensions["socketio"] = self
             self.app = app
+            # Every door serves what the app's registry holds (server/mounts.py).
+            self._register_mount(app)
             # Serve the endpoint under foreign WSGI servers too (flask run,
             # app.run(), gunicorn sync/gthread): a pass-through otherwise.
             from .server.foreign import install
@@ -409,9 +419,13 @@ class SocketIO:
             json=json,
             always_connect=bool(self._option("always_connect")),
             connect_timeout=float(self._option("connect_timeout")),
+            async_handlers=bool(self._option("async_handlers")),
             max_workers=int(self._option("max_workers")),
             logger=self._option("logger"),
         )
+        # The same dict: ``socketio.server.eio.ping_timeout = 60`` reaches the
+        # endpoints built afterwards (server/mounts.py builds them at run time).
+        self.server.engine_options = self.server_options
         self._local_binding = None
         self._local_engine = None
         queue = self._option("client_manager")
@@ -432,6 +446,20 @@ class SocketIO:
 
     def _option(self, name: str) -> Any:
         return self.server_options.get(name, DEFAULT_OPTIONS[name])
+
+    def _register_mount(self, app: flask.Flask) -> None:
+        """Put this endpoint in ``app``'s mount registry (under its current path)."""
+        from .server.mounts import registry
+
+        found = registry(app)
+        if found is None:
+            return
+        old = self._registered.get(id(app))
+        prefix = "/" + self.path
+        if old is not None and old != prefix:
+            found.unregister(old, self._engine_mount)
+        found.register(prefix, self._engine_mount)
+        self._registered[id(app)] = prefix
 
     @property
     def path(self) -> str:
@@ -782,6 +810,7 @@ class SocketIO:
         ``shutdown_timeout``, ``reuse_port``).
         """
         from .server.http import Server
+        from .server.mounts import build_mounts
 
         if self.server is None or self.app is None:
             self.init_app(app)
@@ -791,13 +820,10 @@ class SocketIO:
             from werkzeug.debug import DebuggedApplication
 
             wsgi_app = DebuggedApplication(app, evalex=True)
-        return Server(
-            wsgi_app,
-            {"/" + self.path: self._engine_mount()},
-            host=host,
-            port=port,
-            **kwargs,
-        )
+        # Every endpoint registered on the app (a standalone EngineIO too), and
+        # this one even when it was attached to another app.
+        mounts = build_mounts(app, {self.path: self._engine_mount})
+        return Server(wsgi_app, mounts, host=host, port=port, **kwargs)
 
     def _engine_mount(self) -> Any:
         """The Engine.IO endpoint bound to this Socket.IO server."""

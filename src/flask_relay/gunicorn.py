@@ -5,8 +5,9 @@
     gunicorn -k flask_relay.gunicorn.Worker -w 1 --bind 127.0.0.1:8000 app:app
 
 Each worker process serves gunicorn's listening sockets from one event loop
-(the package's HTTP/1.1 server): the Socket.IO endpoint of a
-:class:`flask_relay.SocketIO` on the app and WebSocket routes
+(the package's HTTP/1.1 server): the endpoints registered on the app (the
+Engine.IO endpoints of :class:`flask_relay.SocketIO` and
+:class:`flask_relay.engineio.EngineIO`) and WebSocket routes
 (:class:`flask_relay.Sock`) natively, every other request through the Flask
 app in a thread pool. Unlike the sync and gthread workers, a WebSocket or a
 long-poll does not hold a worker thread, so ``--threads`` does not cap the
@@ -37,6 +38,7 @@ from typing import Any
 from gunicorn.workers.base import Worker as _BaseWorker
 
 from .server.http import HTTPLimits, Server
+from .server.mounts import build_mounts
 
 __all__ = ["Worker"]
 
@@ -48,14 +50,10 @@ MIN_WSGI_THREADS = 16
 
 
 def _build_server(app: Any, **kwargs: Any) -> Server:
-    """The server for ``app``: with its SocketIO endpoint when it has one."""
-    extensions = getattr(app, "extensions", None) or {}
-    socketio = extensions.get("socketio")
-    make_server = getattr(socketio, "make_server", None)
-    if make_server is not None:
-        server: Server = make_server(app, **kwargs)
-        return server
-    return Server(app, **kwargs)
+    """The server for ``app``: with every endpoint registered on it (the
+    Engine.IO endpoints of its ``SocketIO`` and ``EngineIO``, see
+    :mod:`flask_relay.server.mounts`)."""
+    return Server(app, build_mounts(app), **kwargs)
 
 
 class Worker(_BaseWorker):  # type: ignore[misc]

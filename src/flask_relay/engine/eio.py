@@ -357,37 +357,24 @@ class EngineIOServer:
         json: JSONModule | None = None,
         **unknown: Any,
     ) -> None:
-        # python-engineio's (interval, grace) form: the grace period lengthens the
-        # wait for the pong, so slow clients get the same leeway as there.
-        self.ping_grace = 0.0
-        if isinstance(ping_interval, (tuple, list)):
-            if len(ping_interval) > 1:
-                self.ping_grace = float(ping_interval[1])
-            ping_interval = ping_interval[0]
         self.handler = handler
-        self.ping_interval = float(cast(float, ping_interval))
-        self.ping_timeout = float(ping_timeout)
-        self.max_http_buffer_size = int(max_http_buffer_size)
-        self.allow_upgrades = bool(allow_upgrades)
-        self.transports = list(transports) if transports else ["polling", "websocket"]
-        for name in self.transports:
-            if name not in ("polling", "websocket"):
-                raise ValueError(f"unknown transport {name!r}")
-        if cookie is True:
-            cookie = "io"
-        elif cookie is False:
-            cookie = None
-        if isinstance(cookie, str):
-            cookie = {"name": cookie}
-        self.cookie = cookie
-        self.cors_allowed_origins = cors_allowed_origins
-        self.cors_credentials = bool(cors_credentials)
-        self.http_compression = bool(http_compression)
-        self.compression_threshold = int(compression_threshold)
+        self.max_send_buffer = int(max_send_buffer)
+        for name, value in (
+            ("ping_interval", ping_interval),
+            ("ping_timeout", ping_timeout),
+            ("max_http_buffer_size", max_http_buffer_size),
+            ("allow_upgrades", allow_upgrades),
+            ("transports", transports),
+            ("cookie", cookie),
+            ("cors_allowed_origins", cors_allowed_origins),
+            ("cors_credentials", cors_credentials),
+            ("http_compression", http_compression),
+            ("compression_threshold", compression_threshold),
+            ("monitor_clients", monitor_clients),
+        ):
+            self.set_option(name, value)
         self.upgrade_timeout = float(upgrade_timeout)
-        self.max_send_buffer = max(int(max_send_buffer), 2 * self.max_http_buffer_size)
         self.websocket_compression = bool(websocket_compression)
-        self.monitor_clients = bool(monitor_clients)
         if isinstance(logger, logging.Logger):
             self.logger = logger
         else:
@@ -401,8 +388,6 @@ class EngineIOServer:
         self.json = json or default_json
         if unknown:
             self.logger.warning("Engine.IO: ignoring options %s", ", ".join(sorted(unknown)))
-        #: Largest request body accepted (the Mount protocol).
-        self.max_body_size = self.max_http_buffer_size
         self.hub: Any = None
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._sessions: dict[str, _Session] = {}
@@ -413,6 +398,56 @@ class EngineIOServer:
         self._shutting_down = False
         # Messages logged at ERROR once, then at INFO (as the reference does).
         self._logged_once: set[str] = set()
+
+    def set_option(self, name: str, value: Any) -> None:
+        """Set one of the constructor's options (also while serving: sessions
+        use the new value from their next use of it, e.g. the next ping)."""
+        if name == "ping_interval":
+            # python-engineio's (interval, grace) form: the grace period lengthens
+            # the wait for the pong, so slow clients get the same leeway as there.
+            grace = 0.0
+            if isinstance(value, (tuple, list)):
+                if len(value) > 1:
+                    grace = float(value[1])
+                value = value[0]
+            self.ping_interval = float(cast(float, value))
+            self.ping_grace = grace
+        elif name == "ping_timeout":
+            self.ping_timeout = float(value)
+        elif name == "max_http_buffer_size":
+            self.max_http_buffer_size = int(value)
+            #: Largest request body accepted (the Mount protocol).
+            self.max_body_size = self.max_http_buffer_size
+            self.max_send_buffer = max(self.max_send_buffer, 2 * self.max_http_buffer_size)
+        elif name == "transports":
+            transports = [value] if isinstance(value, str) else value
+            transports = list(transports) if transports else ["polling", "websocket"]
+            for one in transports:
+                if one not in ("polling", "websocket"):
+                    raise ValueError(f"unknown transport {one!r}")
+            self.transports = transports
+        elif name == "cookie":
+            if value is True:
+                value = "io"
+            elif value is False:
+                value = None
+            if isinstance(value, str):
+                value = {"name": value}
+            self.cookie = value
+        elif name == "cors_allowed_origins":
+            self.cors_allowed_origins = value
+        elif name == "compression_threshold":
+            self.compression_threshold = int(value)
+        elif name == "allow_upgrades":
+            self.allow_upgrades = bool(value)
+        elif name == "cors_credentials":
+            self.cors_credentials = bool(value)
+        elif name == "http_compression":
+            self.http_compression = bool(value)
+        elif name == "monitor_clients":
+            self.monitor_clients = bool(value)
+        else:
+            raise ValueError(f"unknown Engine.IO option {name!r}")
 
     # -- Mount ----------------------------------------------------------------------
 

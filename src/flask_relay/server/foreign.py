@@ -32,9 +32,10 @@ four (Flask-Sock #78, #39).
 
 The Socket.IO endpoint
 ----------------------
-Requests under a *mount* (the Engine.IO endpoint of a
-:class:`flask_relay.SocketIO` on the app, found through
-``app.extensions["socketio"]``, or mounts given to :func:`install`) are served
+Requests under a *mount* (the endpoints in the app's registry,
+:mod:`flask_relay.server.mounts`: the Engine.IO endpoints of a
+:class:`flask_relay.SocketIO` and of a :class:`flask_relay.engineio.EngineIO`;
+or mounts given to :func:`install`) are served
 by the same mount objects the own server uses (``server/request.py``). The
 socket is taken over as above for those requests too: a polling request's
 body is read in the server's thread, then the loop answers it (a long-poll
@@ -59,6 +60,7 @@ from typing import Any, cast
 
 from ..sock import UPGRADER_KEY
 from .loop import Hub
+from .mounts import registry
 from .request import HTTPRequest, Mount, bodyless_status, reason_phrase, response_bytes
 from .wsroute import (
     RouteChannel,
@@ -534,21 +536,22 @@ class ForeignMiddleware:
             self._mounts["/" + prefix.strip("/")] = mount
 
     def _discover(self) -> None:
-        # The SocketIO extension of the app, if any, is found on first use, so
-        # that Sock(app) and SocketIO(app) may be created in either order.
+        # The app's registered endpoints (server/mounts.py) are built on first
+        # use, so that the extensions may be created in any order.
         with self._lock:
             if self._discovered:
                 return
             self._discovered = True
-            app = self._flask_app
-            socketio = getattr(app, "extensions", {}).get("socketio") if app else None
-            factory = getattr(socketio, "_engine_mount", None)
-            path = getattr(socketio, "path", None)
-            if factory is not None and path and "/" + str(path).strip("/") not in self._mounts:
+            found = registry(self._flask_app, create=False) if self._flask_app else None
+            if found is None:
+                return
+            for prefix, factory in found.factories().items():
+                if prefix in self._mounts:
+                    continue
                 try:
-                    self._mounts["/" + str(path).strip("/")] = factory()
+                    self._mounts[prefix] = factory()
                 except Exception:
-                    logger.exception("Cannot serve the Socket.IO endpoint under this server")
+                    logger.exception("Cannot serve the endpoint at %s under this server", prefix)
 
     def _find_mount(self, path: str) -> tuple[str, Mount] | None:
         if not self._discovered:
@@ -656,10 +659,10 @@ def _abort(responder: _WaitingResponder) -> None:
 def install(app: Any, mounts: dict[str, Mount] | None = None) -> ForeignMiddleware:
     """Wrap ``app.wsgi_app`` in :class:`ForeignMiddleware` (once); returns it.
 
-    ``Sock.init_app`` calls it; ``SocketIO.init_app`` should too, so that an
-    app with only Socket.IO also runs under ``flask run`` and gunicorn's
-    sync/gthread workers (its endpoint is found through
-    ``app.extensions["socketio"]``).
+    ``Sock.init_app``, ``SocketIO.init_app`` and ``EngineIO.init_app`` call
+    it, so that an app also runs under ``flask run`` and gunicorn's
+    sync/gthread workers (the endpoints are found in the app's registry,
+    :mod:`flask_relay.server.mounts`, at the first request).
     """
     probe = app.wsgi_app
     while probe is not None:
