@@ -31,6 +31,9 @@ def _raw(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterabl
     if path == "/raw/stream-cl":
         start_response("200 OK", [("Content-Length", "10")])
         return iter([b"hello", b"world"])
+    if path == "/raw/too-long":
+        start_response("200 OK", [("Content-Length", "3")])
+        return iter([b"he", b"llo"])
     if path == "/raw/te":
         start_response("200 OK", [("Transfer-Encoding", "chunked")])
         return iter([b"not ", b"chunked ", b"by the app"])

@@ -239,6 +239,7 @@ def page_cases() -> list[Case]:
         ("GET", "/raw/empty", "", 200),
         ("GET", "/raw/no-reason", "", 200),
         ("POST", "/echo", "", 200),
+        ("GET", "/raw/too-long", "", 200),
     ]
     data = b"".join(req(m, t, h) for m, t, h, _ in pipeline) + req("GET", "/text", close=True)
     return [
@@ -370,6 +371,7 @@ def check_contents(seen: dict[str, list[dict[str, Any]]]) -> None:
         assert by_order[17]["body"] == b"helloworld"
         assert by_order[18]["body"] == b"not chunked by the app"
         assert by_order[19]["body"] == b""  # a 204 has no body, whatever the app sends
+        assert by_order[25]["body"] == b"hel"  # cut at the app's Content-Length
     if "eio-refused-origin" in seen:
         refused = seen["eio-refused-origin"][0]
         assert refused["body"] == f'"{EVIL} is not an accepted origin."'.encode()

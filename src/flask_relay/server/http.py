@@ -831,6 +831,7 @@ class _WSGIResponse:
         self.close_after = not request.keep_alive
         self.head = request.method == "HEAD"
         self.bodyless = False
+        self.overflowed = False
         self.length: int | None = None
         self.sent = 0
 
@@ -916,7 +917,16 @@ class _WSGIResponse:
         if data and not self.head and not self.bodyless:
             if self.length is not None:
                 room = self.length - self.sent
-                data = data[:room] if room < len(data) else data
+                if len(data) > room:
+                    if not self.overflowed:
+                        self.overflowed = True
+                        logger.error(
+                            "%r: the app sent more than the %d bytes announced in "
+                            "Content-Length; the rest is dropped",
+                            self.request,
+                            self.length,
+                        )
+                    data = data[:room]
             self.sent += len(data)
             if self.chunked and data:
                 out += b"%x\r\n" % len(data) + data + b"\r\n"
