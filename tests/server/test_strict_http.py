@@ -290,8 +290,8 @@ def error_cases(*, limits: bool) -> list[Case]:
 def engine_cases(port: int, *, own_server: bool) -> list[Case]:
     """Engine.IO long-polling (CORS, errors) and WebSocket upgrades, accepted or refused."""
     sid = _handshake(port)
-    post = req("POST", f"{POLL}&sid={sid}", "Content-Type: text/plain;charset=UTF-8\r\n",
-               b"40")
+    post = req("POST", f"{POLL}&sid={sid}",
+               f"Content-Type: text/plain;charset=UTF-8\r\nOrigin: {GOOD_ORIGIN}\r\n", b"40")
     get = req("GET", f"{POLL}&sid={sid}")
     upgrade_eio = f"/socket.io/?EIO=4&transport=websocket&sid={_handshake(port)}"
     cases = [
@@ -382,6 +382,8 @@ def check_contents(seen: dict[str, list[dict[str, Any]]]) -> None:
         first = dict(seen["eio-http10-keep-alive"][0]["headers"])
         assert first[b"connection"] == b"keep-alive"
     if "eio-session" in seen:
+        posted = dict(seen["eio-session"][0]["headers"])
+        assert posted[b"access-control-allow-origin"] == GOOD_ORIGIN.encode()
         assert seen["eio-session"][1]["body"].startswith(b'40{"sid":')
     if "eio-poll" in seen:
         assert seen["eio-poll"][0]["body"].startswith(b'40{"sid":')
