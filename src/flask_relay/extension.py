@@ -899,7 +899,10 @@ class SocketIO:
                 server_logger.addHandler(logging.StreamHandler(sys.stderr))
 
         def serve() -> None:
+            from .server.http import listen_or_exit
+
             server = self.make_server(app, host, port, debug=debug, **server_kwargs)
+            listen_or_exit(server)
             self._http_server = server
             print(f" * Flask-Relay serving {server.url}/ (Ctrl-C to stop)", file=sys.stderr)
             try:
