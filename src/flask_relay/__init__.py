@@ -14,6 +14,7 @@ from .engine.sio import ConnectionRefusedError
 from .extension import SocketIO
 from .namespace import Namespace
 from .sock import ConnectionClosed, Sock
+from .sockets import Sockets
 from .test_client import SocketIOTestClient
 from .ws_testing import WebSocketTestClient
 
@@ -25,6 +26,7 @@ __all__ = [
     "Namespace",
     "SocketIO",
     "Sock",
+    "Sockets",
     "SocketIOTestClient",
     "WebSocketTestClient",
     "__version__",

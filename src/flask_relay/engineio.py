@@ -25,12 +25,21 @@ inside its application context. :meth:`EngineIO.send` and
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .engine.dispatch import Dispatcher, DispatcherClosed, DispatchQueueFull
+from .engine.dispatch import (
+    DEFAULT_MAX_WORKERS,
+    ORDER_WINDOW,
+    Dispatcher,
+    DispatcherClosed,
+    DispatchQueueFull,
+)
 from .engine.eio import EngineIOServer
-from .server.http import Server
+from .server.http import Server, listen_or_exit
+from .server.monkey import monkey_patch_problem
+from .server.mounts import build_mounts, registry
 
 __all__ = ["EngineIO"]
 
@@ -68,15 +77,28 @@ class EngineIO:
     ``ping_timeout``, ``max_http_buffer_size``, ``allow_upgrades``,
     ``transports``, ``cookie``, ``cors_allowed_origins``,
     ``cors_credentials``, ``http_compression``, ``compression_threshold``.
-    ``max_workers`` sizes the handler thread pool (default 32).
+    ``max_workers`` caps the handler thread pool (default 2,000) and
+    ``async_handlers`` sets the order rule, as for ``SocketIO`` (see
+    ``docs/handlers.md``): the connect handler always finishes before that
+    client's messages run.
     """
 
     def __init__(
-        self, app: Any = None, path: str = "/engine.io", *, max_workers: int = 32, **options: Any
+        self,
+        app: Any = None,
+        path: str = "/engine.io",
+        *,
+        max_workers: int = DEFAULT_MAX_WORKERS,
+        async_handlers: bool = True,
+        **options: Any,
     ) -> None:
         self.path = "/" + path.strip("/")
         self.handlers: dict[str, Callable[..., Any]] = {}
-        self.dispatcher = Dispatcher(max_workers, thread_name_prefix="flask-relay-eio")
+        self.dispatcher = Dispatcher(
+            max_workers,
+            order_window=ORDER_WINDOW if async_handlers else None,
+            thread_name_prefix="flask-relay-eio",
+        )
         self.bridge = _Bridge(self)
         self.engine = EngineIOServer(self.bridge, **options)
         self.app: Any = None
@@ -85,11 +107,28 @@ class EngineIO:
             self.init_app(app)
 
     def init_app(self, app: Any) -> None:
-        """Register with a Flask app (``app.extensions["engineio"]``)."""
+        """Register with a Flask app (``app.extensions["engineio"]``).
+
+        The endpoint joins the app's mount registry, so every door serves it:
+        ``eio.run``, ``socketio.run`` of a :class:`~flask_relay.SocketIO` on the
+        same app, the gunicorn worker, ``flask run`` and gunicorn sync/gthread.
+        """
         self.app = app
         extensions = getattr(app, "extensions", None)
         if isinstance(extensions, dict):
             extensions["engineio"] = self
+            found = registry(app)
+            assert found is not None
+            found.register(self.path, self._mount)
+            if hasattr(app, "wsgi_app"):
+                # Foreign WSGI servers (flask run, gunicorn sync/gthread).
+                from .server.foreign import install
+
+                install(app)
+
+    def _mount(self) -> EngineIOServer:
+        """The mount factory of the registry: the one engine of this extension."""
+        return self.engine
 
     # -- handlers ----------------------------------------------------------------------
 
@@ -114,7 +153,10 @@ class EngineIO:
         if event not in self.handlers:
             return
         try:
-            self.dispatcher.submit(sid, self._run, event, args)
+            if event == "connect":
+                self.dispatcher.submit_barrier(sid, self._run, event, args)
+            else:
+                self.dispatcher.submit(sid, self._run, event, args)
         except DispatchQueueFull as exc:
             logger.warning("Closing %s: %s", sid, exc)
             self.engine.disconnect(sid, "transport error")
@@ -161,15 +203,25 @@ class EngineIO:
         if app is not None and self.app is None:
             self.init_app(app)
         wsgi_app = app if app is not None else self.app
-        server = Server(wsgi_app, {self.path: self.engine}, host=host, port=port, **kwargs)
+        # Every endpoint registered on the app (a SocketIO's too), and this one.
+        mounts = build_mounts(wsgi_app, {self.path: self._mount})
+        server = Server(wsgi_app, mounts, host=host, port=port, **kwargs)
         self.server = server
         return server
 
     def run(
         self, app: Any = None, host: str = "127.0.0.1", port: int = 5000, **kwargs: Any
     ) -> None:
-        """Serve until Ctrl-C or SIGTERM; clients get a close, disconnect handlers run."""
+        """Serve until Ctrl-C or SIGTERM; disconnect handlers run, clients reconnect.
+
+        A process monkey-patched by eventlet or gevent exits with status 1 and a
+        one-line reason.
+        """
+        problem = monkey_patch_problem()
+        if problem is not None:
+            sys.exit(f"Flask-Relay: {problem}")
         server = self.make_server(app, host, port, **kwargs)
+        listen_or_exit(server)
         try:
             server.serve_forever()
         finally:

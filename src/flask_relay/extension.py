@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import flask
 from flask.sessions import SessionMixin
 
+from .engine.dispatch import DEFAULT_MAX_WORKERS
 from .engine.sio import (
     NOT_HANDLED,
     ConnectionRefusedError,
@@ -52,6 +53,7 @@ from .engine.sio import (
     Socket,
     SocketIOServer,
 )
+from .engine.views import ENGINE_DEFAULTS
 from .namespace import Namespace
 from .protocol.jsonlib import JSONModule
 from .pubsub import MessageQueue, from_url
@@ -82,23 +84,13 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "async_handlers": True,
     "always_connect": False,
     "namespaces": None,
-    # Engine.IO
+    # Engine.IO (the endpoint's own defaults have one home: engine/views.py)
     "async_mode": None,
-    "ping_interval": 25,
-    "ping_timeout": 20,
-    "max_http_buffer_size": 1_000_000,
-    "allow_upgrades": True,
-    "http_compression": True,
-    "compression_threshold": 1024,
-    "cookie": None,
-    "cors_allowed_origins": None,
-    "cors_credentials": True,
-    "monitor_clients": True,
-    "transports": ["polling", "websocket"],
+    **ENGINE_DEFAULTS,
     "engineio_logger": False,
     # Flask-Relay
     "connect_timeout": 45,
-    "max_workers": 32,
+    "max_workers": DEFAULT_MAX_WORKERS,
     "redis_options": None,
 }
 
@@ -305,11 +297,15 @@ class SocketIO:
         A module with ``dumps`` and ``loads`` for packets (``flask.json`` works).
     ``always_connect`` (``False``)
         Accept connections before the connect handler runs.
-    ``async_handlers`` (``True``), ``async_mode`` (``None``)
-        Accepted for compatibility. Handlers always run in worker threads,
-        one at a time per client. ``async_mode`` may be ``None`` or
-        ``"threading"``; ``"eventlet"`` and ``"gevent"`` are refused because
-        nothing here needs them.
+    ``async_handlers`` (``True``)
+        Handlers run in worker threads. ``True``: one client's quick handlers
+        run one at a time, in arrival order, and a handler that runs longer
+        than 0.25 s lets the client's later events run beside it (so a handler
+        may wait for a later event of its own client). ``False``: strictly one
+        handler at a time per client. See ``docs/handlers.md``.
+    ``async_mode`` (``None``)
+        May be ``None`` or ``"threading"``; ``"eventlet"`` and ``"gevent"`` are
+        refused because nothing here needs them.
     ``namespaces`` (``None``)
         Namespaces accepted besides those with handlers; ``"*"`` for any.
     ``ping_interval`` (25), ``ping_timeout`` (20), ``max_http_buffer_size``
@@ -326,8 +322,9 @@ class SocketIO:
         see docs/handlers.md).
     ``connect_timeout`` (45)
         Seconds a client may stay connected without joining a namespace.
-    ``max_workers`` (32)
-        Worker threads running handlers.
+    ``max_workers`` (2,000)
+        The cap on worker threads running handlers. The pool grows past its
+        busy threads only while handlers block, and shrinks when idle.
     """
 
     #: Disconnect reasons given to disconnect handlers.
@@ -349,6 +346,8 @@ class SocketIO:
         self._http_server: Server | None = None
         self._local_binding: Any = None
         self._local_engine: Any = None
+        # id(app) -> the prefix this endpoint is registered under there.
+        self._registered: dict[int, str] = {}
         if app is not None or "message_queue" in kwargs:
             self.init_app(app, **kwargs)
         else:
@@ -406,6 +405,8 @@ class SocketIO:
                 app.extensions = {}
             app.extensions["socketio"] = self
             self.app = app
+            # Every door serves what the app's registry holds (server/mounts.py).
+            self._register_mount(app)
             # Serve the endpoint under foreign WSGI servers too (flask run,
             # app.run(), gunicorn sync/gthread): a pass-through otherwise.
             from .server.foreign import install
@@ -422,9 +423,13 @@ class SocketIO:
             json=json,
             always_connect=bool(self._option("always_connect")),
             connect_timeout=float(self._option("connect_timeout")),
+            async_handlers=bool(self._option("async_handlers")),
             max_workers=int(self._option("max_workers")),
             logger=self._option("logger"),
         )
+        # The same dict: ``socketio.server.eio.ping_timeout = 60`` reaches the
+        # endpoints built afterwards (server/mounts.py builds them at run time).
+        self.server.engine_options = self.server_options
         self._local_binding = None
         self._local_engine = None
         queue = self._option("client_manager")
@@ -445,6 +450,20 @@ class SocketIO:
 
     def _option(self, name: str) -> Any:
         return self.server_options.get(name, DEFAULT_OPTIONS[name])
+
+    def _register_mount(self, app: flask.Flask) -> None:
+        """Put this endpoint in ``app``'s mount registry (under its current path)."""
+        from .server.mounts import registry
+
+        found = registry(app)
+        if found is None:
+            return
+        old = self._registered.get(id(app))
+        prefix = "/" + self.path
+        if old is not None and old != prefix:
+            found.unregister(old, self._engine_mount)
+        found.register(prefix, self._engine_mount)
+        self._registered[id(app)] = prefix
 
     @property
     def path(self) -> str:
@@ -799,6 +818,7 @@ class SocketIO:
         ``shutdown_timeout``, ``reuse_port``).
         """
         from .server.http import Server
+        from .server.mounts import build_mounts
 
         if self.server is None or self.app is None:
             self.init_app(app)
@@ -808,13 +828,10 @@ class SocketIO:
             from werkzeug.debug import DebuggedApplication
 
             wsgi_app = DebuggedApplication(app, evalex=True)
-        return Server(
-            wsgi_app,
-            {"/" + self.path: self._engine_mount()},
-            host=host,
-            port=port,
-            **kwargs,
-        )
+        # Every endpoint registered on the app (a standalone EngineIO too), and
+        # this one even when it was attached to another app.
+        mounts = build_mounts(app, {self.path: self._engine_mount})
+        return Server(wsgi_app, mounts, host=host, port=port, **kwargs)
 
     def _engine_mount(self) -> Any:
         """The Engine.IO endpoint bound to this Socket.IO server."""
@@ -843,8 +860,14 @@ class SocketIO:
         ``use_reloader`` (= debug), ``reloader_options``, ``extra_files``,
         ``log_output`` (= debug), ``certfile``/``keyfile`` for HTTPS.
         ``allow_unsafe_werkzeug`` is accepted and unneeded: Werkzeug's
-        development server is not used.
+        development server is not used. A process monkey-patched by eventlet
+        or gevent exits with status 1 and a one-line reason.
         """
+        from .server.monkey import monkey_patch_problem
+
+        problem = monkey_patch_problem()
+        if problem is not None:
+            sys.exit(f"Flask-Relay: {problem}")
         if host is None:
             host = "127.0.0.1"
         if port is None:
@@ -884,7 +907,10 @@ class SocketIO:
                 server_logger.addHandler(logging.StreamHandler(sys.stderr))
 
         def serve() -> None:
+            from .server.http import listen_or_exit
+
             server = self.make_server(app, host, port, debug=debug, **server_kwargs)
+            listen_or_exit(server)
             self._http_server = server
             print(f" * Flask-Relay serving {server.url}/ (Ctrl-C to stop)", file=sys.stderr)
             try:

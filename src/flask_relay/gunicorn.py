@@ -5,8 +5,9 @@
     gunicorn -k flask_relay.gunicorn.Worker -w 1 --bind 127.0.0.1:8000 app:app
 
 Each worker process serves gunicorn's listening sockets from one event loop
-(the package's HTTP/1.1 server): the Socket.IO endpoint of a
-:class:`flask_relay.SocketIO` on the app and WebSocket routes
+(the package's HTTP/1.1 server): the endpoints registered on the app (the
+Engine.IO endpoints of :class:`flask_relay.SocketIO` and
+:class:`flask_relay.engineio.EngineIO`) and WebSocket routes
 (:class:`flask_relay.Sock`) natively, every other request through the Flask
 app in a thread pool. Unlike the sync and gthread workers, a WebSocket or a
 long-poll does not hold a worker thread, so ``--threads`` does not cap the
@@ -14,13 +15,16 @@ number of clients (it sizes the pool for ordinary requests; at least 16).
 
 Signals follow gunicorn's conventions: ``SIGTERM`` (sent by the arbiter on
 stop, ``SIGHUP`` reload and worker count changes) is a graceful shutdown: the
-listeners close, Socket.IO clients get a close packet ("server shutting
-down"), WebSocket routes a 1001 close frame, requests in progress get up to
-``--graceful-timeout`` seconds. ``SIGQUIT`` and ``SIGINT`` exit at once, as in
-the other workers. The worker tells the arbiter it is alive every second
-from the loop (a loop blocked for ``--timeout`` seconds gets the worker
-restarted, which is what that timeout is for), and stops gracefully when its
-parent process goes away or ``--reload`` sees a changed file.
+listeners close, Socket.IO sessions end ("server shutting down" for the
+disconnect handlers) the way every official client takes for a restart, so
+they reconnect to the new workers on their own (a 1001 close frame, a 503 for
+a held long-poll; no Engine.IO close packet), WebSocket routes get a 1001
+close frame, requests in progress get up to ``--graceful-timeout`` seconds.
+``SIGQUIT`` and ``SIGINT`` exit at once, as in the other workers. The worker
+tells the arbiter it is alive every second from the loop (a loop blocked for
+``--timeout`` seconds gets the worker restarted, which is what that timeout is
+for), and stops gracefully when its parent process goes away or ``--reload``
+sees a changed file.
 
 Several workers (``-w N``) are fine for WebSocket routes and for Socket.IO
 clients that use only the WebSocket transport; long-polling clients need
@@ -37,6 +41,8 @@ from typing import Any
 from gunicorn.workers.base import Worker as _BaseWorker
 
 from .server.http import HTTPLimits, Server
+from .server.monkey import refuse_monkey_patch
+from .server.mounts import build_mounts
 
 __all__ = ["Worker"]
 
@@ -48,14 +54,10 @@ MIN_WSGI_THREADS = 16
 
 
 def _build_server(app: Any, **kwargs: Any) -> Server:
-    """The server for ``app``: with its SocketIO endpoint when it has one."""
-    extensions = getattr(app, "extensions", None) or {}
-    socketio = extensions.get("socketio")
-    make_server = getattr(socketio, "make_server", None)
-    if make_server is not None:
-        server: Server = make_server(app, **kwargs)
-        return server
-    return Server(app, **kwargs)
+    """The server for ``app``: with every endpoint registered on it (the
+    Engine.IO endpoints of its ``SocketIO`` and ``EngineIO``, see
+    :mod:`flask_relay.server.mounts`)."""
+    return Server(app, build_mounts(app), **kwargs)
 
 
 class Worker(_BaseWorker):  # type: ignore[misc]
@@ -67,6 +69,12 @@ class Worker(_BaseWorker):  # type: ignore[misc]
         super().init_signals()
         # SIGTERM is handled on the loop (graceful shutdown); until the loop
         # runs, gunicorn's handler only marks the worker as not alive.
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        # Before the worker counts as booted: gunicorn then stops with "Worker
+        # failed to boot" and this message, instead of restarting it forever.
+        refuse_monkey_patch()
 
     def _limits(self) -> HTTPLimits:
         cfg = self.cfg

@@ -37,6 +37,15 @@ An ``async def`` route runs on the event loop with an :class:`AsyncWebSocket`
 which is released as soon as the route's coroutine is scheduled, so thousands of
 idle async routes cost no thread. Such a coroutine must not block.
 
+Origin check
+------------
+Unlike Flask-Sock, a route refuses a browser page on another origin (HTTP 403
+and a warning naming the setting that would allow it): browsers send cookies
+with every WebSocket handshake, so accepting any origin lets another site act
+as the user. The policy is Socket.IO's (:mod:`flask_relay.protocol.origin`):
+``Sock(app, allowed_origins=...)``, else ``app.config["SOCK_ALLOWED_ORIGINS"]``,
+else the same origin only; clients that send no ``Origin`` pass.
+
 Options (``app.config["SOCK_SERVER_OPTIONS"]``)
 -----------------------------------------------
 ``ping_interval`` (default ``None``: no pings)
@@ -85,7 +94,10 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from flask import Blueprint, Flask, Response, current_app, request
 
+from .protocol.origin import OriginPolicy, environ_origin_allowed
+
 if TYPE_CHECKING:
+    from flask.blueprints import BlueprintSetupState
     from werkzeug.wrappers import Response as BaseResponse
 
     from .server.loop import Hub
@@ -491,6 +503,24 @@ class WebSocket(_BaseWebSocket):
         self._accept_for_attribute()
         return self._subprotocol
 
+    @property
+    def drained(self) -> bool:
+        """``True`` once the connection is closed and every message received
+        before was returned by :meth:`receive`."""
+        self._accept_for_attribute()
+        with self._cond:
+            return not self._open and not self._inbox
+
+    def _send_ping(self, data: bytes = b"") -> None:
+        """Queue a ping frame (gevent-websocket's ``send_frame(data, OPCODE_PING)``)."""
+        self.accept()
+        with self._cond:
+            if not self._open:
+                raise ConnectionClosed(self._close_reason or CLOSE_NO_STATUS, self._close_message)
+            channel = self._channel
+            assert channel is not None
+            self._call(channel.ping, bytes(data))
+
     def _accept_for_attribute(self) -> None:
         if not self._accepted:
             try:
@@ -798,6 +828,100 @@ async def _drive_async_route(app: Flask, ws: AsyncWebSocket, awaitable: Awaitabl
 
 
 # --------------------------------------------------------------------------
+# The Origin check
+# --------------------------------------------------------------------------
+
+
+class _Unset:
+    """The type of :data:`UNSET`: an option not given (the app config decides)."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET = _Unset()
+
+#: The app config key holding the allowed origins of WebSocket routes.
+ORIGINS_CONFIG_KEY = "SOCK_ALLOWED_ORIGINS"
+
+
+def origin_policy(app: Flask, given: OriginPolicy | _Unset) -> OriginPolicy:
+    """The policy for ``app``: the extension's argument, else the app config."""
+    if not isinstance(given, _Unset):
+        return given
+    policy: OriginPolicy = app.config.get(ORIGINS_CONFIG_KEY)
+    return policy
+
+
+def check_origin(
+    environ: Mapping[str, Any], policy: OriginPolicy, owner: str, app_config: bool = True
+) -> BaseResponse | None:
+    """``None`` when the request's ``Origin`` may open a WebSocket, else the
+    403 response; a refusal is logged with the setting that would allow it
+    (``owner`` names the extension: ``Sock``, ``Sockets``...; ``app_config``:
+    whether the app config key applies too)."""
+    if environ_origin_allowed(environ, policy) is not False:
+        return None
+    origin = str(environ.get("HTTP_ORIGIN"))
+    path = str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", ""))
+    if policy is None:
+        why = "it is not this server's origin"
+        wanted: list[str] = [origin]
+    elif callable(policy):
+        why = "the allowed_origins callable refused it"
+        wanted = [origin]
+    else:
+        why = "it is not in allowed_origins"
+        wanted = [policy] if isinstance(policy, str) else [*policy]
+        wanted.append(origin)
+    fix = f"{owner}(app, allowed_origins={wanted!r})"
+    if app_config:
+        fix += f" or app.config[{ORIGINS_CONFIG_KEY!r}] = {wanted!r}"
+    logger.warning(
+        "Refused WebSocket %s from Origin %s (%s). To allow it: %s", path, origin, why, fix
+    )
+    return Response(
+        f"Origin {origin} is not allowed to open this WebSocket\n",
+        status=403,
+        content_type="text/plain; charset=utf-8",
+    )
+
+
+def websocket_view(
+    f: Callable[..., Any], policy: Callable[[Flask], OriginPolicy], owner: str
+) -> Callable[..., BaseResponse]:
+    """The Flask view that runs ``f(ws, **url_variables)`` as a WebSocket route:
+    the Origin check, then a blocking or an ``async def`` route."""
+    is_async = inspect.iscoroutinefunction(inspect.unwrap(f))
+    runner = _run_async_route if is_async else _run_blocking_route
+
+    @functools.wraps(f)
+    def websocket_route(*args: Any, **kw: Any) -> BaseResponse:
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        refusal = check_origin(request.environ, policy(app), owner)
+        if refusal is not None:
+            return refusal
+        return runner(f, _options_for(app), args, kw)
+
+    return websocket_route
+
+
+def install_when_registered(bp: Blueprint) -> None:
+    """Install the foreign-server middleware on every app ``bp`` is registered
+    on (a blueprint of WebSocket routes whose app never met the extension)."""
+    if getattr(bp, "_flask_relay_install", False) or bp._got_registered_once:
+        return
+    bp._flask_relay_install = True  # type: ignore[attr-defined]
+
+    def on_register(state: BlueprintSetupState) -> None:
+        from .server.foreign import install
+
+        install(state.app)
+
+    bp.record_once(on_register)
+
+
+# --------------------------------------------------------------------------
 # The Flask extension
 # --------------------------------------------------------------------------
 
@@ -805,40 +929,69 @@ async def _drive_async_route(app: Flask, ws: AsyncWebSocket, awaitable: Awaitabl
 class Sock:
     """Add WebSocket routes to a Flask application (Flask-Sock's ``Sock``).
 
-    ``Sock(app)`` or ``sock = Sock(); sock.init_app(app)``. ``init_app`` also
-    wraps ``app.wsgi_app`` in the middleware that lets foreign WSGI servers
+    Set up the way Flask-Sock is:
+
+    * ``Sock(app)``: routes go on the app;
+    * ``sock = Sock()``, routes, then ``sock.init_app(app)``: the routes wait on
+      a private blueprint (:attr:`bp`) registered on every app ``init_app``
+      gets; routes declared after ``init_app`` go on that app (:attr:`app`);
+    * ``Sock(blueprint)`` or ``init_app(blueprint)``: routes go on the
+      blueprint, under its prefix once the app registers it;
+    * ``@sock.route(path, bp=blueprint)``: that route goes on the blueprint.
+
+    ``init_app`` (or the registration of such a blueprint) also wraps the
+    app's ``wsgi_app`` in the middleware that lets foreign WSGI servers
     (``flask run``, ``app.run()``, gunicorn sync/gthread) serve the routes.
+
+    ``allowed_origins`` is the Origin policy of the routes (unlike Flask-Sock,
+    which accepts any): default same origin only, ``"*"`` any, an origin or a
+    list of origins, a callable ``(origin[, environ]) -> bool``; clients that
+    send no ``Origin`` (not browsers) always pass. Left out, the app config
+    key ``SOCK_ALLOWED_ORIGINS`` decides (same values).
     """
 
-    def __init__(self, app: Flask | None = None) -> None:
-        self.app: Flask | None = None
+    def __init__(
+        self,
+        app: Flask | Blueprint | None = None,
+        *,
+        allowed_origins: OriginPolicy | _Unset = UNSET,
+    ) -> None:
+        self.app: Flask | Blueprint | None = None
         self.bp: Blueprint | None = None
+        self.allowed_origins = allowed_origins
         if app is not None:
             self.app = app
             self.init_app(app)
 
-    def init_app(self, app: Flask) -> None:
-        """Register the extension (and the routes declared before) with ``app``."""
-        app.extensions["sock"] = self
-        if self.bp is not None:
-            app.register_blueprint(self.bp)
-        from .server.foreign import install
+    def init_app(self, app: Flask | Blueprint) -> None:
+        """Register the extension (and the routes declared before) with ``app``
+        (a Flask app, or a blueprint the app registers later)."""
+        if self.bp is not None and not (
+            isinstance(app, Flask) and any(bp is self.bp for bp in app.blueprints.values())
+        ):
+            options: dict[str, Any] = {}
+            if isinstance(app, Flask) and self.bp.name in app.blueprints:
+                # Another Sock() had routes waiting too (Flask-Sock raises ValueError).
+                options["name"] = f"{self.bp.name}_{len(app.blueprints)}"
+            app.register_blueprint(self.bp, **options)
+        if isinstance(app, Blueprint):
+            install_when_registered(app)
+        else:
+            app.extensions["sock"] = self
+            from .server.foreign import install
 
-        install(app)
+            install(app)
+        self.app = app
+
+    def _policy(self, app: Flask) -> OriginPolicy:
+        return origin_policy(app, self.allowed_origins)
 
     def route(self, path: str, bp: Blueprint | None = None, **kwargs: Any) -> Callable[[F], F]:
         """Register ``f(ws, **url_variables)`` as the WebSocket route ``path``
         (on ``bp`` when given). Keyword arguments go to ``Flask.route``."""
 
         def decorator(f: F) -> F:
-            is_async = inspect.iscoroutinefunction(inspect.unwrap(f))
-            runner = _run_async_route if is_async else _run_blocking_route
-
-            @functools.wraps(f)
-            def websocket_route(*args: Any, **kw: Any) -> BaseResponse:
-                options = _options_for(current_app)
-                return runner(f, options, args, kw)
-
+            view = websocket_view(f, self._policy, type(self).__name__)
             kwargs["websocket"] = True
             target: Flask | Blueprint
             if bp is not None:
@@ -849,10 +1002,12 @@ class Sock:
                 if self.bp is None:
                     self.bp = Blueprint("__flask_sock", __name__)
                 target = self.bp
-            return target.route(path, **kwargs)(websocket_route)  # type: ignore[return-value]
+            target.route(path, **kwargs)(view)
+            if isinstance(target, Blueprint) and target is not self.bp:
+                install_when_registered(target)
+            return view  # type: ignore[return-value]
 
         return decorator
-
 
     def test_client(
         self, app: Flask | None = None, flask_test_client: Any = None, timeout: float = 5.0
@@ -862,8 +1017,11 @@ class Sock:
         from .ws_testing import WebSocketTestClient
 
         target = app or self.app
-        if target is None:
-            raise RuntimeError("test_client() needs the app (Sock was not given one)")
+        if not isinstance(target, Flask):
+            raise RuntimeError(
+                "test_client() needs the Flask app (Sock was given none, or a blueprint): "
+                "sock.test_client(app)"
+            )
         return WebSocketTestClient(target, flask_test_client, timeout=timeout)
 
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,3 +78,26 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextmanager
+def served_app(app: Any, door: str) -> Iterator[int]:
+    """Serve any WSGI ``app`` on 127.0.0.1 by the own server (``"own"``) or
+    Werkzeug's threaded server (``"werkzeug"``, what ``flask run`` uses); yields the port."""
+    if door == "own":
+        server = Server(app, host="127.0.0.1", port=0, shutdown_timeout=2.0)
+        server.start()
+        try:
+            yield server.port
+        finally:
+            server.stop()
+    else:
+        httpd = make_server("127.0.0.1", 0, app, threaded=True)
+        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield httpd.socket.getsockname()[1]
+        finally:
+            httpd.shutdown()
+            httpd.server_close()
+            thread.join(5)

@@ -298,3 +298,180 @@ def test_watcher_thread_exits_with_the_idle_pool() -> None:
             assert d.thread_count == 0
     finally:
         d.shutdown()
+
+
+# -- the order window (async_handlers=True) ---------------------------------------
+
+
+def test_order_window_lets_a_later_call_of_the_key_release_a_blocked_one() -> None:
+    # A game loop: the first call waits for the key's own second call. Strictly
+    # serial it would wait for ever; past the window the second one runs beside it.
+    d = Dispatcher(max_workers=4, order_window=0.05)
+    stop = threading.Event()
+    result: list[bool] = []
+    try:
+        d.submit("client", lambda: result.append(stop.wait(10)))
+        d.submit("client", stop.set)
+        assert stop.wait(10)
+    finally:
+        stop.set()
+        d.shutdown(wait=True)
+    assert result == [True]
+
+
+def test_without_order_window_the_key_is_strictly_serial() -> None:
+    d = Dispatcher(max_workers=4)  # order_window=None
+    first_done = threading.Event()
+    starts: list[tuple[str, bool]] = []
+
+    def first() -> None:
+        starts.append(("first", True))
+        time.sleep(0.3)
+        first_done.set()
+
+    try:
+        d.submit("client", first)
+        d.submit("client", lambda: starts.append(("second", first_done.is_set())))
+        wait_for = time.monotonic() + 10
+        while len(starts) < 2 and time.monotonic() < wait_for:
+            time.sleep(0.01)
+    finally:
+        d.shutdown(wait=True)
+    assert starts == [("first", True), ("second", True)]
+
+
+def test_quick_calls_keep_their_order_inside_the_window() -> None:
+    d = Dispatcher(max_workers=8, order_window=0.25)
+    seen: list[int] = []
+    overlap: list[int] = []
+    active = [0]
+    lock = threading.Lock()
+    done = threading.Event()
+
+    def job(i: int) -> None:
+        with lock:
+            active[0] += 1
+            if active[0] > 1:
+                overlap.append(i)
+        seen.append(i)
+        with lock:
+            active[0] -= 1
+        if i == 999:
+            done.set()
+
+    try:
+        for i in range(1000):
+            d.submit("client", job, i)
+        assert done.wait(20)
+    finally:
+        d.shutdown(wait=True)
+    assert seen == list(range(1000))
+    assert overlap == []
+
+
+def test_a_barrier_is_never_overtaken() -> None:
+    d = Dispatcher(max_workers=4, order_window=0.02)
+    connect_done = threading.Event()
+    later: list[bool] = []
+    try:
+
+        def connect() -> None:
+            time.sleep(0.3)  # well past the window
+            connect_done.set()
+
+        d.submit_barrier("client", connect)
+        d.submit("client", lambda: later.append(connect_done.is_set()))
+        deadline = time.monotonic() + 10
+        while not later and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        d.shutdown(wait=True)
+    assert later == [True]
+
+
+def test_released_key_still_counts_its_pending_calls_and_forgets_itself() -> None:
+    d = Dispatcher(max_workers=4, order_window=0.02)
+    gate = threading.Event()
+    ran = threading.Event()
+    try:
+        d.submit("k", gate.wait, 10)
+        d.submit("k", ran.set)
+        assert ran.wait(10)  # ran beside the blocked call
+        deadline = time.monotonic() + 10
+        while d.pending() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert d.pending("k") == 0
+        gate.set()
+        done = threading.Event()
+        d.submit("k", done.set)  # the key works as before once all is done
+        assert done.wait(10)
+    finally:
+        gate.set()
+        d.shutdown(wait=True)
+    assert d._queues == {} and d._held == {}
+
+
+# -- the pool grows while handlers block, to its cap ------------------------------
+
+
+def test_pool_grows_past_blocked_handlers_and_shrinks_when_idle() -> None:
+    d = Dispatcher(max_workers=1000, order_window=0.25, idle_timeout=0.2)
+    release = threading.Event()
+    inside = threading.Semaphore(0)
+
+    def block() -> None:
+        inside.release()
+        release.wait(20)
+
+    try:
+        for i in range(200):
+            d.submit(("blocked", i), block)
+        for _ in range(200):  # all 200 are inside at once: 200 threads
+            assert inside.acquire(timeout=20)
+        canary = threading.Event()
+        d.submit("canary", canary.set)
+        assert canary.wait(5)
+        assert d.thread_count >= 200
+        release.set()
+        deadline = time.monotonic() + 20
+        while d.thread_count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert d.thread_count == 0
+    finally:
+        release.set()
+        d.shutdown(wait=True)
+
+
+def test_at_the_cap_work_waits_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    d = Dispatcher(max_workers=3)
+    release = threading.Event()
+    ran: list[int] = []
+    done = threading.Semaphore(0)
+
+    def job(i: int) -> None:
+        if i < 3:
+            release.wait(20)
+        ran.append(i)
+        done.release()
+
+    caplog.set_level(logging.WARNING, logger="flask_relay.dispatch")
+    try:
+        for i in range(10):
+            d.submit(i, job, i)
+        deadline = time.monotonic() + 10
+        while not caplog.records and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)  # the watcher keeps checking: still one warning
+        assert d.thread_count == 3
+        assert ran == []  # the seven others wait for a thread
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1
+        assert "all 3 worker threads are busy" in warnings[0].getMessage()
+        assert "max_workers" in warnings[0].getMessage()
+        release.set()
+        for _ in range(10):
+            assert done.acquire(timeout=10)
+    finally:
+        release.set()
+        d.shutdown(wait=True)
+    assert sorted(ran) == list(range(10))

@@ -1,42 +1,60 @@
-"""A pool of worker threads with one serial queue per key.
+"""A pool of worker threads with one queue per key, and a rule for order.
 
 The event loop never runs user code: it decodes a packet and hands the handler
-call to a :class:`Dispatcher`. Keying the work by connection gives the two
-guarantees Flask-SocketIO users asked for and never had together (Flask-SocketIO
-#1420, python-socketio #284):
+call to a :class:`Dispatcher`, keyed by connection. What real apps need from the
+scheduling decided its rule (measured with public Flask-SocketIO apps, not
+guessed; see ``docs/handlers.md``):
 
-* the events of one client run one at a time, in arrival order;
-* the events of different clients run concurrently, on up to ``max_workers``
-  threads.
+* a handler may wait for a later event of its own client (a game loop that runs
+  until the same client sends ``stop``), so a strict per-client queue is wrong;
+* a client's disconnect handler must run promptly, whatever its other handlers
+  are doing;
+* quick handlers of one client should still run in arrival order, because apps
+  quietly rely on it (a ``join`` followed by a ``message``).
+
+**The rule.** Calls with the same key start in submission order. A call waits
+until the previous call of its key has *finished*, or has been running for
+``order_window`` seconds (default none: strictly one at a time), whichever comes
+first. So while handlers take less than the window, a key's calls run one at a
+time, in order; a handler that blocks longer lets the key's later calls run
+beside it. A call submitted with :meth:`Dispatcher.submit_barrier` (the
+Socket.IO connect handler) is never overtaken: later calls wait for it to finish.
 
 How it works: every key with pending work has a FIFO of calls. A key is either
 *idle* (no pending calls, forgotten), *ready* (waiting in the round-robin queue of
-keys) or *running* (a worker holds it). A worker takes the next ready key, runs
-**one** call, and puts the key back at the end of the ready queue if it still has
-work, so a client flooding the server cannot starve the others. Because a key is
-held by at most one worker, calls with the same key never overlap.
+keys) or *held* (a worker runs its latest call, started less than
+``order_window`` ago). A worker takes the next ready key, runs **one** call, and
+puts the key back at the end of the ready queue if it still has work, so a client
+flooding the server cannot starve the others. A watcher thread *releases* a key
+whose call has run past the window: the key goes back to the ready queue while
+that call goes on, unaccounted for by the key.
 
 Waking a thread is what a call costs most on the loop (a context switch and a
 GIL hand-back per ``notify``), so :meth:`Dispatcher.submit` wakes a worker only
 when **no worker is awake**, or when the ready queue has made no progress for
 ``wake_delay`` (2 ms): one awake worker drains the ready queue by itself, and a
-handler that blocks still gets other clients served by a second worker shortly
-after. Since that second check in ``submit`` needs another submission to fire, a
-watcher thread re-checks the ready queue every ``wake_delay`` while any worker is
-awake, so a key that became ready while every awake worker is blocked in a
-handler is picked up even if nothing else arrives. The watcher runs no user code
-and parks (costing nothing) once the pool has been idle for a while.
+handler that blocks still gets other clients served by another worker shortly
+after. Since that second check in ``submit`` needs another submission to fire, the
+watcher re-checks the ready queue every ``wake_delay`` while any worker is awake,
+so a key that became ready while every awake worker is blocked in a handler is
+picked up even if nothing else arrives. The watcher runs no user code and parks
+(costing nothing) once the pool has been idle for a while.
 
-Threads are started lazily, only when no idle worker is there to take new work,
-and exit after ``idle_timeout`` seconds without work, so an idle server holds no
-threads at all (the watcher exits with the last worker).
+**The pool grows and shrinks.** Threads are started lazily, when ready work has
+waited ``wake_delay`` and no idle worker is there to take it, up to
+``max_workers``; a thread exits after ``idle_timeout`` seconds without work, so an
+idle server holds no threads at all (the watcher exits with the last worker).
+Handlers that block (a slow API, a lock, ``time.sleep``, ``call()`` waiting for an
+acknowledgement) therefore cost a thread each but never stop other clients being
+served, until ``max_workers`` threads are all busy. From then on new work waits in
+the queues below and one WARNING says so (again only after the pool has had a
+free thread since).
 
 Limits (every queue is bounded, see ``DESIGN.md`` principle 5):
 
-``max_workers`` (default 32)
-    Threads running calls at once. A call that blocks (for example ``call()``
-    waiting for a client's acknowledgement) holds its thread, so with 32 such
-    calls in flight the other clients wait.
+``max_workers`` (default 32 here; the Socket.IO and Engine.IO servers use
+    ``DEFAULT_MAX_WORKERS``, 2,000)
+    Threads running calls at once.
 ``max_pending_per_key`` (default 1,000)
     Calls waiting for one key. A client sending faster than its handlers run
     eventually makes :meth:`Dispatcher.submit` raise :class:`DispatchQueueFull`;
@@ -57,13 +75,30 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
-__all__ = ["DispatchQueueFull", "Dispatcher", "DispatcherClosed", "InlineDispatcher"]
+__all__ = [
+    "DEFAULT_MAX_WORKERS",
+    "ORDER_WINDOW",
+    "DispatchQueueFull",
+    "Dispatcher",
+    "DispatcherClosed",
+    "InlineDispatcher",
+]
 
 logger = logging.getLogger("flask_relay.dispatch")
 
 _monotonic = time.monotonic
 
-_Call = tuple[Callable[..., Any], tuple[Any, ...]]
+#: Seconds a client's handler may run before the client's later events may run
+#: beside it (``async_handlers=True``): below it, one client's handlers run one at
+#: a time in arrival order; past it, a handler waiting for the client's own later
+#: event (a game loop waiting for ``stop``) cannot stall that client.
+ORDER_WINDOW = 0.25
+#: The default cap on handler threads. The pool holds a thread per handler that
+#: is running, so it grows only while handlers block; idle threads exit.
+DEFAULT_MAX_WORKERS = 2000
+
+# (function, arguments, barrier)
+_Call = tuple[Callable[..., Any], tuple[Any, ...], bool]
 
 
 class DispatchQueueFull(RuntimeError):
@@ -83,9 +118,10 @@ class DispatcherClosed(RuntimeError):
 
 
 class Dispatcher:
-    """Run calls in worker threads, serially per key, concurrently across keys.
+    """Run calls in worker threads, in order per key, concurrently across keys.
 
     ``submit`` is safe from any thread (the event loop, workers, user threads).
+    See the module docstring for the ordering rule that ``order_window`` sets.
     """
 
     #: Seconds the ready queue may go without progress while workers are awake
@@ -98,6 +134,7 @@ class Dispatcher:
         self,
         max_workers: int = 32,
         *,
+        order_window: float | None = None,
         max_pending_per_key: int = 1000,
         max_pending: int = 100_000,
         idle_timeout: float = 30.0,
@@ -107,16 +144,22 @@ class Dispatcher:
             raise ValueError("max_workers must be at least 1")
         if max_pending_per_key < 1 or max_pending < 1:
             raise ValueError("queue limits must be at least 1")
+        if order_window is not None and order_window < 0:
+            raise ValueError("order_window must be None or at least 0")
         self.max_workers = max_workers
+        self.order_window = order_window
         self.max_pending_per_key = max_pending_per_key
         self.max_pending = max_pending
         self.idle_timeout = idle_timeout
         self._prefix = thread_name_prefix
         self._lock = threading.Lock()
-        # key -> FIFO of pending calls; present while the key is ready or running.
+        # key -> FIFO of pending calls; present while the key is ready or held.
         self._queues: dict[Hashable, collections.deque[_Call]] = {}
         # Keys with pending calls that no worker holds, in round-robin order.
         self._ready: collections.deque[Hashable] = collections.deque()
+        # Held keys -> (start time, holder token, barrier). Insertion order is
+        # start order, so the watcher finds the calls past the window first.
+        self._held: dict[Hashable, tuple[float, object, bool]] = {}
         # When the ready queue last became non-empty or last had a key taken.
         self._ready_since = 0.0
         self._pending = 0
@@ -128,6 +171,7 @@ class Dispatcher:
         self._sleepers: list[threading.Lock] = []
         self._counter = 0
         self._shutdown = False
+        self._saturated = False  # the cap WARNING was logged; re-armed below the cap
         self._watcher: threading.Thread | None = None
         self._watch_cond = threading.Condition(self._lock)
         self._watch_parked = False
@@ -140,6 +184,17 @@ class Dispatcher:
         Raises :class:`DispatchQueueFull` when a limit is reached and
         :class:`DispatcherClosed` after :meth:`shutdown`.
         """
+        self._submit(key, (fn, args, False))
+
+    def submit_barrier(self, key: Hashable, fn: Callable[..., Any], *args: Any) -> None:
+        """Like :meth:`submit`, but later calls of ``key`` wait until it finished.
+
+        ``order_window`` does not apply to it: use it for calls whose outcome
+        the key's later calls depend on (the Socket.IO connect handler).
+        """
+        self._submit(key, (fn, args, True))
+
+    def _submit(self, key: Hashable, call: _Call) -> None:
         with self._lock:
             if self._shutdown:
                 raise DispatcherClosed("cannot submit after shutdown")
@@ -149,16 +204,16 @@ class Dispatcher:
                 )
             queue = self._queues.get(key)
             if queue is not None:
-                # The key is ready or running: its worker will get to this call.
+                # The key is ready or held: a worker will get to this call.
                 if len(queue) >= self.max_pending_per_key:
                     raise DispatchQueueFull(
                         f"{len(queue)} calls already pending for {key!r} "
                         f"(max_pending_per_key={self.max_pending_per_key})"
                     )
-                queue.append((fn, args))
+                queue.append(call)
                 self._pending += 1
                 return
-            self._queues[key] = collections.deque([(fn, args)])
+            self._queues[key] = collections.deque([call])
             self._pending += 1
             ready = self._ready
             ready.append(key)
@@ -211,26 +266,37 @@ class Dispatcher:
                 if thread is not current:
                     thread.join()
 
-    # -- workers ---------------------------------------------------------------
+    # -- workers (every method below is called with the lock held) -------------
 
     def _wake(self) -> None:
-        # Called with the lock held: one more worker awake, if the pool allows.
+        # One more worker awake, if the pool allows.
         if self._sleepers:
             self._sleepers.pop().release()
         elif len(self._threads) < self.max_workers:
             self._start_thread()
         else:
+            self._warn_saturated()
             return
         self._kick_watcher()
 
+    def _warn_saturated(self) -> None:
+        if not self._saturated and self._ready:
+            self._saturated = True
+            logger.warning(
+                "all %d worker threads are busy in handlers that block (waiting on I/O, "
+                "a lock, sleep or call()): %d calls wait for a free thread; raise "
+                "max_workers or make those handlers return sooner",
+                self.max_workers,
+                self._pending,
+            )
+
     def _kick_watcher(self) -> None:
-        # Called with the lock held whenever a worker becomes awake: a parked
-        # watcher resumes polling. Costs nothing while it polls (under load).
+        # Whenever a worker becomes awake: a parked watcher resumes polling.
+        # Costs nothing while it polls (under load).
         if self._watch_parked:
             self._watch_cond.notify()
 
     def _start_thread(self) -> None:
-        # Called with the lock held.
         self._counter += 1
         thread = threading.Thread(
             target=self._work, name=f"{self._prefix}-{self._counter}", daemon=True
@@ -243,6 +309,37 @@ class Dispatcher:
             )
             self._watcher.start()
 
+    def _requeue(self, key: Hashable) -> None:
+        # The key is no longer held: back to the ready queue, or forgotten.
+        if self._queues[key]:
+            if not self._ready:
+                self._ready_since = _monotonic()
+            self._ready.append(key)
+        else:
+            del self._queues[key]
+
+    def _finished(self, key: Hashable, token: object) -> None:
+        held = self._held.get(key)
+        if held is not None and held[1] is token:
+            del self._held[key]
+            self._requeue(key)
+        # else the watcher released the key while the call ran past the window
+
+    def _release_overdue(self, now: float) -> None:
+        # Keys whose call has run past the window go back to the ready queue.
+        window = self.order_window
+        if window is None or not self._held:
+            return
+        overdue = []
+        for key, (start, _token, barrier) in self._held.items():
+            if now - start < window:
+                break
+            if not barrier:
+                overdue.append(key)
+        for key in overdue:
+            del self._held[key]
+            self._requeue(key)
+
     def _work(self) -> None:
         lock = self._lock
         me = threading.current_thread()
@@ -253,20 +350,14 @@ class Dispatcher:
         while True:
             with lock:
                 if call is not None:
-                    # Done with the previous call: give the key back.
-                    queue = self._queues[key]
-                    if queue:
-                        if not self._ready:
-                            self._ready_since = _monotonic()
-                        self._ready.append(key)
-                    else:
-                        del self._queues[key]
+                    self._finished(key, wake)
                     call = None
                 while not self._ready:
                     if self._shutdown:
                         self._threads.discard(me)
                         return
                     self._sleepers.append(wake)
+                    self._saturated = False  # a free thread: warn again next time
                     lock.release()
                     try:
                         woken = wake.acquire(True, self.idle_timeout)
@@ -290,10 +381,14 @@ class Dispatcher:
                 key = self._ready.popleft()
                 call = self._queues[key].popleft()
                 self._pending -= 1
+                now = _monotonic()
+                # The wake lock doubles as this worker's token: unique, and the
+                # worker finishes a call before it takes another.
+                self._held[key] = (now, wake, call[2])
                 if self._ready:
                     # Progress: the keys left behind wait from now on.
-                    self._ready_since = _monotonic()
-            fn, args = call
+                    self._ready_since = now
+            fn, args, _barrier = call
             try:
                 fn(*args)
             except BaseException:  # noqa: BLE001 - a worker must survive anything
@@ -301,13 +396,14 @@ class Dispatcher:
             del fn, args
 
     def _watch(self) -> None:
-        """Wake a worker when the ready queue is stuck behind blocked workers.
+        """Release overdue keys, and wake a worker when the ready queue is stuck.
 
         ``submit`` only checks for a stuck queue when a submission arrives; this
         thread covers the case where none does. It polls every ``wake_delay``
         while a worker is awake (that is when keys can wait unattended: with no
-        worker awake, ``submit`` wakes one itself), and parks once the pool has
-        been idle for ``watch_park_after``; waking a worker un-parks it.
+        worker awake, ``submit`` wakes one itself, and no call can be overdue),
+        and parks once the pool has been idle for ``watch_park_after``; waking a
+        worker un-parks it.
         """
         cond = self._watch_cond
         delay = self.wake_delay
@@ -316,6 +412,7 @@ class Dispatcher:
             while not self._shutdown:
                 now = _monotonic()
                 timeout = delay
+                self._release_overdue(now)
                 if self._ready:
                     idle_since = None
                     waited = now - self._ready_since
@@ -363,15 +460,17 @@ class InlineDispatcher:
             running = self._local.running = {}
         queue = running.get(key)
         if queue is not None:
-            queue.append((fn, args))
+            queue.append((fn, args, False))
             return
-        queue = running[key] = collections.deque([(fn, args)])
+        queue = running[key] = collections.deque([(fn, args, False)])
         try:
             while queue:
-                f, a = queue.popleft()
+                f, a, _barrier = queue.popleft()
                 f(*a)
         finally:
             del running[key]
+
+    submit_barrier = submit
 
     def shutdown(self, wait: bool = True) -> None:
         """Nothing to stop."""

@@ -63,6 +63,7 @@ from ..protocol import websocket as wsproto
 from ..protocol.engineio import Packet, PacketType, decode_packet, decode_payload
 from ..protocol.errors import ProtocolError
 from ..protocol.jsonlib import JSONModule, default_json
+from ..protocol.origin import origin_allowed
 from ..server.request import HTTPRequest, Responder, UpgradeHandle, build_environ
 
 __all__ = ["EngineHandler", "EngineIOServer", "Prepared"]
@@ -449,41 +450,28 @@ class EngineIOServer:
         json: JSONModule | None = None,
         **unknown: Any,
     ) -> None:
-        # python-engineio's (interval, grace) form: the grace period lengthens the
-        # wait for the pong, so slow clients get the same leeway as there.
-        self.ping_grace = 0.0
-        if isinstance(ping_interval, (tuple, list)):
-            if len(ping_interval) > 1:
-                self.ping_grace = float(ping_interval[1])
-            ping_interval = ping_interval[0]
         self.handler = handler
-        self.ping_interval = float(cast(float, ping_interval))
-        self.ping_timeout = float(ping_timeout)
-        self.max_http_buffer_size = int(max_http_buffer_size)
-        self.allow_upgrades = bool(allow_upgrades)
-        self.transports = list(transports) if transports else ["polling", "websocket"]
-        for name in self.transports:
-            if name not in ("polling", "websocket"):
-                raise ValueError(f"unknown transport {name!r}")
-        if cookie is True:
-            cookie = "io"
-        elif cookie is False:
-            cookie = None
-        if isinstance(cookie, str):
-            cookie = {"name": cookie}
-        self.cookie = cookie
-        self.cors_allowed_origins = cors_allowed_origins
-        self.cors_credentials = bool(cors_credentials)
-        self.http_compression = bool(http_compression)
-        self.compression_threshold = int(compression_threshold)
+        self.max_send_buffer = int(max_send_buffer)
+        for name, value in (
+            ("ping_interval", ping_interval),
+            ("ping_timeout", ping_timeout),
+            ("max_http_buffer_size", max_http_buffer_size),
+            ("allow_upgrades", allow_upgrades),
+            ("transports", transports),
+            ("cookie", cookie),
+            ("cors_allowed_origins", cors_allowed_origins),
+            ("cors_credentials", cors_credentials),
+            ("http_compression", http_compression),
+            ("compression_threshold", compression_threshold),
+            ("monitor_clients", monitor_clients),
+        ):
+            self.set_option(name, value)
         self.upgrade_timeout = float(upgrade_timeout)
-        self.max_send_buffer = max(int(max_send_buffer), 2 * self.max_http_buffer_size)
         if float(slow_consumer_timeout) <= 0:
             raise ValueError("slow_consumer_timeout must be > 0")
         self.slow_consumer_timeout = float(slow_consumer_timeout)
         self.max_total_send_buffer = max(int(max_total_send_buffer), self.max_send_buffer)
         self.websocket_compression = bool(websocket_compression)
-        self.monitor_clients = bool(monitor_clients)
         if isinstance(logger, logging.Logger):
             self.logger = logger
         else:
@@ -497,8 +485,6 @@ class EngineIOServer:
         self.json = json or default_json
         if unknown:
             self.logger.warning("Engine.IO: ignoring options %s", ", ".join(sorted(unknown)))
-        #: Largest request body accepted (the Mount protocol).
-        self.max_body_size = self.max_http_buffer_size
         self.hub: Any = None
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._sessions: dict[str, _Session] = {}
@@ -515,6 +501,58 @@ class EngineIOServer:
         self._loop_total = 0
         self._total_waiters = 0
         self._watch_tick = min(_WATCH_TICK, self.slow_consumer_timeout / 4)
+        # Messages logged at ERROR once, then at INFO (as the reference does).
+        self._logged_once: set[str] = set()
+
+    def set_option(self, name: str, value: Any) -> None:
+        """Set one of the constructor's options (also while serving: sessions
+        use the new value from their next use of it, e.g. the next ping)."""
+        if name == "ping_interval":
+            # python-engineio's (interval, grace) form: the grace period lengthens
+            # the wait for the pong, so slow clients get the same leeway as there.
+            grace = 0.0
+            if isinstance(value, (tuple, list)):
+                if len(value) > 1:
+                    grace = float(value[1])
+                value = value[0]
+            self.ping_interval = float(cast(float, value))
+            self.ping_grace = grace
+        elif name == "ping_timeout":
+            self.ping_timeout = float(value)
+        elif name == "max_http_buffer_size":
+            self.max_http_buffer_size = int(value)
+            #: Largest request body accepted (the Mount protocol).
+            self.max_body_size = self.max_http_buffer_size
+            self.max_send_buffer = max(self.max_send_buffer, 2 * self.max_http_buffer_size)
+        elif name == "transports":
+            transports = [value] if isinstance(value, str) else value
+            transports = list(transports) if transports else ["polling", "websocket"]
+            for one in transports:
+                if one not in ("polling", "websocket"):
+                    raise ValueError(f"unknown transport {one!r}")
+            self.transports = transports
+        elif name == "cookie":
+            if value is True:
+                value = "io"
+            elif value is False:
+                value = None
+            if isinstance(value, str):
+                value = {"name": value}
+            self.cookie = value
+        elif name == "cors_allowed_origins":
+            self.cors_allowed_origins = value
+        elif name == "compression_threshold":
+            self.compression_threshold = int(value)
+        elif name == "allow_upgrades":
+            self.allow_upgrades = bool(value)
+        elif name == "cors_credentials":
+            self.cors_credentials = bool(value)
+        elif name == "http_compression":
+            self.http_compression = bool(value)
+        elif name == "monitor_clients":
+            self.monitor_clients = bool(value)
+        else:
+            raise ValueError(f"unknown Engine.IO option {name!r}")
 
     # -- Mount ----------------------------------------------------------------------
 
@@ -549,7 +587,7 @@ class EngineIOServer:
         """A polling request (or a CORS preflight), on the loop."""
         cors = self._cors_headers(request)
         if cors is None:
-            self._error(responder, 403, FORBIDDEN, request)
+            responder.respond(*self._refuse_origin(request))
             return
         if request.method == "OPTIONS":
             headers = list(cors)
@@ -621,7 +659,7 @@ class EngineIOServer:
             )
 
         if self._origin_allowed(request) is False:
-            reject(403, FORBIDDEN)
+            handle.reject(*self._refuse_origin(request))
             return
         args = request.args
         if (
@@ -637,18 +675,18 @@ class EngineIOServer:
             return
         sid = args.get("sid")
         session: _Session | None = None
+        redundant = False
         if sid is not None:
             session = self._sessions.get(sid)
             if session is None:
                 reject(400, UNKNOWN_SID)
                 return
-            if (
-                session.transport != "polling"
-                or session.probe is not None
-                or not self.allow_upgrades
-            ):
+            if not self.allow_upgrades:
                 reject(400, BAD_REQUEST)
                 return
+            # Already on a WebSocket, or an upgrade under way: as the reference
+            # (npm engine.io), the handshake is accepted and the socket closed.
+            redundant = session.transport != "polling" or session.probe is not None
         elif self._shutting_down:
             reject(503, BAD_REQUEST, "server shutting down")
             return
@@ -671,6 +709,16 @@ class EngineIOServer:
             handle.write_raw_and_close(result.serialize())
             return
         channel = _WSChannel(self, result)
+        if redundant:
+            self.logger.info(
+                "Closing a second WebSocket for %s from %s: %s",
+                sid,
+                _addr(request),
+                "upgrade under way" if session and session.probe else "already on a WebSocket",
+            )
+            handle.switch(channel)
+            channel.close(1000)
+            return
         if session is not None:
             channel.probe = True
             channel.session = session
@@ -692,10 +740,17 @@ class EngineIOServer:
         self._opened(session)
 
     async def shutdown(self) -> None:
-        """Close every session ("server shutting down"); clients get a close packet."""
+        """Close every session ("server shutting down") so that clients reconnect.
+
+        No Engine.IO close packet: python-socketio's client takes one as a
+        deliberate disconnect and never reconnects. What every official client
+        takes for a lost server (and reconnects) is sent instead: a WebSocket
+        gets a 1001 close frame, a held long-poll what is queued or else a 503,
+        and the next poll finds the session gone (or nobody listening).
+        """
         self._shutting_down = True
         for session in list(self._sessions.values()):
-            self._close(session, "server shutting down", notify=True)
+            self._close(session, "server shutting down", notify=False, going_away=True)
         # Give the close frames a moment to be answered; whatever is left
         # (or everything, when the server's own shutdown deadline cancels us)
         # is aborted.
@@ -1107,7 +1162,7 @@ class EngineIOServer:
         except ProtocolError as exc:
             self.logger.info("Closing %s: bad POST body: %s", session.sid, exc.reason)
             self._error(responder, 400, BAD_REQUEST, request, f"Bad request: {exc.reason}", cors)
-            self._close(session, "parse error", notify=True)
+            self._close(session, "parse error", notify=True, linger=False)
             return
         responder.respond(200, [("Content-Type", "text/html"), *cors], b"ok")
         for packet in packets:
@@ -1223,7 +1278,7 @@ class EngineIOServer:
             channel.send_item(_control(_PONG, "probe"))
         else:
             self.logger.info("Closing %s: unexpected %s packet", session.sid, ptype.name)
-            self._close(session, "parse error", notify=True)
+            self._close(session, "parse error", notify=True, linger=False)
 
     def _parse_error(self, session: _Session, exc: ProtocolError, channel: _WSChannel) -> None:
         self.logger.info("Closing %s: %s", session.sid, exc.reason)
@@ -1267,15 +1322,34 @@ class EngineIOServer:
         session.ping_timer = None
         if not session.closed:
             self.logger.info("Closing %s: ping timeout", session.sid)
-            self._close(session, "ping timeout", notify=True)
+            self._close(session, "ping timeout", notify=True, linger=False)
 
     # -- closing (loop) ---------------------------------------------------------------------
 
     def _close(
-        self, session: _Session, reason: str, *, notify: bool, client: bool = False
+        self,
+        session: _Session,
+        reason: str,
+        *,
+        notify: bool,
+        client: bool = False,
+        going_away: bool = False,
+        linger: bool = True,
     ) -> None:
-        """End a session once; ``notify`` sends the client a close packet first."""
+        """End a session once; ``notify`` sends the client a close packet first.
+
+        A polling client without a GET held gets the close packet in its next
+        GET: the session lingers as a tombstone for that (a deliberate close,
+        such as ``disconnect()``, must reach the client). ``linger=False`` (a
+        parse error, a ping timeout: the client is broken or gone) removes it
+        at once, as the reference servers do: the next GET gets 400.
+        ``going_away`` (server shutdown) ends it the way a restart looks to a
+        client, so that it reconnects: see :meth:`shutdown`.
+        """
         if session.closed:
+            return
+        if going_away:
+            self._close_going_away(session, reason)
             return
         session.closed = True
         if self._sessions.get(session.sid) is session:
@@ -1304,7 +1378,7 @@ class EngineIOServer:
             session.queue.append(_control(_CLOSE))
             if session.held is not None:
                 self._flush_poll(session)
-            else:
+            elif linger:
                 self._closing[session.sid] = session
                 session.ping_timer = self.loop.call_later(
                     max(self.ping_timeout, 1.0), self._closing.pop, session.sid, None
@@ -1313,6 +1387,41 @@ class EngineIOServer:
                 return
         elif session.held is not None:
             self._send_noop(session)
+        self._disconnected(session, reason)
+
+    def _close_going_away(self, session: _Session, reason: str) -> None:
+        session.closed = True
+        if self._sessions.get(session.sid) is session:
+            del self._sessions[session.sid]
+        if session.ping_timer is not None:
+            session.ping_timer.cancel()
+            session.ping_timer = None
+        probe = session.probe
+        self._clear_upgrade(session)
+        if probe is not None:
+            probe.session = None
+            probe.close(1001, "server shutting down")
+        ws = session.ws
+        if ws is not None:
+            # What was sent is already in the socket's output, before the close frame.
+            session.ws = None
+            ws.session = None
+            ws.close(1001, "server shutting down")
+        elif session.held is not None and session.held_request is not None:
+            if session.queue:
+                # Deliver what is queued; the next poll finds the session gone.
+                self._flush_poll(session)
+            else:
+                request, responder = session.held_request, session.held
+                session.held = session.held_request = None
+                self._error(
+                    responder,
+                    503,
+                    BAD_REQUEST,
+                    request,
+                    "server shutting down",
+                    self._cors_headers(request) or [],
+                )
         self._disconnected(session, reason)
 
     def _disconnected(self, session: _Session, reason: str, *, keep_queue: bool = False) -> None:
@@ -1355,35 +1464,37 @@ class EngineIOServer:
 
     def _origin_allowed(self, request: HTTPRequest) -> bool | None:
         """``None`` without an Origin header (or checks off), else whether it is allowed."""
-        origin = request.header("origin")
-        allowed = self.cors_allowed_origins
-        if origin is None:
-            return None
-        if isinstance(allowed, (list, tuple, set, frozenset)) and len(allowed) == 0:
-            return None
-        if allowed == "*":
-            return True
-        if allowed is None:
-            host = request.header("host")
-            if host is None:
-                return False
-            candidates = {f"{request.scheme}://{host}"}
-            forwarded = request.header("x-forwarded-proto")
-            forwarded_host = request.header("x-forwarded-host")
-            if forwarded or forwarded_host:
-                # Behind a proxy, as the reference: its scheme and host name the page.
-                scheme = (forwarded or request.scheme).split(",")[0].strip()
-                candidates.add(f"{scheme}://{(forwarded_host or host).split(',')[0].strip()}")
-            return origin in candidates
-        if isinstance(allowed, str):
-            return origin == allowed
-        if callable(allowed):
-            # The reference's callable form: allowed(origin, environ) or allowed(origin).
-            try:
-                return bool(allowed(origin, self._environ(request)))
-            except TypeError:
-                return bool(allowed(origin))
-        return "*" in allowed or origin in allowed
+        return origin_allowed(
+            request.header("origin"),
+            self.cors_allowed_origins,
+            scheme=request.scheme,
+            host=request.header("host"),
+            forwarded_proto=request.header("x-forwarded-proto"),
+            forwarded_host=request.header("x-forwarded-host"),
+            environ=lambda: self._environ(request),
+        )
+
+    def _refuse_origin(self, request: HTTPRequest) -> tuple[int, list[tuple[str, str]], bytes]:
+        """The answer to a refused ``Origin``: python-engineio's, to the byte.
+
+        400, ``text/plain``, the JSON string ``"<origin> is not an accepted
+        origin."``; logged at ERROR the first time, at INFO after that (the
+        reference's ``_log_error_once``), with the setting that would allow it.
+        """
+        origin = request.header("origin") or ""
+        message = f"{origin} is not an accepted origin."
+        if "bad-origin" not in self._logged_once:
+            self._logged_once.add("bad-origin")
+            self.logger.error(
+                "%s (further occurrences of this error will be logged with level INFO; "
+                "allow it with cors_allowed_origins=[%r])",
+                message,
+                origin,
+            )
+        else:
+            self.logger.info("%s (%s %s from %s)", message, request.method,
+                             request.target, _addr(request))
+        return 400, [("Content-Type", "text/plain")], default_json.dumps(message).encode()
 
     def _cors_headers(self, request: HTTPRequest) -> list[tuple[str, str]] | None:
         """CORS response headers, or ``None`` when the origin is refused."""

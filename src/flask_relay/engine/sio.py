@@ -7,9 +7,11 @@ Flask. Its threading model:
 * The Engine.IO server calls :class:`EngineBinding`'s ``on_connect``,
   ``on_message`` and ``on_disconnect`` on its event loop. Those only decode the
   packet (fast) and hand the application call to a dispatcher keyed by the
-  Engine.IO connection, so the loop never runs user code, the events of one
-  client run one at a time and in order, and different clients run
-  concurrently (:mod:`flask_relay.engine.dispatch`).
+  Engine.IO connection, so the loop never runs user code, the quick events of
+  one client run one at a time and in order, a handler that blocks cannot stall
+  its own client's later events, and different clients run concurrently (the
+  rule is in :mod:`flask_relay.engine.dispatch`; the connect handler is a
+  barrier that the client's events never overtake).
 * Emits, room changes, ``call()`` and disconnects are safe from any thread: the
   registry of sockets and rooms is guarded by one re-entrant lock, and the
   Engine.IO server's send methods are themselves thread-safe. Sends happen
@@ -59,7 +61,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..protocol.errors import ProtocolError
 from ..protocol.jsonlib import JSONModule
 from ..protocol.socketio import Decoder, Encoder, Packet, PacketType
-from .dispatch import Dispatcher, DispatcherClosed, DispatchQueueFull
+from .dispatch import (
+    DEFAULT_MAX_WORKERS,
+    ORDER_WINDOW,
+    Dispatcher,
+    DispatcherClosed,
+    DispatchQueueFull,
+)
+from .views import EngineView, ManagerView
 
 if TYPE_CHECKING:
     from ..pubsub import MessageQueue
@@ -156,6 +165,8 @@ class EngineLike(Protocol):
 
 class DispatcherLike(Protocol):
     def submit(self, key: Hashable, fn: Callable[..., Any], *args: Any) -> None: ...
+
+    def submit_barrier(self, key: Hashable, fn: Callable[..., Any], *args: Any) -> None: ...
 
 
 class SocketIOApplication(Protocol):
@@ -344,7 +355,12 @@ class SocketIOServer:
     :param connect_timeout: seconds an Engine.IO connection may stay without
         any namespace ``CONNECT`` before it is closed.
     :param max_attachments: binary attachments allowed in one packet.
-    :param max_workers: worker threads of the default dispatcher.
+    :param async_handlers: ``True`` (the default): a client's handler that runs
+        longer than :data:`ORDER_WINDOW` lets that client's later events run beside
+        it; quicker handlers of one client run one at a time, in arrival order.
+        ``False``: strictly one handler at a time per client, in order.
+    :param max_workers: the cap on the default dispatcher's worker threads; the
+        pool grows to it only while handlers block.
     :param logger: ``True`` logs connections and events at INFO level, a
         :class:`logging.Logger` is used as is; errors are always logged.
     """
@@ -360,7 +376,8 @@ class SocketIOServer:
         always_connect: bool = False,
         connect_timeout: float = 45.0,
         max_attachments: int = 10,
-        max_workers: int = 32,
+        async_handlers: bool = True,
+        max_workers: int = DEFAULT_MAX_WORKERS,
         logger: bool | logging.Logger = False,
     ) -> None:
         self.application = application
@@ -372,6 +389,7 @@ class SocketIOServer:
         self.always_connect = always_connect
         self.connect_timeout = connect_timeout
         self.max_attachments = max_attachments
+        self.async_handlers = async_handlers
         self.max_workers = max_workers
         self._encoder = Encoder(json)
         self._lock = threading.RLock()
@@ -380,6 +398,13 @@ class SocketIOServer:
         self._namespace_sockets: dict[str, dict[str, Socket]] = {}
         # namespace -> room -> sid -> socket
         self._rooms: dict[str, dict[Hashable, dict[str, Socket]]] = {}
+        # namespace -> sid -> socket, for sockets out of the indexes above whose
+        # disconnect handler has not finished (python-socketio still lists them
+        # in manager.rooms: see engine/views.py)
+        self._leaving: dict[str, dict[str, Socket]] = {}
+        #: The Engine.IO options (``server.eio``'s; the extension shares its
+        #: options dict here, so that assignments reach the endpoints it builds).
+        self.engine_options: dict[str, Any] = {}
         self._dispatcher: Dispatcher | None = None
         self.bindings: list[EngineBinding] = []
         #: The message queue shared with other processes (see :mod:`flask_relay.pubsub`).
@@ -401,7 +426,10 @@ class SocketIOServer:
         """The worker pool used by bindings created without their own dispatcher."""
         with self._lock:
             if self._dispatcher is None:
-                self._dispatcher = Dispatcher(self.max_workers)
+                self._dispatcher = Dispatcher(
+                    self.max_workers,
+                    order_window=ORDER_WINDOW if self.async_handlers else None,
+                )
             return self._dispatcher
 
     def attach(
@@ -445,9 +473,15 @@ class SocketIOServer:
             self.logger.info("%s sent no CONNECT in time: closing", conn.eio_sid)
             conn.binding.engine.disconnect(conn.eio_sid, "forced close")
 
-    def _submit(self, conn: Connection, fn: Callable[..., Any], *args: Any) -> bool:
+    def _submit(
+        self, conn: Connection, fn: Callable[..., Any], *args: Any, barrier: bool = False
+    ) -> bool:
+        dispatcher = conn.binding.dispatcher
         try:
-            conn.binding.dispatcher.submit(conn, fn, *args)
+            if barrier:
+                dispatcher.submit_barrier(conn, fn, *args)
+            else:
+                dispatcher.submit(conn, fn, *args)
         except DispatchQueueFull as exc:
             self.logger.error("closing %s: %s", conn.eio_sid, exc)
             conn.binding.engine.disconnect(conn.eio_sid, "forced close")
@@ -495,7 +529,10 @@ class SocketIOServer:
                 if sock is None:
                     return
                 self._begin_disconnect(sock)
-            self._submit(conn, self._finish_disconnect, sock, DisconnectReason.CLIENT_DISCONNECT)
+            if not self._submit(
+                conn, self._finish_disconnect, sock, DisconnectReason.CLIENT_DISCONNECT
+            ):
+                self._forget(sock)
         else:  # CONNECT_ERROR: only servers send it
             self.logger.warning("closing %s: unexpected %s packet", conn.eio_sid, ptype.name)
             conn.binding.engine.disconnect(conn.eio_sid, "parse error")
@@ -526,7 +563,8 @@ class SocketIOServer:
             self._sockets[sock.sid] = sock
             self._namespace_sockets.setdefault(namespace, {})[sock.sid] = sock
             self._rooms.setdefault(namespace, {})[sock.sid] = {sock.sid: sock}
-        self._submit(conn, self._run_connect, sock, auth)
+        # A barrier: the client's events must not overtake its connect handler.
+        self._submit(conn, self._run_connect, sock, auth, barrier=True)
 
     def _eio_disconnect(self, conn: Connection, reason: str) -> None:
         if conn.timer is not None:
@@ -649,6 +687,7 @@ class SocketIOServer:
                         del rooms[room]
             if not rooms:
                 del self._rooms[sock.namespace]
+        self._leaving.setdefault(sock.namespace, {})[sock.sid] = sock
         acks, sock.acks = sock.acks, {}
         for ack in acks.values():
             if isinstance(ack, _Waiter):
@@ -662,6 +701,9 @@ class SocketIOServer:
             sock.state = DISCONNECTED
             if self._sockets.get(sock.sid) is sock:
                 del self._sockets[sock.sid]
+            leaving = self._leaving.get(sock.namespace)
+            if leaving is not None and leaving.pop(sock.sid, None) is not None and not leaving:
+                del self._leaving[sock.namespace]
 
     def _send_raw(self, conn: Connection, packet: Packet) -> None:
         self._send_items(conn, self._encoder.encode(packet))
@@ -1048,6 +1090,89 @@ class SocketIOServer:
             for binding in bindings
             for eio_sid, conn in list(binding.connections.items())
         }
+
+    # -- python-socketio's introspection attributes (engine/views.py) -----------
+
+    @property
+    def manager(self) -> ManagerView:
+        """python-socketio's ``server.manager``: ``rooms``, ``get_participants``,
+        ``get_rooms``... as read-only views of this server's registry."""
+        return ManagerView(self)
+
+    @property
+    def eio(self) -> EngineView:
+        """python-socketio's ``server.eio``: the Engine.IO options and ``sockets``."""
+        return EngineView(self)
+
+    def _engines(self) -> list[Any]:
+        with self._lock:
+            return [binding.engine for binding in self.bindings]
+
+    def _active_namespaces(self) -> list[str]:
+        with self._lock:
+            names = list(self._namespace_sockets)
+            names.extend(ns for ns in self._leaving if ns not in self._namespace_sockets)
+            return names
+
+    def _room_members(self, namespace: str, room: Hashable | None) -> dict[str, Socket]:
+        """A snapshot of ``room``'s members (``None``: the namespace's clients),
+        those whose disconnect handler is pending included."""
+        with self._lock:
+            if room is None:
+                members = dict(self._namespace_sockets.get(namespace, ()))
+            else:
+                members = dict(self._rooms.get(namespace, {}).get(room, ()))
+            for sid, sock in self._leaving.get(namespace, {}).items():
+                if room is None or room in sock.rooms:
+                    members[sid] = sock
+            return members
+
+    def _room_member(self, namespace: str, room: Hashable | None, sid: str) -> Socket | None:
+        """``sid``'s socket if it is in ``room`` (one look-up, no snapshot)."""
+        with self._lock:
+            if room is None:
+                sock = self._namespace_sockets.get(namespace, {}).get(sid)
+            else:
+                sock = self._rooms.get(namespace, {}).get(room, {}).get(sid)
+            if sock is None:
+                sock = self._leaving.get(namespace, {}).get(sid)
+                if sock is not None and room is not None and room not in sock.rooms:
+                    sock = None
+            return sock
+
+    def _room_size(self, namespace: str, room: Hashable | None) -> int:
+        """``len(manager.rooms[namespace][room])`` without a snapshot."""
+        with self._lock:
+            if room is None:
+                size = len(self._namespace_sockets.get(namespace, ()))
+            else:
+                size = len(self._rooms.get(namespace, {}).get(room, ()))
+            for sock in self._leaving.get(namespace, {}).values():
+                if room is None or room in sock.rooms:
+                    size += 1
+            return size
+
+    def _room_count(self, namespace: str) -> int:
+        """``len(manager.rooms[namespace])``: cheap unless clients are leaving."""
+        with self._lock:
+            if self._leaving.get(namespace):
+                return len(self._room_names(namespace))
+            if namespace not in self._namespace_sockets:
+                return 0
+            return 1 + len(self._rooms.get(namespace, ()))
+
+    def _room_names(self, namespace: str) -> list[Hashable | None]:
+        """``None`` then every room of ``namespace`` (python-socketio's keys)."""
+        with self._lock:
+            rooms = self._rooms.get(namespace, {})
+            leaving = self._leaving.get(namespace, {})
+            if not rooms and not leaving and namespace not in self._namespace_sockets:
+                return []
+            names: dict[Hashable | None, None] = {None: None}
+            names.update(dict.fromkeys(rooms))
+            for sock in leaving.values():
+                names.update(dict.fromkeys(sock.rooms))
+            return list(names)
 
     def lookup(self, sid: str) -> Socket | None:
         """The :class:`Socket` for ``sid`` whatever its namespace (sids are unique)."""

@@ -32,9 +32,10 @@ four (Flask-Sock #78, #39).
 
 The Socket.IO endpoint
 ----------------------
-Requests under a *mount* (the Engine.IO endpoint of a
-:class:`flask_relay.SocketIO` on the app, found through
-``app.extensions["socketio"]``, or mounts given to :func:`install`) are served
+Requests under a *mount* (the endpoints in the app's registry,
+:mod:`flask_relay.server.mounts`: the Engine.IO endpoints of a
+:class:`flask_relay.SocketIO` and of a :class:`flask_relay.engineio.EngineIO`;
+or mounts given to :func:`install`) are served
 by the same mount objects the own server uses (``server/request.py``). The
 socket is taken over as above for those requests too: a polling request's
 body is read in the server's thread, then the loop answers it (a long-poll
@@ -59,7 +60,9 @@ from typing import Any, cast
 
 from ..sock import UPGRADER_KEY
 from .loop import Hub
-from .request import HTTPRequest, Mount, reason_phrase
+from .monkey import refuse_monkey_patch
+from .mounts import registry
+from .request import HTTPRequest, Mount, bodyless_status, reason_phrase, response_bytes
 from .wsroute import (
     RouteChannel,
     RouteUpgrader,
@@ -197,15 +200,6 @@ def _connect(
 
 
 _tasks: set[asyncio.Task[None]] = set()
-
-
-def _response_bytes(status: int, headers: list[tuple[str, str]], body: bytes) -> bytes:
-    lines = [f"HTTP/1.1 {status} {reason_phrase(status)}\r\n"]
-    for name, value in headers:
-        if name.lower() not in ("content-length", "connection"):
-            lines.append(f"{name}: {value}\r\n")
-    lines.append(f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
-    return "".join(lines).encode("latin-1") + body
 
 
 class _WriteAndClose(asyncio.Protocol):
@@ -357,7 +351,7 @@ class TakenSocketHandle:
         _connect(self._hub.loop, sock, protocol)
 
     def reject(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-        self.write_raw_and_close(_response_bytes(status, headers, body))
+        self.write_raw_and_close(response_bytes(status, headers, body, keep_alive=False))
 
     def write_raw_and_close(self, data: bytes) -> None:
         if self._sock is not None:
@@ -379,9 +373,10 @@ class _HeldRequest(asyncio.Protocol):
     away before the answer triggers the mount's ``on_abort``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, head_only: bool = False) -> None:
         self.on_abort: Callable[[], None] | None = None
         self._done = False
+        self._head_only = head_only
         self._transport: asyncio.Transport | None = None
         self._pending: bytes | None = None
 
@@ -393,7 +388,13 @@ class _HeldRequest(asyncio.Protocol):
         if self._done:
             return
         self._done = True
-        data = _response_bytes(status, headers, body)
+        try:
+            data = response_bytes(
+                status, headers, body, keep_alive=False, head_only=self._head_only
+            )
+        except ValueError:
+            logger.exception("A mount answered with an invalid response")
+            data = response_bytes(500, [], b"", keep_alive=False)
         if self._transport is None:
             self._pending = data
         else:
@@ -536,21 +537,22 @@ class ForeignMiddleware:
             self._mounts["/" + prefix.strip("/")] = mount
 
     def _discover(self) -> None:
-        # The SocketIO extension of the app, if any, is found on first use, so
-        # that Sock(app) and SocketIO(app) may be created in either order.
+        # The app's registered endpoints (server/mounts.py) are built on first
+        # use, so that the extensions may be created in any order.
         with self._lock:
             if self._discovered:
                 return
             self._discovered = True
-            app = self._flask_app
-            socketio = getattr(app, "extensions", {}).get("socketio") if app else None
-            factory = getattr(socketio, "_engine_mount", None)
-            path = getattr(socketio, "path", None)
-            if factory is not None and path and "/" + str(path).strip("/") not in self._mounts:
+            found = registry(self._flask_app, create=False) if self._flask_app else None
+            if found is None:
+                return
+            for prefix, factory in found.factories().items():
+                if prefix in self._mounts:
+                    continue
                 try:
-                    self._mounts["/" + str(path).strip("/")] = factory()
+                    self._mounts[prefix] = factory()
                 except Exception:
-                    logger.exception("Cannot serve the Socket.IO endpoint under this server")
+                    logger.exception("Cannot serve the endpoint at %s under this server", prefix)
 
     def _find_mount(self, path: str) -> tuple[str, Mount] | None:
         if not self._discovered:
@@ -621,7 +623,7 @@ class ForeignMiddleware:
         if sock is not None:
             # Answer on the loop: a long-poll holds no server thread.
             request.keep_alive = False
-            held = _HeldRequest()
+            held = _HeldRequest(head_only=request.method == "HEAD")
             taken = take_socket(sock)
             hub.call(_hold, hub, mount, request, held, taken)
             start_response("200 OK", [("Connection", "close")])  # to the dead socket
@@ -635,7 +637,8 @@ class ForeignMiddleware:
         if not responder.done or (body is None and responder.status < 400):
             responder.status = 413
         headers = [(k, v) for k, v in responder.headers if k.lower() != "content-length"]
-        headers.append(("Content-Length", str(len(responder.body))))
+        if not bodyless_status(responder.status):
+            headers.append(("Content-Length", str(len(responder.body))))
         start_response(f"{responder.status} {reason_phrase(responder.status)}", headers)
         return [responder.body]
 
@@ -657,11 +660,15 @@ def _abort(responder: _WaitingResponder) -> None:
 def install(app: Any, mounts: dict[str, Mount] | None = None) -> ForeignMiddleware:
     """Wrap ``app.wsgi_app`` in :class:`ForeignMiddleware` (once); returns it.
 
-    ``Sock.init_app`` calls it; ``SocketIO.init_app`` should too, so that an
-    app with only Socket.IO also runs under ``flask run`` and gunicorn's
-    sync/gthread workers (its endpoint is found through
-    ``app.extensions["socketio"]``).
+    ``Sock.init_app``, ``SocketIO.init_app`` and ``EngineIO.init_app`` call
+    it, so that an app also runs under ``flask run`` and gunicorn's
+    sync/gthread workers (the endpoints are found in the app's registry,
+    :mod:`flask_relay.server.mounts`, at the first request).
+
+    Raises :class:`RuntimeError` in a process monkey-patched by eventlet or
+    gevent: at start-up, rather than clients that never connect.
     """
+    refuse_monkey_patch()
     probe = app.wsgi_app
     while probe is not None:
         if isinstance(probe, ForeignMiddleware):

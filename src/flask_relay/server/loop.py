@@ -22,6 +22,8 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
+from .monkey import refuse_monkey_patch
+
 __all__ = ["Hub", "new_event_loop"]
 
 logger = logging.getLogger("flask_relay.server")
@@ -86,12 +88,21 @@ class Hub:
         """Run the loop in a daemon thread; returns once it is running."""
         if self._thread is not None or self._thread_id is not None:
             raise RuntimeError("the hub is already running")
-        self._thread = threading.Thread(target=self.run, name=name, daemon=True)
+        refuse_monkey_patch()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
         self._started.wait()
 
     def run(self, main: Coroutine[Any, Any, Any] | None = None) -> None:
-        """Run the loop in this thread until :meth:`stop`; ``main`` runs first as a task."""
+        """Run the loop in this thread until :meth:`stop`; ``main`` runs first as a task.
+
+        Raises :class:`RuntimeError` in a process monkey-patched by eventlet or
+        gevent (see :mod:`flask_relay.server.monkey`), as :meth:`start` does.
+        """
+        refuse_monkey_patch()
+        self._run(main)
+
+    def _run(self, main: Coroutine[Any, Any, Any] | None = None) -> None:
         if self._thread_id is not None:
             raise RuntimeError("the hub is already running")
         self._thread_id = threading.get_ident()
