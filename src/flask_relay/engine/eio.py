@@ -24,8 +24,9 @@ Flow control (see ``docs/handlers.md``, "Back-pressure and slow consumers").
 Each session's *output* (``loop_bytes``, loop only) is what the loop holds for
 it: the polling queue, or the WebSocket frames not yet written plus the
 transport's write buffer (not yet accepted by the kernel). Bytes handed to the
-send methods and not yet taken by the loop are counted in ``_pending_total``
-(by the sending thread, under ``_flow``). The send methods never block;
+send methods and not yet taken by the loop are counted per sending thread
+(a :class:`_Ledger`: the thread adds, the loop subtracts, no lock). The send
+methods never block;
 :meth:`~EngineIOServer.wait_for_room`, called by the emitting thread once it
 holds no lock the loop needs, waits while a recipient's output is over
 ``max_send_buffer`` (until it drains to half) or the whole process's is over
@@ -144,6 +145,18 @@ def _size(items: list[_Item]) -> int:
 def _control(ptype: PacketType, data: str | None = None) -> _Item:
     text = str(int(ptype)) if data is None else f"{int(ptype)}{data}"
     return (text, text)
+
+
+class _Ledger:
+    """Bytes one thread handed to the send methods (``sent``, written by that
+    thread only) and the loop took (``taken``, written by the loop only): no
+    lock on the send path, and ``sent - taken`` is what is still on its way."""
+
+    __slots__ = ("sent", "taken")
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.taken = 0
 
 
 class Prepared:
@@ -307,19 +320,13 @@ class _WSChannel(asyncio.Protocol):
             transport.write(out)
             self.written += len(out)
             session = self.session
-            if session is not None and not self.probe:
-                # The session's output, measured (inline: this runs per recipient
-                # of every broadcast); anything to act on goes to _measure.
+            if session is not None:
+                # The session's output, measured. This runs per recipient of
+                # every broadcast: the usual case (the kernel took it all, as
+                # it had taken the previous writes) costs one call and a test.
                 size = transport.get_write_buffer_size()
-                server = self.server
-                old = session.loop_bytes
-                if size != old:
-                    session.loop_bytes = size
-                    server._loop_total += size - old
-                if size > server.max_send_buffer or (
-                    size < old and (session.waiters or server._total_waiters)
-                ):
-                    server._act(session, size, old)
+                if size or session.loop_bytes:
+                    self.server._written(self, session, size)
         if self.conn.should_close_transport:
             transport.close()
 
@@ -493,11 +500,12 @@ class EngineIOServer:
         # the close packet) wait for the client's next GET.
         self._closing: dict[str, _Session] = {}
         self._shutting_down = False
-        # Flow control: ``_pending_total``, the sessions' ``waiters`` and the
+        # Flow control: the sessions' ``waiters``, ``_total_waiters`` and the
         # waiting emitters go with this condition; ``_loop_total`` (the sum of
-        # the sessions' ``loop_bytes``) is written on the loop only.
+        # the sessions' ``loop_bytes``) is written on the loop only; what each
+        # thread sent and the loop has not taken yet is in its ``_Ledger``.
         self._flow = threading.Condition(threading.Lock())
-        self._pending_total = 0
+        self._ledgers = threading.local()
         self._loop_total = 0
         self._total_waiters = 0
         self._watch_tick = min(_WATCH_TICK, self.slow_consumer_timeout / 4)
@@ -766,8 +774,8 @@ class EngineIOServer:
 
     def send(self, sid: str, data: str | bytes) -> None:
         """Send one message to a session (never blocks; see :meth:`wait_for_room`)."""
-        items = [_item(data)]
-        self._send(sid, items, _size(items))
+        item = _item(data)
+        self._send(sid, [item], len(item[1]) + 10)
 
     def send_many(self, sid: str, items: list[str | bytes]) -> None:
         """Send several messages that must stay together (a binary Socket.IO packet)."""
@@ -787,9 +795,9 @@ class EngineIOServer:
         """
         sids = list(sids)
         charge = prepared.size * len(sids)
-        with self._flow:
-            self._pending_total += charge
-        self._call(self._deliver_prepared, sids, prepared, charge)
+        ledger = self._ledger()
+        ledger.sent += charge
+        self._call(self._deliver_prepared, sids, prepared, charge, ledger)
 
     def disconnect(self, sid: str, reason: str = "forced close") -> None:
         """Close a session from the server side; the handler hears ``reason``."""
@@ -808,16 +816,18 @@ class EngineIOServer:
         never waits). Returns ``False`` when it timed out.
         """
         bound = self.max_send_buffer
-        total = self._pending_total + self._loop_total
+        ledger = self._ledger()
+        pending = ledger.sent - ledger.taken
+        total = pending + self._loop_total
         if total <= bound and total <= self.max_total_send_buffer:
             return True  # nobody can be over their bound: the usual case, O(1)
         hub = self.hub
-        if hub is None or hub.in_loop_thread():
+        if hub is None or not hub.running or hub.in_loop_thread():
             return True
         if timeout is None:
             timeout = self.slow_consumer_timeout + 2 * self._watch_tick
         deadline = time.monotonic() + timeout
-        if self._pending_total > 0:
+        if pending > 0:
             # Let the loop take and write what this thread sent, so that each
             # recipient's own count includes it: hub calls run in order, and the
             # flushes they scheduled run before a call_soon made after them.
@@ -836,7 +846,7 @@ class EngineIOServer:
                 and not self._wait_session(session, deadline)
             ):
                 return False
-        if self._pending_total + self._loop_total > self.max_total_send_buffer:
+        if self._loop_total > self.max_total_send_buffer:
             return self._wait_total(deadline)
         return True
 
@@ -861,7 +871,7 @@ class EngineIOServer:
         with flow:
             self._total_waiters += 1
             try:
-                while self._pending_total + self._loop_total > low:
+                while self._loop_total > low:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         return False
@@ -884,12 +894,23 @@ class EngineIOServer:
     @property
     def total_output_size(self) -> int:
         """Bytes waiting for all clients together (broadcasts counted per recipient)."""
-        return self._pending_total + self._loop_total
+        return self._loop_total
 
     def _send(self, sid: str, items: list[_Item], size: int) -> None:
-        with self._flow:
-            self._pending_total += size
-        self._call(self._deliver, sid, items, size)
+        try:
+            ledger: _Ledger = self._ledgers.ledger
+        except AttributeError:
+            ledger = self._ledger()
+        ledger.sent += size
+        self._call(self._deliver, sid, items, size, ledger)
+
+    def _ledger(self) -> _Ledger:
+        """This thread's ledger of bytes sent and not yet taken by the loop."""
+        try:
+            ledger: _Ledger = self._ledgers.ledger
+        except AttributeError:
+            ledger = self._ledgers.ledger = _Ledger()
+        return ledger
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> None:
         hub = self.hub
@@ -900,18 +921,18 @@ class EngineIOServer:
 
     # -- delivery (loop) -------------------------------------------------------------
 
-    def _deliver(self, sid: str, items: list[_Item], size: int) -> None:
-        with self._flow:
-            self._pending_total -= size
+    def _deliver(self, sid: str, items: list[_Item], size: int, ledger: _Ledger) -> None:
+        ledger.taken += size
         session = self._sessions.get(sid)
         if session is not None and not session.closed:
             self._enqueue(session, items, None)
         elif self._total_waiters:
             self._notify(None)
 
-    def _deliver_prepared(self, sids: list[str], prepared: Prepared, charge: int) -> None:
-        with self._flow:
-            self._pending_total -= charge
+    def _deliver_prepared(
+        self, sids: list[str], prepared: Prepared, charge: int, ledger: _Ledger
+    ) -> None:
+        ledger.taken += charge
         sessions = self._sessions
         items = prepared.items
         frames = prepared.frames
@@ -954,6 +975,18 @@ class EngineIOServer:
         self._loop_total += size - old
         self._act(session, size, old)
 
+    def _written(self, channel: _WSChannel, session: _Session, size: int) -> None:
+        """After a write on ``channel``: ``size`` bytes wait in its transport."""
+        if channel.probe or session.closed:
+            return
+        old = session.loop_bytes
+        session.loop_bytes = size
+        self._loop_total += size - old
+        if size > self.max_send_buffer or (
+            size < old and (session.waiters or self._total_waiters)
+        ):
+            self._act(session, size, old)
+
     def _act(self, session: _Session, size: int, old: int) -> None:
         """``session``'s output went from ``old`` to ``size`` bytes: enforce the bounds."""
         bound = self.max_send_buffer
@@ -963,7 +996,7 @@ class EngineIOServer:
                     session, size, f"over {_HARD_CAP_FACTOR} x max_send_buffer={bound}"
                 )
                 return
-            if self._loop_total + self._pending_total > 2 * self.max_total_send_buffer:
+            if self._loop_total > 2 * self.max_total_send_buffer:
                 self._slow_consumer(
                     session,
                     size,
@@ -983,7 +1016,7 @@ class EngineIOServer:
         ):
             wake = True
         if self._total_waiters and (
-            self._pending_total + self._loop_total <= self.max_total_send_buffer * 3 // 4
+            self._loop_total <= self.max_total_send_buffer * 3 // 4
         ):
             wake = True
         if wake:
