@@ -11,7 +11,8 @@ slow-consumer warnings) and ``EVENT ...`` lines from the handlers below.
   emits ``n`` binary ``chunk`` events of ``size`` bytes to that room as fast
   as it can and acknowledges with the seconds it took.
 * WebSocket route ``/burst``: receives ``"n size"``, then sends ``n`` binary
-  messages of ``size`` bytes in a loop (each starts with its index).
+  messages of ``size`` bytes in a loop (each starts with its index);
+  ``/burst-async`` the same from an ``async def`` route.
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ def chunk(i: int, size: int) -> bytes:
 
 
 def log(*parts: object) -> None:
-    print("EVENT", *parts, f"(at {time.monotonic():.2f})", file=sys.stderr, flush=True)
+    """One line on stderr, in one write (the tests read the file while it grows)."""
+    line = " ".join(str(p) for p in ("EVENT", *parts, f"(at {time.monotonic():.2f})"))
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def create_app(slow_consumer_timeout: float, max_send_buffer: int) -> tuple[Flask, SocketIO]:
@@ -77,6 +81,19 @@ def create_app(slow_consumer_timeout: float, max_send_buffer: int) -> tuple[Flas
             return
         log("route-done", f"{time.monotonic() - start:.2f}")
         ws.receive(timeout=30)  # until the client closes
+
+    @sock.route("/burst-async")
+    async def burst_async(ws: flask_relay.sock.AsyncWebSocket) -> None:
+        """The same on the event loop: ``await ws.send`` waits for the buffer to drain."""
+        n, size = (int(x) for x in str(await ws.receive()).split())
+        start = time.monotonic()
+        try:
+            for i in range(n):
+                await ws.send(chunk(i, size))
+        except ConnectionClosed as exc:
+            log("async-route-closed", exc.reason, exc.message, f"{time.monotonic() - start:.2f}")
+            return
+        log("async-route-done", f"{time.monotonic() - start:.2f}")
 
     return app, socketio
 

@@ -239,26 +239,33 @@ def test_room_burst_reaches_a_reader_while_a_non_reader_is_closed(
         stuck.close()
 
 
-def test_route_burst_reaches_a_reader_while_a_non_reader_is_closed(server: Server) -> None:
-    stuck = _open_raw(server.port, "/burst")
+@pytest.mark.parametrize("route", ["/burst", "/burst-async"])
+def test_route_burst_reaches_a_reader_while_a_non_reader_is_closed(
+    server: Server, route: str
+) -> None:
+    if route == "/burst-async" and server.door != "own":
+        pytest.skip("one door is enough for the async route")
+    name = "route" if route == "/burst" else "async-route"
+    stuck = _open_raw(server.port, route)
     _read_until(stuck, rb"\r\n\r\n", bytearray())
     stuck.sendall(_frame(f"{N} {SIZE}"))
     server.start_sampling()
     try:
-        with ws_connect(f"ws://127.0.0.1:{server.port}/burst", max_size=None) as reader:
+        with ws_connect(f"ws://127.0.0.1:{server.port}{route}", max_size=None) as reader:
             reader.send(f"{N} {SIZE}")
             got = [reader.recv(timeout=60) for _ in range(N)]
         assert all(data == chunk(i, SIZE) for i, data in enumerate(got))
         log = wait_until(
-            lambda: (text := server.text()) and "EVENT route-closed" in text and text,
+            lambda: (text := server.text()) and f"EVENT {name}-closed" in text
+            and text.endswith("\n") and text,
             timeout=SLOW_CONSUMER_TIMEOUT + 10, what="the stuck route's ConnectionClosed",
         )
-        match = re.search(r"EVENT route-closed 1008 slow consumer ([\d.]+)", log)
+        match = re.search(rf"EVENT {name}-closed 1008 slow consumer ([\d.]+)", log)
         assert match, log
         assert float(match.group(1)) < SLOW_CONSUMER_TIMEOUT + 5, log
         port = stuck.getsockname()[1]
         assert re.search(rf"from 127\.0\.0\.1:{port}: slow consumer: \d+ bytes queued", log), log
-        assert "EVENT route-done" in log
+        assert f"EVENT {name}-done" in log
         # The TCP connection was dropped: the stuck client reads what it had, then EOF.
         stuck.settimeout(10)
         with pytest.raises((ConnectionResetError, TimeoutError, AssertionError)) as info:

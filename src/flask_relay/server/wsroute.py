@@ -62,6 +62,8 @@ CLOSE_TIMEOUT = 10.0
 #: Seconds a client may accept no byte while output waits for it (the default of
 #: ``SOCK_SERVER_OPTIONS["slow_consumer_timeout"]``).
 SLOW_CONSUMER_TIMEOUT = 10.0
+#: Sends that add up to this many bytes are written at once, not at the next flush.
+FLUSH_AT_ONCE = 64 * 1024
 #: WebSocket close code for a slow consumer: a policy violation (RFC 6455 7.4.1).
 CLOSE_SLOW_CONSUMER = 1008
 
@@ -107,6 +109,7 @@ class RouteChannel(asyncio.Protocol):
         # buffer over the high-water mark); ``_written`` minus the buffer is
         # what the kernel accepted, which grows while the client reads.
         self._written = 0
+        self._unflushed = 0  # bytes sent since the last flush
         self._watch_timer: asyncio.TimerHandle | None = None
         self._progress_mark = 0
         self._progress_time = 0.0
@@ -248,6 +251,7 @@ class RouteChannel(asyncio.Protocol):
         transport = self._transport
         if transport is None:
             return
+        self._unflushed = 0
         out = self._conn.data_to_send()
         if out:
             transport.write(out)
@@ -276,7 +280,14 @@ class RouteChannel(asyncio.Protocol):
             self._conn.send_text(data)
         else:
             self._conn.send_binary(data)
-        self._schedule_flush()
+        self._unflushed += len(data)
+        if self._unflushed >= FLUSH_AT_ONCE:
+            # Big output goes to the transport now, so that its pause_writing()
+            # reaches the sender before its next send (an ``async def`` route
+            # that never yields would otherwise queue without bound).
+            self._flush()
+        else:
+            self._schedule_flush()
 
     def ping(self, data: bytes) -> None:
         self._conn.send_ping(data)
