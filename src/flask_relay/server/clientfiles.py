@@ -1,0 +1,198 @@
+"""The Socket.IO browser client, served by the Socket.IO endpoint itself.
+
+The Node server answers ``/socket.io/socket.io.js`` (and ``.min.js``,
+``.esm.min.js``, ``.msgpack.min.js`` and their ``.map`` files) with the
+client of the same release, so a page needs no CDN and no copy step
+(``serveClient``, on by default). :class:`ClientFilesMount` does the same
+in front of an Engine.IO endpoint: it is itself a mount
+(:mod:`flask_relay.server.request`), so every door that serves the endpoint
+(the own server, the gunicorn worker, the foreign-server middleware behind
+``flask run`` and gunicorn sync/gthread) serves the files too, with no change
+to the doors. Every other request under the path goes to the endpoint.
+
+The files are the npm package ``socket.io-client``'s ``dist/`` build,
+copied into ``flask_relay/static/`` at build time by ``scripts/copy-client``
+(``make client``) and shipped in the wheel; they are read once per process
+and kept in memory with their gzip form, so an answer costs no disk read
+on the loop. As Node does: ``Cache-Control: public, max-age=0`` and an
+``ETag`` (the client version, plus a digest of the file), and 304 when the
+request's ``If-None-Match`` names it; gzip when the request accepts it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .request import HTTPRequest, Mount, Responder
+
+__all__ = ["CLIENT_FILES", "STATIC_DIR", "ClientFile", "ClientFilesMount", "load_client_files"]
+
+logger = logging.getLogger("flask_relay.server")
+
+#: The file names served under the endpoint's path (the Node server's list).
+CLIENT_FILES = frozenset(
+    f"socket.io{variant}.js{suffix}"
+    for variant in ("", ".min", ".esm.min", ".msgpack.min")
+    for suffix in ("", ".map")
+)
+
+#: Where the build step puts them (``scripts/copy-client``).
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+
+CACHE_CONTROL = "public, max-age=0"
+
+
+@dataclass(frozen=True)
+class ClientFile:
+    """One served file: its bytes, its gzip form and its validators."""
+
+    name: str
+    body: bytes
+    gzipped: bytes
+    etag: str
+    content_type: str
+
+    def matches(self, if_none_match: str) -> bool:
+        """Whether an ``If-None-Match`` value names this file (weak comparison)."""
+        for tag in if_none_match.split(","):
+            tag = tag.strip()
+            if tag == "*" or tag.removeprefix("W/") == self.etag:
+                return True
+        return False
+
+
+_cache: dict[Path, dict[str, ClientFile]] = {}
+_cache_lock = threading.Lock()
+
+
+def load_client_files(directory: Path = STATIC_DIR) -> dict[str, ClientFile]:
+    """The client files found in ``directory`` (read once per process).
+
+    Missing files are left out (the build step was not run): their requests
+    get a 404 that says how to produce them.
+    """
+    with _cache_lock:
+        found = _cache.get(directory)
+        if found is not None:
+            return found
+        try:
+            version = (directory / "VERSION").read_text().strip()
+        except OSError:
+            version = "unknown"
+        found = {}
+        for name in sorted(CLIENT_FILES):
+            try:
+                body = (directory / name).read_bytes()
+            except OSError:
+                continue
+            digest = hashlib.sha256(body).hexdigest()[:12]
+            is_map = name.endswith(".map")
+            found[name] = ClientFile(
+                name=name,
+                body=body,
+                gzipped=gzip.compress(body, compresslevel=9, mtime=0),
+                etag=f'"{version}-{digest}"',
+                content_type=(
+                    "application/json; charset=utf-8"
+                    if is_map
+                    else "application/javascript; charset=utf-8"
+                ),
+            )
+        _cache[directory] = found
+        return found
+
+
+def _accepts_gzip(request: HTTPRequest) -> bool:
+    value = request.header("accept-encoding")
+    if not value:
+        return False
+    for item in value.split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip().lower() in ("gzip", "x-gzip"):
+            quality = params.strip().lower()
+            return quality.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+    return False
+
+
+class ClientFilesMount:
+    """A mount that answers the client files under ``prefix`` and hands every
+    other request to ``inner`` (the Engine.IO endpoint)."""
+
+    def __init__(self, inner: Mount, prefix: str, directory: Path = STATIC_DIR) -> None:
+        self.inner = inner
+        self.prefix = "/" + prefix.strip("/")
+        self.files = load_client_files(directory)
+        self.directory = directory
+        self._warned = False
+
+    # -- the Mount protocol: everything but the client files goes to the endpoint --
+
+    @property
+    def max_body_size(self) -> int:
+        return self.inner.max_body_size
+
+    def attach(self, hub: Any) -> None:
+        self.inner.attach(hub)
+
+    def handle_request(self, request: HTTPRequest, responder: Responder) -> None:
+        if request.method == "GET":
+            head, _, name = request.path.rpartition("/")
+            if head == self.prefix and name in CLIENT_FILES:
+                self._serve(name, request, responder)
+                return
+        self.inner.handle_request(request, responder)
+
+    def handle_upgrade(self, request: HTTPRequest, handle: Any) -> None:
+        self.inner.handle_upgrade(request, handle)
+
+    async def shutdown(self) -> None:
+        await self.inner.shutdown()
+
+    def __getattr__(self, name: str) -> Any:
+        # Anything else a door or a view reads belongs to the endpoint.
+        return getattr(self.inner, name)
+
+    def __repr__(self) -> str:
+        return f"<ClientFilesMount {self.prefix} {len(self.files)} files + {self.inner!r}>"
+
+    # -- the files -----------------------------------------------------------------
+
+    def _serve(self, name: str, request: HTTPRequest, responder: Responder) -> None:
+        found = self.files.get(name)
+        if found is None:
+            if not self._warned:
+                self._warned = True
+                logger.warning(
+                    "The Socket.IO client files are missing from %s: this copy of "
+                    "flask_relay was built without them (run `make client`, or "
+                    "scripts/copy-client, before building); answering 404",
+                    self.directory,
+                )
+            responder.respond(
+                404,
+                [("Content-Type", "text/plain; charset=utf-8")],
+                f"{name} is not installed with this copy of Flask-Relay "
+                "(build step: make client)\n".encode(),
+            )
+            return
+        headers = [
+            ("Cache-Control", CACHE_CONTROL),
+            ("ETag", found.etag),
+            ("Vary", "Accept-Encoding"),
+        ]
+        if_none_match = request.header("if-none-match")
+        if if_none_match and found.matches(if_none_match):
+            responder.respond(304, headers, b"")
+            return
+        headers.append(("Content-Type", found.content_type))
+        if _accepts_gzip(request):
+            headers.append(("Content-Encoding", "gzip"))
+            responder.respond(200, headers, found.gzipped)
+        else:
+            responder.respond(200, headers, found.body)
