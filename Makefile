@@ -57,8 +57,11 @@ docs: $(VENV)/.installed
 ## dist: build the sdist and the wheel (client files included) into dist/ and check them
 dist: $(VENV)/.installed client
 	rm -rf dist
-	$(PY) -m build --outdir dist .
+	$(PY) -m build -q --outdir dist .
 	$(VENV)/bin/twine check --strict dist/*
+	$(PY) -c 'import glob, sys, zipfile; names = zipfile.ZipFile(glob.glob("dist/*.whl")[0]).namelist(); \
+		missing = [n for n in ("flask_relay/static/socket.io.min.js", "LICENSE") if not any(x.endswith(n) for x in names)]; \
+		sys.exit(f"the wheel lacks {missing}" if missing else 0)'
 
 test-fast: $(VENV)/.installed node-deps client
 	$(PY) -m pytest -q -x -m "not slow"
