@@ -21,12 +21,15 @@ PAGE = """<!doctype html>
   window.result = new Promise(resolve => {
     const socket = io({transports: ["polling", "websocket"]});
     socket.on("connect_error", e => resolve("connect_error: " + e.message));
+    const echo = () => socket.emit("echo", "hé", answer => resolve(
+      {answer, transport: socket.io.engine.transport.name}));
     socket.on("connect", () => {
-      socket.io.engine.once("upgrade", () => {
-        socket.emit("echo", "hé", answer => resolve(
-          {answer, transport: socket.io.engine.transport.name}));
-      });
+      // After the upgrade to WebSocket (it may be done already).
+      if (socket.io.engine.transport.name === "websocket") echo();
+      else socket.io.engine.once("upgrade", echo);
     });
+    setTimeout(() => resolve("timeout: " + (socket.io.engine
+      ? socket.io.engine.transport.name : "no engine")), 15000);
   });
 </script>
 """

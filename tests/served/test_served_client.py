@@ -253,3 +253,33 @@ def test_a_build_without_the_files_answers_404_and_says_why(
         assert status == 200 and body.startswith(b'0{"sid":')
     finally:
         server.stop()
+
+
+def test_cross_origin_module_gets_the_endpoints_cors_headers(tmp_path: Path) -> None:
+    """A page on another origin may import the ESM build when
+    ``cors_allowed_origins`` allows that origin (Node's ``cors`` option)."""
+    from flask import Flask
+
+    from flask_relay.engine.eio import EngineIOServer
+    from flask_relay.server.clientfiles import STATIC_DIR, ClientFilesMount
+    from flask_relay.server.http import Server
+
+    allowed = "http://localhost:3000"
+    engine = EngineIOServer(cors_allowed_origins=[allowed])
+    mount = ClientFilesMount(engine, "/socket.io", directory=STATIC_DIR)
+    server = Server(Flask(__name__), {"/socket.io": mount}, host="127.0.0.1", port=0,
+                    shutdown_timeout=1.0)  # fmt: skip
+    server.start()
+    try:
+        target = "/socket.io/socket.io.esm.min.js"
+        status, headers, body = fetch(server.port, target, [("Origin", allowed)])
+        assert status == 200 and body == (DIST / "socket.io.esm.min.js").read_bytes()
+        assert headers["access-control-allow-origin"] == allowed
+        assert headers["vary"] == "Accept-Encoding, Origin"
+        status, headers, body = fetch(server.port, target, [("Origin", "http://evil.test")])
+        assert status == 200 and "access-control-allow-origin" not in headers
+        status, headers, _ = fetch(server.port, target)
+        assert status == 200 and "access-control-allow-origin" not in headers
+        assert headers["vary"] == "Accept-Encoding"
+    finally:
+        server.stop()

@@ -16,7 +16,10 @@ copied into ``flask_relay/static/`` at build time by ``scripts/copy-client``
 and kept in memory with their gzip form, so an answer costs no disk read
 on the loop. As Node does: ``Cache-Control: public, max-age=0`` and an
 ``ETag`` (the client version, plus a digest of the file), and 304 when the
-request's ``If-None-Match`` names it; gzip when the request accepts it.
+request's ``If-None-Match`` names it; gzip when the request accepts it; the
+endpoint's CORS headers (``cors_allowed_origins``) for an allowed origin.
+Only ``GET`` is answered here (``HEAD`` and other methods reach the endpoint,
+which answers 400).
 """
 
 from __future__ import annotations
@@ -156,12 +159,32 @@ class ClientFilesMount:
 
     def __getattr__(self, name: str) -> Any:
         # Anything else a door or a view reads belongs to the endpoint.
+        if name == "inner":
+            raise AttributeError(name)
         return getattr(self.inner, name)
 
     def __repr__(self) -> str:
         return f"<ClientFilesMount {self.prefix} {len(self.files)} files + {self.inner!r}>"
 
     # -- the files -----------------------------------------------------------------
+
+    def _cors(self, request: HTTPRequest) -> list[tuple[str, str]]:
+        """The endpoint's CORS headers for an allowed cross-origin request (a
+        module script from another origin needs them, as Node's ``cors``
+        option gives), and ``Vary``. A refused origin still gets the file,
+        without them: a classic ``<script>`` needs none, and the browser keeps
+        a module from another origin out by itself."""
+        vary = ["Accept-Encoding"]
+        headers: list[tuple[str, str]] = []
+        decide = getattr(self.inner, "_cors_headers", None)
+        if decide is not None and request.header("origin") is not None:
+            for key, value in decide(request) or ():
+                if key.lower() == "vary":
+                    vary.append(value)
+                else:
+                    headers.append((key, value))
+        headers.append(("Vary", ", ".join(vary)))
+        return headers
 
     def _serve(self, name: str, request: HTTPRequest, responder: Responder) -> None:
         found = self.files.get(name)
@@ -181,11 +204,8 @@ class ClientFilesMount:
                 "(build step: make client)\n".encode(),
             )
             return
-        headers = [
-            ("Cache-Control", CACHE_CONTROL),
-            ("ETag", found.etag),
-            ("Vary", "Accept-Encoding"),
-        ]
+        headers = [("Cache-Control", CACHE_CONTROL), ("ETag", found.etag)]
+        headers.extend(self._cors(request))
         if_none_match = request.header("if-none-match")
         if if_none_match and found.matches(if_none_match):
             responder.respond(304, headers, b"")
