@@ -57,7 +57,7 @@ docs: $(VENV)/.installed
 
 ## dist: build the sdist and the wheel (client files included) into dist/ and check them
 dist: $(VENV)/.installed client
-	rm -rf dist
+	rm -rf dist build
 	$(PY) -m build -q --outdir dist .
 	$(VENV)/bin/twine check --strict dist/*
 	$(PY) -c 'import glob, sys, zipfile; names = zipfile.ZipFile(glob.glob("dist/*.whl")[0]).namelist(); \
