@@ -38,6 +38,14 @@ NAMES = [
 ]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _client_files_built() -> None:
+    static = ROOT / "src" / "flask_relay" / "static"
+    missing = [name for name in NAMES if not (static / name).is_file()]
+    if missing:
+        pytest.fail(f"{static} lacks {missing}: run `make client` (scripts/copy-client)")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
