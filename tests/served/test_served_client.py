@@ -53,13 +53,13 @@ def free_port() -> int:
 
 
 def fetch(
-    port: int, target: str, headers: list[tuple[str, str]] | None = None
+    port: int, target: str, headers: list[tuple[str, str]] | None = None, method: str = "GET"
 ) -> tuple[int, dict[str, str], bytes]:
-    """One GET over a fresh connection, parsed by h11."""
+    """One request over a fresh connection, parsed by h11."""
     conn = h11.Connection(h11.CLIENT)
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         request = h11.Request(
-            method="GET", target=target, headers=[("Host", "127.0.0.1"), *(headers or [])]
+            method=method, target=target, headers=[("Host", "127.0.0.1"), *(headers or [])]
         )
         s.sendall(conn.send(request) + conn.send(h11.EndOfMessage()))
         response: Any = None
@@ -74,6 +74,14 @@ def fetch(
                 body += bytes(event.data)
             elif isinstance(event, h11.EndOfMessage):
                 break
+        if method == "HEAD":
+            # Nothing may follow a HEAD answer's head (no body bytes).
+            s.settimeout(0.5)
+            try:
+                extra = conn.trailing_data[0] + s.recv(65536)
+            except TimeoutError:
+                extra = conn.trailing_data[0]
+            assert extra == b"", extra[:100]
     assert response is not None
     found = {k.decode().lower(): v.decode() for k, v in response.headers}
     return response.status_code, found, body
@@ -176,6 +184,13 @@ def test_client_files_under_every_door(door: str, started: Any, node: str) -> No
     assert "accept-encoding" in headers["vary"].lower()
     assert gzip.decompress(body) == (DIST / "socket.io.min.js").read_bytes()
     assert len(body) < len(gzip.decompress(body)) // 2
+
+    # HEAD: the GET's headers and length, no body (h11 would see extra bytes).
+    status, headers, body = fetch(app.port, "/socket.io/socket.io.js", method="HEAD")
+    assert (status, body) == (200, b"") and headers["etag"].startswith('"4.')
+    assert headers["content-length"] == str(len((DIST / "socket.io.js").read_bytes()))
+    status, _, body = fetch(app.port, "/socket.io/socket.io.js", method="POST")
+    assert status == 400  # the endpoint's answer to a bad request, as before
 
     # Other names under the path are the Engine.IO endpoint's, as before.
     status, _, body = fetch(app.port, "/socket.io/socket.io.nope.js")

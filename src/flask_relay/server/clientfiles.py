@@ -18,7 +18,7 @@ on the loop. As Node does: ``Cache-Control: public, max-age=0`` and an
 ``ETag`` (the client version, plus a digest of the file), and 304 when the
 request's ``If-None-Match`` names it; gzip when the request accepts it; the
 endpoint's CORS headers (``cors_allowed_origins``) for an allowed origin.
-Only ``GET`` is answered here (``HEAD`` and other methods reach the endpoint,
+``GET`` and ``HEAD`` are answered here (other methods reach the endpoint,
 which answers 400).
 """
 
@@ -144,7 +144,7 @@ class ClientFilesMount:
         self.inner.attach(hub)
 
     def handle_request(self, request: HTTPRequest, responder: Responder) -> None:
-        if request.method == "GET":
+        if request.method in ("GET", "HEAD"):  # the doors drop a HEAD answer's body
             head, _, name = request.path.rpartition("/")
             if head == self.prefix and name in CLIENT_FILES:
                 self._serve(name, request, responder)
