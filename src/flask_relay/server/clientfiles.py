@@ -12,9 +12,9 @@ to the doors. Every other request under the path goes to the endpoint.
 
 The files are the npm package ``socket.io-client``'s ``dist/`` build,
 copied into ``flask_relay/static/`` at build time by ``scripts/copy-client``
-(``make client``) and shipped in the wheel; they are read once per process
-and kept in memory with their gzip form, so an answer costs no disk read
-on the loop. As Node does: ``Cache-Control: public, max-age=0`` and an
+(``make client``) and shipped in the wheel; each is read at its first
+request and kept in memory with its gzip form, so later answers cost no disk
+read or compression on the loop. As Node does: ``Cache-Control: public, max-age=0`` and an
 ``ETag`` (the client version, plus a digest of the file), and 304 when the
 request's ``If-None-Match`` names it; gzip when the request accepts it; the
 endpoint's CORS headers (``cors_allowed_origins``) for an allowed origin.
@@ -28,13 +28,19 @@ import gzip
 import hashlib
 import logging
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .request import HTTPRequest, Mount, Responder
 
-__all__ = ["CLIENT_FILES", "STATIC_DIR", "ClientFile", "ClientFilesMount", "load_client_files"]
+__all__ = [
+    "CLIENT_FILES",
+    "STATIC_DIR",
+    "ClientFile",
+    "ClientFiles",
+    "ClientFilesMount",
+    "load_client_files",
+]
 
 logger = logging.getLogger("flask_relay.server")
 
@@ -51,15 +57,26 @@ STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 CACHE_CONTROL = "public, max-age=0"
 
 
-@dataclass(frozen=True)
 class ClientFile:
-    """One served file: its bytes, its gzip form and its validators."""
+    """One served file: its bytes, its validators, and its gzip form (made at
+    the first request that accepts gzip, then kept)."""
 
-    name: str
-    body: bytes
-    gzipped: bytes
-    etag: str
-    content_type: str
+    __slots__ = ("_gzipped", "body", "content_type", "etag", "name")
+
+    def __init__(self, name: str, body: bytes, version: str) -> None:
+        self.name = name
+        self.body = body
+        self.etag = f'"{version}-{hashlib.sha256(body).hexdigest()[:12]}"'
+        kind = "json" if name.endswith(".map") else "javascript"
+        self.content_type = f"application/{kind}; charset=utf-8"
+        self._gzipped: bytes | None = None
+
+    @property
+    def gzipped(self) -> bytes:
+        # A few milliseconds once per file and process (a source map: ~10 ms).
+        if self._gzipped is None:
+            self._gzipped = gzip.compress(self.body, compresslevel=6, mtime=0)
+        return self._gzipped
 
     def matches(self, if_none_match: str) -> bool:
         """Whether an ``If-None-Match`` value names this file (weak comparison)."""
@@ -70,44 +87,52 @@ class ClientFile:
         return False
 
 
-_cache: dict[Path, dict[str, ClientFile]] = {}
+class ClientFiles:
+    """The client files of one directory, each read at its first request and
+    kept for the process (a page loads one of them; the maps only when the
+    browser's developer tools ask)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        try:
+            self.version = (directory / "VERSION").read_text().strip()
+        except OSError:
+            self.version = "unknown"
+        self._lock = threading.Lock()
+        self._files: dict[str, ClientFile | None] = {}
+
+    def get(self, name: str) -> ClientFile | None:
+        """The file ``name`` (one of :data:`CLIENT_FILES`), or ``None`` when
+        this copy of the package was built without it."""
+        try:
+            return self._files[name]
+        except KeyError:
+            pass
+        with self._lock:
+            if name not in self._files:
+                try:
+                    body = (self.directory / name).read_bytes()
+                except OSError:
+                    self._files[name] = None
+                else:
+                    self._files[name] = ClientFile(name, body, self.version)
+            return self._files[name]
+
+
+_cache: dict[Path, ClientFiles] = {}
 _cache_lock = threading.Lock()
 
 
-def load_client_files(directory: Path = STATIC_DIR) -> dict[str, ClientFile]:
-    """The client files found in ``directory`` (read once per process).
+def load_client_files(directory: Path = STATIC_DIR) -> ClientFiles:
+    """The client files of ``directory``, one :class:`ClientFiles` per process.
 
-    Missing files are left out (the build step was not run): their requests
-    get a 404 that says how to produce them.
+    Missing files (the build step was not run) get a 404 that says how to
+    produce them.
     """
     with _cache_lock:
         found = _cache.get(directory)
-        if found is not None:
-            return found
-        try:
-            version = (directory / "VERSION").read_text().strip()
-        except OSError:
-            version = "unknown"
-        found = {}
-        for name in sorted(CLIENT_FILES):
-            try:
-                body = (directory / name).read_bytes()
-            except OSError:
-                continue
-            digest = hashlib.sha256(body).hexdigest()[:12]
-            is_map = name.endswith(".map")
-            found[name] = ClientFile(
-                name=name,
-                body=body,
-                gzipped=gzip.compress(body, compresslevel=9, mtime=0),
-                etag=f'"{version}-{digest}"',
-                content_type=(
-                    "application/json; charset=utf-8"
-                    if is_map
-                    else "application/javascript; charset=utf-8"
-                ),
-            )
-        _cache[directory] = found
+        if found is None:
+            found = _cache[directory] = ClientFiles(directory)
         return found
 
 
@@ -164,7 +189,7 @@ class ClientFilesMount:
         return getattr(self.inner, name)
 
     def __repr__(self) -> str:
-        return f"<ClientFilesMount {self.prefix} {len(self.files)} files + {self.inner!r}>"
+        return f"<ClientFilesMount {self.prefix} + {self.inner!r}>"
 
     # -- the files -----------------------------------------------------------------
 
