@@ -21,7 +21,8 @@ logging.getLogger("flask_relay.forward").setLevel(logging.DEBUG)
 
 app = Flask(__name__)
 queue = os.environ.get("SCALE_QUEUE") or None
-socketio = SocketIO(app, message_queue=queue, cors_allowed_origins="*")
+channel = os.environ.get("SCALE_CHANNEL", "flask-socketio")
+socketio = SocketIO(app, message_queue=queue, channel=channel, cors_allowed_origins="*")
 sock = Sock(app)
 NAME = os.environ.get("SCALE_NAME", "")
 
