@@ -420,10 +420,15 @@ class Forwarder:
                 responder.respond(status, headers, body)
         except asyncio.CancelledError:
             pass  # the client went away: closing upstream tells the owner
-        except Exception as exc:
+        except ConnectionError as exc:
+            # The owner went away mid-request (killed): its sessions are gone.
             logger.warning("forwarding %s to %s failed: %s", request.target, path or address, exc)
             if not responder.done:
-                responder.respond(502, [("Content-Type", "text/plain")], b"Bad gateway\n")
+                fallback()
+        except Exception as exc:
+            logger.warning("forwarding %s to %s failed: %r", request.target, path or address, exc)
+            if not responder.done:
+                responder.respond(504, [("Content-Type", "text/plain")], b"Gateway timeout\n")
         finally:
             if upstream is not None:
                 upstream.close()
