@@ -258,12 +258,17 @@ class Forwarder:
         from .http import HTTPConnection
 
         loop = asyncio.get_running_loop()
+        # After the public listeners (the server's port is its first listener's).
+        deadline = loop.time() + 30
+        while not server._servers and loop.time() < deadline:
+            await asyncio.sleep(0.01)
         for sock in self._sockets:
             internal = await loop.create_server(lambda: HTTPConnection(server), sock=sock)
             server._servers.append(internal)  # closed with the public listeners
 
     def close(self) -> None:
-        """Stop announcing (tell the peers), remove the unix socket, end the proxies."""
+        """Stop announcing (tell the peers), remove the unix socket, end the proxies
+        (after the server stopped)."""
         if self._stop.is_set():
             return
         self._stop.set()
@@ -272,6 +277,9 @@ class Forwarder:
                 self.queue.publish({"method": PEER_GONE_METHOD, "node": self.node_id})
             except Exception as exc:
                 logger.warning("could not tell the peers node %s leaves: %s", self.node_id, exc)
+        for sock in self._sockets:
+            # The loop may have stopped before its listeners were closed.
+            sock.close()
         if self._unix_path is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self._unix_path)

@@ -1,0 +1,158 @@
+"""Forwarding between two servers in this process (``flask_relay.server.forward``).
+
+Two Flask-Relay servers, each with a :class:`Forwarder` on a shared private
+runtime directory, stand for two workers of one host. Raw HTTP requests (a
+new connection each) and the ``websockets`` client check: a session's requests
+are served by whichever server receives them; a WebSocket upgrade reaches the
+owner; sids that name no known node, a node that is gone, or a request
+already forwarded get the usual 400 (never a connection to somewhere a client
+chose); the runtime directory must be private.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask import request as flask_request
+from scale_helpers import PollingClient, free_port, request
+from websockets.sync.client import connect
+
+from flask_relay import SocketIO
+from flask_relay.server.forward import (
+    FORWARDED_HEADER,
+    Forwarder,
+    enable,
+    node_of,
+    private_runtime_dir,
+)
+
+
+class Node:
+    def __init__(self, runtime_dir: str, name: str) -> None:
+        self.app = Flask(name)
+        self.sio = SocketIO(self.app)
+        self.name = name
+
+        @self.sio.on("echo")
+        def echo(data: object) -> object:
+            self.sio.emit("reply", data, to=flask_request.sid)  # type: ignore[attr-defined]
+            return {"data": data, "name": name}
+
+        self.server = self.sio.make_server(self.app, "127.0.0.1", free_port())
+        self.forwarder = enable(self.server, runtime_dir=runtime_dir)
+        self.server.start()
+        self.port = int(self.server.port)
+
+    def stop(self) -> None:
+        self.server.stop()
+        self.forwarder.close()
+
+
+@pytest.fixture
+def nodes(tmp_path: Path) -> Iterator[tuple[Node, Node]]:
+    runtime = str(tmp_path / "run")
+    os.mkdir(runtime, 0o700)
+    a, b = Node(runtime, "a"), Node(runtime, "b")
+    try:
+        yield a, b
+    finally:
+        a.stop()
+        b.stop()
+
+
+class Alternating(PollingClient):
+    """Sends each request to the next of several ports."""
+
+    def __init__(self, ports: list[int]) -> None:
+        super().__init__("127.0.0.1", ports[0])
+        self.ports = ports
+        self.turn = 0
+
+    def _url(self) -> str:
+        self.port = self.ports[self.turn % len(self.ports)]
+        self.turn += 1
+        return super()._url()
+
+
+def test_every_request_of_a_session_on_either_server(nodes: tuple[Node, Node]) -> None:
+    a, b = nodes
+    client = Alternating([a.port, b.port])
+    info = client.connect()
+    assert node_of(info["sid"]) == a.forwarder.node_id
+    for i in range(4):
+        client.emit("echo", i, ack_id=i + 1)
+        assert client.event("reply") == [i]
+        assert client.ack(i + 1) == [{"data": i, "name": "a"}]
+    assert a.sio.server is not None
+    client.close()
+
+
+def test_websocket_upgrade_forwarded_to_the_owner(nodes: tuple[Node, Node]) -> None:
+    a, b = nodes
+    client = PollingClient("127.0.0.1", a.port)
+    client.connect()
+    url = f"ws://127.0.0.1:{b.port}/socket.io/?EIO=4&transport=websocket&sid={client.sid}"
+    with connect(url) as ws:
+        ws.send("2probe")
+        assert ws.recv(timeout=5) == "3probe"
+        ws.send("5")
+        ws.send('421["echo","over the proxy"]')
+        got = [ws.recv(timeout=5), ws.recv(timeout=5)]
+        assert '42["reply","over the proxy"]' in got
+        assert '431[{"data":"over the proxy","name":"a"}]' in got
+
+
+def test_unknown_nodes_and_forwarded_requests_get_400(nodes: tuple[Node, Node]) -> None:
+    a, b = nodes
+    client = PollingClient("127.0.0.1", a.port)
+    client.connect()
+    base = "/socket.io/?EIO=4&transport=polling&sid="
+    for sid in (
+        "zzzzzzzz." + client.sid.partition(".")[2],  # a node nobody announced
+        "../../etc.x",  # not a node id at all
+        "127.0.0.1:80.abc",  # an address is never taken from a sid
+    ):
+        status, body = request("127.0.0.1", b.port, "GET", base + sid)
+        assert status == 400 and json.loads(body)["message"] == "Session ID unknown"
+    # A request that was forwarded once is never forwarded again (no loops).
+    conn = http.client.HTTPConnection("127.0.0.1", b.port, timeout=5)
+    conn.request("GET", base + client.sid, headers={FORWARDED_HEADER: "1"})
+    response = conn.getresponse()
+    assert response.status == 400
+    conn.close()
+    # The owner died without cleaning up (its socket file is left): the sid
+    # is unknown, and the stale file is removed.
+    a.server.stop()
+    for sock in a.forwarder._sockets:
+        sock.close()  # what the death of its process does
+    stale = Path(a.forwarder.runtime_dir or "") / f"{a.forwarder.node_id}.sock"
+    assert stale.exists()
+    status, _ = request("127.0.0.1", b.port, "GET", base + client.sid)
+    assert status == 400
+    assert not stale.exists()
+
+
+def test_runtime_dir_must_be_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    made = private_runtime_dir("relay-test")
+    assert made is not None and os.stat(made).st_mode & 0o777 == 0o700
+    os.chmod(made, 0o755)
+    assert private_runtime_dir("relay-test") is None
+    (tmp_path / "target").mkdir(mode=0o700)
+    os.symlink(tmp_path / "target", tmp_path / "link")
+    assert private_runtime_dir("link") is None
+
+
+def test_node_ids_and_peer_address_need_a_queue() -> None:
+    assert node_of("abcd1234.xyz") == "abcd1234"
+    assert node_of("plainsid") is None
+    with pytest.raises(ValueError):
+        Forwarder("NOT-VALID")
+    with pytest.raises(ValueError, match="message queue"):
+        Forwarder(peer_address="127.0.0.1")
