@@ -137,6 +137,8 @@ class Worker(_BaseWorker):  # type: ignore[misc]
         if int(self.cfg.workers or 1) < 2 and peer_address is None:
             return None
         runtime_dir = private_runtime_dir(f"flask-relay-{os.getuid()}-{self.ppid}")
+        if runtime_dir is None:
+            sys.exit(3)  # logged; gunicorn stops: "Worker failed to boot"
         try:
             return enable(server, runtime_dir=runtime_dir, peer_address=peer_address)
         except (OSError, ValueError) as exc:
