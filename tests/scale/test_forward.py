@@ -14,6 +14,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -156,3 +157,29 @@ def test_node_ids_and_peer_address_need_a_queue() -> None:
         Forwarder("NOT-VALID")
     with pytest.raises(ValueError, match="message queue"):
         Forwarder(peer_address="127.0.0.1")
+
+
+def test_expect_continue_and_a_body_too_large(nodes: tuple[Node, Node]) -> None:
+    a, b = nodes
+    client = PollingClient("127.0.0.1", a.port)
+    client.connect()
+    target = f"/socket.io/?EIO=4&transport=polling&sid={client.sid}"
+    # Expect: 100-continue is answered by the receiving server, not relayed twice.
+    conn = http.client.HTTPConnection("127.0.0.1", b.port, timeout=10)
+    conn.putrequest("POST", target)
+    body = b'42["echo","continued"]'
+    conn.putheader("Content-Length", str(len(body)))
+    conn.putheader("Content-Type", "text/plain")
+    conn.putheader("Expect", "100-continue")
+    conn.endheaders()
+    conn.send(body)
+    response = conn.getresponse()
+    assert (response.status, response.read()) == (200, b"ok")
+    conn.close()
+    assert client.event("reply") == ["continued"]
+    # A body over the limit is refused by the receiving server (413).
+    with socket.create_connection(("127.0.0.1", b.port), timeout=10) as raw:
+        raw.sendall(
+            f"POST {target} HTTP/1.1\r\nHost: x\r\nContent-Length: 1100000\r\n\r\n".encode()
+        )
+        assert raw.recv(100).startswith(b"HTTP/1.1 413 ")

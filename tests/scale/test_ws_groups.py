@@ -156,3 +156,60 @@ def _drain(ws: object, until: str, timeout: float = 10) -> list[str]:
     while not seen or seen[-1] != until:
         seen.append(ws.recv(timeout=timeout))  # type: ignore[attr-defined]
     return seen
+
+
+def test_an_async_route_in_a_group() -> None:
+    app, sock = _app()
+
+    @sock.route("/async/<name>")
+    async def async_member(ws, name):  # type: ignore[no-untyped-def]
+        ws.join_room(name)
+        await ws.send("joined")
+        while (message := await ws.receive()) is not None:
+            await ws.send(f"echo {message}")
+
+    client = WebSocketTestClient(app)
+    member = client.connect("/async/green")
+    assert member.receive(timeout=5) == "joined"
+    blocking = client.connect("/room/green")
+    assert blocking.receive(timeout=5) == "in ['green']"
+    blocking.send("to every green")
+    assert blocking.receive(timeout=5) == "to every green"
+    assert member.receive(timeout=5) == "to every green"
+    member.close()
+    member.wait_closed(timeout=5)
+    wait_until(lambda: sock.send("x", to="green") == 1, what="the async member gone")
+    blocking.close()
+
+
+def test_sock_with_its_own_queue() -> None:
+    """``Sock(app, message_queue=...)`` without Socket.IO: two apps, two
+    queue connections (as two processes would have), one Redis channel."""
+    channel = f"groups-{uuid.uuid4().hex}"
+    apps = []
+    for name in ("left", "right"):
+        app = Flask(name)
+        sock = Sock(app, message_queue="redis://127.0.0.1:6379/0", channel=channel)
+
+        @sock.route("/g")
+        def member(ws):  # type: ignore[no-untyped-def]
+            ws.join_room("g")
+            ws.send("joined")
+            while ws.receive() is not None:
+                pass
+
+        apps.append((app, sock))
+    (left_app, left_sock), (right_app, right_sock) = apps
+    queue = right_app.extensions["flask_relay.ws_groups"].queue
+    assert queue is not None and queue.ready.wait(10)
+    assert left_app.extensions["flask_relay.ws_groups"].queue.ready.wait(10)
+    far = WebSocketTestClient(right_app).connect("/g")
+    assert far.receive(timeout=5) == "joined"
+    assert left_sock.send(b"\x01binary", to="g") == 0  # no member here
+    assert far.receive(timeout=5) == b"\x01binary"
+    left_sock.send("text", to="g")
+    assert far.receive(timeout=5) == "text"
+    far.close()
+    for _, sock in apps:
+        sock_queue = sock.app.extensions["flask_relay.ws_groups"].queue  # type: ignore[union-attr]
+        sock_queue.close()

@@ -106,6 +106,7 @@ _HOP_BY_HOP = frozenset(
         "content-length",
         "te",
         "trailer",
+        "expect",  # answered here already (100 Continue)
         FORWARDED_HEADER.lower(),
     }
 )
@@ -394,6 +395,10 @@ class Forwarder:
         path, address = self._route(sid, request)
         if path is None and address is None:
             return False
+        if request.body_too_large:
+            # The body was not read: nothing to forward.
+            responder.respond(413, [("Content-Type", "text/plain")], b"Payload too large\n")
+            return True
         logger.debug("forwarding %s %s to %s", request.method, request.target, path or address)
         loop = asyncio.get_running_loop()
         task = loop.create_task(self._relay(path, address, request, responder, fallback))
