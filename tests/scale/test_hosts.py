@@ -2,7 +2,8 @@
 
 The hosts are network namespaces on this machine (``ip netns``), each joined
 to a bridge by a veth pair, each running a Flask-Relay server
-(``socketio.run(..., peer_address=<its own address>)``). A Redis server of the
+(``socketio.run(..., peer_address=<its own address>)``; the third one is
+``gunicorn -w 2`` with ``FLASK_RELAY_PEER_ADDRESS``). A Redis server of the
 test's own listens on the bridge, reachable from every host; nginx in front
 balances every request round-robin (no ``ip_hash``, no upstream keep-alive, so
 consecutive requests of one session reach different hosts). The hosts forward
@@ -44,6 +45,9 @@ pytestmark = [
 
 HOSTS = 3
 PORT = 5000  # each host is its own network namespace: no other listener there
+GUNICORN_HOST = 2
+GUNICORN_WORKERS = 2
+NODES = HOSTS - 1 + GUNICORN_WORKERS
 
 
 def _run(*argv: str) -> None:
@@ -148,19 +152,30 @@ class Cluster:
     nginx_port: int
     servers: dict[int, Process]
 
-    def start_server(self, n: int) -> Process:
+    def start_server(self, n: int, tmp: Path) -> Process:
+        """Hosts 0 and 1: ``socketio.run(peer_address=...)``; host 2:
+        ``gunicorn -w 2`` with ``FLASK_RELAY_PEER_ADDRESS`` (its workers
+        forward to each other over unix sockets, to other hosts over TCP)."""
         net = self.network
         redis_port = self.redis.argv[self.redis.argv.index("--port") + 1]
-        proc = Process(
-            [
-                "ip", "netns", "exec", net.ns(n),
-                sys.executable, str(HERE / "scale_app.py"), "0.0.0.0", str(PORT), net.host_ip(n),
-            ],
-            env_with_src(
-                SCALE_QUEUE=f"redis://{net.bridge_ip}:{redis_port}/0",
-                SCALE_NAME=f"h{n}",
-            ),
+        env = env_with_src(
+            SCALE_QUEUE=f"redis://{net.bridge_ip}:{redis_port}/0",
+            SCALE_NAME=f"h{n}",
         )
+        netns = ["ip", "netns", "exec", net.ns(n)]
+        if n == GUNICORN_HOST:
+            env["FLASK_RELAY_PEER_ADDRESS"] = net.host_ip(n)
+            env["XDG_RUNTIME_DIR"] = str(tmp)
+            argv = [
+                *netns, sys.executable, "-m", "gunicorn", "-k", "flask_relay.gunicorn.Worker",
+                "-w", str(GUNICORN_WORKERS), "-b", f"0.0.0.0:{PORT}", "scale_app:app",
+            ]
+        else:
+            argv = [
+                *netns,
+                sys.executable, str(HERE / "scale_app.py"), "0.0.0.0", str(PORT), net.host_ip(n),
+            ]
+        proc = Process(argv, env)
         self.servers[n] = proc
 
         def up() -> bool:
@@ -204,7 +219,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         procs.append(nginx_proc)
         c = Cluster(network, redis, nginx_proc, port, {})
         for n in range(HOSTS):
-            procs.append(c.start_server(n))
+            procs.append(c.start_server(n, tmp_path))
 
         def nginx_up() -> bool:
             assert nginx_proc.proc.poll() is None, nginx_proc.output()
@@ -214,9 +229,14 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
                 return False
 
         wait_until(nginx_up, timeout=15, what="nginx")
-        # Each host learned the two others from their announcements on the queue.
+        # Each node learned the others from their announcements on the queue.
+        def nodes_in(n: int) -> int:
+            return GUNICORN_WORKERS if n == GUNICORN_HOST else 1
+
         wait_until(
-            lambda: all(p.count(" peer ") >= HOSTS - 1 for p in c.servers.values()),
+            lambda: all(
+                p.count(" peer ") >= (NODES - 1) * nodes_in(n) for n, p in c.servers.items()
+            ),
             timeout=20,
             what="the hosts knowing each other",
         )
