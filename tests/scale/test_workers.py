@@ -18,6 +18,9 @@ import pytest
 import socketio as socketio_client
 from scale_helpers import HERE, PollingClient, Process, env_with_src, free_port, request, wait_until
 
+sys.path.insert(0, str(HERE.parent / "integration"))
+from nodepeer import NodePeer  # noqa: E402
+
 pytestmark = pytest.mark.slow
 
 CLIENTS = 100
@@ -117,3 +120,29 @@ def test_upgrades_to_websocket_reach_the_owner(gunicorn: tuple[Process, int]) ->
     finally:
         for client in clients:
             client.disconnect()
+
+
+def test_official_node_client_without_keep_alive(gunicorn: tuple[Process, int]) -> None:
+    """npm socket.io-client with ``agent: false`` (a new connection for every
+    request): polling-only clients, and clients that upgrade."""
+    server, port = gunicorn
+    node = NodePeer()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        ids = [f"p{i}" for i in range(10)] + [f"u{i}" for i in range(5)]
+        for cid in ids:
+            transports = ["polling"] if cid.startswith("p") else ["polling", "websocket"]
+            report = node.connect(cid, url, transports=transports, agent=False)
+            assert report["ev"] == "connect", report
+        for round_ in range(3):
+            for cid in ids:
+                (answer,) = node.call(cid, "echo", f"{cid}-{round_}", timeout=20)
+                assert answer["data"] == f"{cid}-{round_}"
+                node.wait_event(cid, "reply", count=round_ + 1, timeout=20)
+        for cid in ids:
+            expected = "polling" if cid.startswith("p") else "websocket"
+            assert node.info(cid)["transport"] == expected
+        assert node.find(ev="disconnect") == []
+        assert server.count("forwarding GET") > 0
+    finally:
+        node.close()
