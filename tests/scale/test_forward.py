@@ -15,13 +15,15 @@ import http.client
 import json
 import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from flask import Flask
 from flask import request as flask_request
-from scale_helpers import PollingClient, free_port, request
+from scale_helpers import HERE, PollingClient, env_with_src, free_port, request
 from websockets.sync.client import connect
 
 from flask_relay import SocketIO
@@ -30,6 +32,7 @@ from flask_relay.server.forward import (
     Forwarder,
     enable,
     node_of,
+    parse_peer_address,
     private_runtime_dir,
 )
 
@@ -159,6 +162,17 @@ def test_node_ids_and_peer_address_need_a_queue() -> None:
         Forwarder(peer_address="127.0.0.1")
 
 
+def test_peer_addresses() -> None:
+    assert parse_peer_address("10.0.0.2") == ("10.0.0.2", 0)
+    assert parse_peer_address("10.0.0.2:7000") == ("10.0.0.2", 7000)
+    assert parse_peer_address("[fd00::2]:7000") == ("fd00::2", 7000)
+    assert parse_peer_address("fd00::2") == ("fd00::2", 0)
+    assert parse_peer_address("node2.internal") == ("node2.internal", 0)
+    for wrong in ("0.0.0.0", "0.0.0.0:7000", "[::]:1", "10.0.0.2:http", ""):
+        with pytest.raises(ValueError):
+            parse_peer_address(wrong)
+
+
 def test_expect_continue_and_a_body_too_large(nodes: tuple[Node, Node]) -> None:
     a, b = nodes
     client = PollingClient("127.0.0.1", a.port)
@@ -183,3 +197,24 @@ def test_expect_continue_and_a_body_too_large(nodes: tuple[Node, Node]) -> None:
             f"POST {target} HTTP/1.1\r\nHost: x\r\nContent-Length: 1100000\r\n\r\n".encode()
         )
         assert raw.recv(100).startswith(b"HTTP/1.1 413 ")
+
+
+@pytest.mark.parametrize(
+    ("peer", "queue", "message"),
+    [
+        ("127.0.0.1", "", "needs a message queue"),
+        ("0.0.0.0", "redis://127.0.0.1:6379/0", "not a wildcard"),
+    ],
+)
+def test_run_refuses_a_bad_peer_setup(peer: str, queue: str, message: str) -> None:
+    """``socketio.run(peer_address=...)``: exit status 1 and a one-line reason."""
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "scale_app.py"), "127.0.0.1", str(free_port()), peer],
+        env=env_with_src(SCALE_QUEUE=queue),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("Flask-Relay: peer_address") and message in last, proc.stderr

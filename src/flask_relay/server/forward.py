@@ -151,6 +151,27 @@ def private_runtime_dir(name: str) -> str | None:
     return path
 
 
+def parse_peer_address(address: str) -> tuple[str, int]:
+    """``"10.0.0.2"``, ``"10.0.0.2:7000"``, ``"[fd00::2]:7000"``, ``"fd00::2"`` ->
+    (host, port); port 0 when none. :class:`ValueError` for a wildcard
+    address: the peers would connect to themselves."""
+    host, port = address.strip(), "0"
+    if host.startswith("["):
+        host, _, rest = host[1:].partition("]")
+        if rest.startswith(":"):
+            port = rest[1:]
+    elif host.count(":") == 1:
+        host, port = host.split(":")
+    if not port.isdigit() or not host:
+        raise ValueError(f"invalid peer address {address!r}: use host or host:port")
+    if host in ("0.0.0.0", "::", "*"):
+        raise ValueError(
+            f"peer address {address!r}: give this host's own address on the internal "
+            "network (the peers connect to it), not a wildcard"
+        )
+    return host, int(port)
+
+
 class _Peer:
     __slots__ = ("address", "seen")
 
@@ -221,14 +242,11 @@ class Forwarder:
             self._unix_path = path
             self._sockets.append(unix)
         if self.peer_address is not None:
-            host, _, port = self.peer_address.rpartition(":")
-            if not host or not port.isdigit():
-                host, port = self.peer_address, "0"
-            host = host.strip("[]")
+            host, port = parse_peer_address(self.peer_address)
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             tcp = socket.socket(family, socket.SOCK_STREAM)
             tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            tcp.bind((host, int(port)))
+            tcp.bind((host, port))
             tcp.listen(1024)
             tcp.setblocking(False)
             bound = tcp.getsockname()
