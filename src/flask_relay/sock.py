@@ -81,12 +81,13 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from flask import Blueprint, Flask, Response, current_app, request
 
+from .groups import MAX_BACKLOG, WebSocketGroups, groups_for
 from .protocol.origin import OriginPolicy, environ_origin_allowed
 
 if TYPE_CHECKING:
@@ -342,6 +343,43 @@ class _BaseWebSocket:
         self._reading_paused = False
         self._alive = True  # a frame arrived since the last ping
         self._ping_handle: asyncio.TimerHandle | None = None
+        #: The app whose room registry ``join_room`` uses (set by the route runner).
+        self._app: Flask | None = None
+        self._groups: WebSocketGroups | None = None
+
+    # -- groups (flask_relay.groups) -----------------------------------------
+
+    def _group_registry(self) -> WebSocketGroups:
+        if self._groups is None:
+            app = self._app or current_app._get_current_object()  # type: ignore[attr-defined]
+            self._groups = groups_for(app)
+        return self._groups
+
+    def join_room(self, room: Hashable) -> None:
+        """Join the group ``room``: ``sock.send(data, to=room)`` on any
+        process reaches this connection until it leaves or closes."""
+        if not self._open:
+            raise ConnectionClosed(self._close_reason or CLOSE_NO_STATUS, self._close_message)
+        self._group_registry().join(self, room)
+        if not self._open:  # closed meanwhile: connection_closed may have run first
+            self._group_registry().leave_all(self)
+
+    def leave_room(self, room: Hashable) -> None:
+        """Leave the group ``room`` (nothing happens if not a member)."""
+        if self._groups is not None:
+            self._groups.leave(self, room)
+
+    @property
+    def rooms(self) -> set[Hashable]:
+        """The groups this connection is in."""
+        return self._groups.rooms_of(self) if self._groups is not None else set()
+
+    def _left(self) -> None:
+        if self._groups is not None:
+            self._groups.leave_all(self)
+
+    def _post(self, payload: str | bytes) -> bool:
+        raise NotImplementedError
 
     # -- loop side: ChannelListener ------------------------------------------
 
@@ -453,6 +491,26 @@ class WebSocket(_BaseWebSocket):
             self._open = False
             self._close_reason, self._close_message = code, reason
             self._cond.notify_all()
+        self._left()
+
+    def _post(self, payload: str | bytes) -> bool:
+        # A group send: never waits; a member too far behind is closed (1013).
+        with self._cond:
+            if not self._open or not self._accepted or self._channel is None:
+                return False
+            if self._in_flight > MAX_BACKLOG:
+                logger.warning(
+                    "Closing a WebSocket of %s: over %d bytes of group messages wait for it",
+                    self.environ.get("PATH_INFO"),
+                    MAX_BACKLOG,
+                )
+                self._open = False
+                self._cond.notify_all()
+                self._call(self._channel.close, 1013, "too far behind")
+                return False
+            self._in_flight += len(payload)
+            self._call(self._send_on_loop, payload)
+            return True
 
     def pause_writing(self) -> None:
         with self._cond:
@@ -619,6 +677,18 @@ class AsyncWebSocket(_BaseWebSocket):
         self._close_reason, self._close_message = code, reason
         self._wake()
         self.resume_writing()
+        self._left()
+
+    def _post(self, payload: str | bytes) -> bool:
+        # A group send, from any thread: the frame is written on the loop.
+        if not self._open or self._channel is None:
+            return False
+        self._call(self._post_on_loop, payload)
+        return True
+
+    def _post_on_loop(self, payload: str | bytes) -> None:
+        if self._open and self._channel is not None:
+            self._channel.send(payload)
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -722,6 +792,7 @@ def _run_blocking_route(
 ) -> BaseResponse:
     environ = request.environ
     ws = WebSocket(environ, _upgrader_for(environ), options)
+    ws._app = current_app._get_current_object()  # type: ignore[attr-defined]
     try:
         result = f(ws, *args, **kwargs)
     except ConnectionClosed:
@@ -762,6 +833,7 @@ def _run_async_route(
 ) -> BaseResponse:
     environ = request.environ
     ws = AsyncWebSocket(environ, _upgrader_for(environ), options)
+    ws._app = current_app._get_current_object()  # type: ignore[attr-defined]
     result = f(ws, *args, **kwargs)
     if not inspect.isawaitable(result):
         # A decorator answered instead of calling the coroutine function.
@@ -935,6 +1007,13 @@ class Sock:
     list of origins, a callable ``(origin[, environ]) -> bool``; clients that
     send no ``Origin`` (not browsers) always pass. Left out, the app config
     key ``SOCK_ALLOWED_ORIGINS`` decides (same values).
+
+    Groups (beyond Flask-Sock): a route calls ``ws.join_room(name)`` /
+    ``ws.leave_room(name)`` (a closed connection leaves its rooms), and
+    :meth:`send` ``(data, to=name)`` reaches every member. Across processes
+    the sends travel on ``message_queue`` (a ``redis://`` URL, on
+    ``channel``), or else on the app's ``SocketIO(message_queue=...)`` queue
+    (see :mod:`flask_relay.groups`).
     """
 
     def __init__(
@@ -942,10 +1021,14 @@ class Sock:
         app: Flask | Blueprint | None = None,
         *,
         allowed_origins: OriginPolicy | _Unset = UNSET,
+        message_queue: str | None = None,
+        channel: str = "flask-socketio",
     ) -> None:
         self.app: Flask | Blueprint | None = None
         self.bp: Blueprint | None = None
         self.allowed_origins = allowed_origins
+        self.message_queue = message_queue
+        self.channel = channel
         if app is not None:
             self.app = app
             self.init_app(app)
@@ -968,7 +1051,22 @@ class Sock:
             from .server.foreign import install
 
             install(app)
+            if self.message_queue is not None:
+                from .pubsub import from_url
+
+                groups_for(app).use_queue(from_url(self.message_queue, channel=self.channel))
         self.app = app
+
+    def send(self, data: Any, to: Hashable, skip: Any = None) -> int:
+        """Send ``data`` (``bytes``-like as binary, anything else ``str()``-ed as
+        text) to every connection in the group ``to`` (``ws.join_room``), on
+        this process and, through the message queue, on the others; ``skip``:
+        a ``ws`` left out. Never waits. Returns how many members were reached
+        on this process."""
+        app = self.app if isinstance(self.app, Flask) else None
+        if app is None:
+            app = current_app._get_current_object()  # type: ignore[attr-defined]
+        return groups_for(app).send(_coerce(data), to, skip)
 
     def _policy(self, app: Flask) -> OriginPolicy:
         return origin_policy(app, self.allowed_origins)
