@@ -40,8 +40,8 @@ from werkzeug.test import EnvironBuilder
 
 from .server.foreign import shared_hub
 from .server.loop import Hub
+from .server.wscontract import UPGRADER_KEY, ConnectionClosed
 from .server.wsroute import RouteChannel, RouteOutcome, RouteUpgrader, dispatch_upgrade
-from .sock import UPGRADER_KEY, ConnectionClosed
 
 __all__ = ["TestWebSocket", "UpgradeRefused", "WebSocketTestClient"]
 

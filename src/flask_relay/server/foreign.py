@@ -58,17 +58,18 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
-from ..sock import UPGRADER_KEY
 from .loop import Hub
 from .monkey import refuse_monkey_patch
 from .mounts import registry
 from .request import HTTPRequest, Mount, bodyless_status, reason_phrase, response_bytes
+from .wscontract import UPGRADER_KEY
 from .wsroute import (
     RouteChannel,
     RouteUpgrader,
     dispatch_upgrade,
     environ_headers,
     is_websocket_upgrade,
+    shutdown_routes,
 )
 
 __all__ = [
@@ -120,7 +121,6 @@ def _close_at_exit(hub: Hub) -> None:
     connections (1001) instead of dropping them."""
     if not hub.running or os.getpid() != _hub_pid:
         return
-    from .wsroute import shutdown_routes
 
     async def close_all() -> None:
         for mount in list(_attached_mounts):
