@@ -54,6 +54,7 @@ from .engine.sio import (
     SocketIOServer,
 )
 from .namespace import Namespace
+from .protocol.errors import FlaskRelayError
 from .protocol.jsonlib import JSONModule
 from .pubsub import MessageQueue, from_url
 
@@ -128,7 +129,7 @@ _GREEN_ASYNC_MODES = ("eventlet", "gevent", "gevent_uwsgi")
 _RESERVED_EVENTS = frozenset(("connect", "connect_error", "disconnect", "__disconnect_final"))
 
 
-class MessageQueueNotSupported(NotImplementedError):
+class MessageQueueNotSupported(FlaskRelayError, NotImplementedError):
     """``message_queue`` / ``client_manager`` were given: not in this release."""
 
 

@@ -36,6 +36,7 @@ from werkzeug.test import EnvironBuilder
 
 from .engine.dispatch import InlineDispatcher
 from .engine.local import LocalEngine, LocalSession
+from .engine.sio import data_to_args
 from .protocol.socketio import Decoder, Encoder, Packet, PacketType
 
 if TYPE_CHECKING:
@@ -49,14 +50,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _EVENTS = (PacketType.EVENT, PacketType.BINARY_EVENT)
 _ACKS = (PacketType.ACK, PacketType.BINARY_ACK)
-
-
-def _ack_args(result: Any) -> list[Any]:
-    if result is None:
-        return []
-    if isinstance(result, tuple):
-        return list(result)
-    return [result]
 
 
 def _local_engine(socketio: SocketIO) -> LocalEngine:
@@ -406,4 +399,4 @@ class SocketIOTestClient:
             return
         result = handler(*call_args)
         if packet.id is not None:
-            self._send_ack(ns, packet.id, _ack_args(result))
+            self._send_ack(ns, packet.id, data_to_args(result))

@@ -38,6 +38,7 @@ from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 from werkzeug.test import EnvironBuilder
 
+from .protocol.errors import FlaskRelayError
 from .server.foreign import shared_hub
 from .server.loop import Hub
 from .server.wscontract import UPGRADER_KEY, ConnectionClosed
@@ -49,7 +50,7 @@ __all__ = ["TestWebSocket", "UpgradeRefused", "WebSocketTestClient"]
 DEFAULT_TIMEOUT = 5.0
 
 
-class UpgradeRefused(Exception):
+class UpgradeRefused(FlaskRelayError):
     """The application answered the upgrade request in HTTP instead of accepting it."""
 
     def __init__(self, status: str, headers: list[tuple[str, str]], body: bytes) -> None:

@@ -38,7 +38,7 @@ import sys
 import zlib
 from base64 import b64encode
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 from ..protocol import websocket as wsproto
 from ..protocol.engineio import Packet, PacketType, decode_packet, decode_payload
@@ -46,6 +46,7 @@ from ..protocol.errors import ProtocolError
 from ..protocol.jsonlib import JSONModule, default_json
 from ..protocol.origin import origin_allowed
 from ..server.request import HTTPRequest, Responder, UpgradeHandle, build_environ
+from .interfaces import EngineHandler
 
 __all__ = ["EngineHandler", "EngineIOServer", "Prepared"]
 
@@ -88,16 +89,6 @@ _TEXT_PLAIN = ("Content-Type", "text/plain; charset=UTF-8")
 _UPGRADE_NOOP_INTERVAL = 0.1
 #: Seconds to wait for a WebSocket peer's close frame after ours.
 _WS_CLOSE_TIMEOUT = 5.0
-
-
-class EngineHandler(Protocol):
-    """Receives a server's sessions' events, on the loop thread (must not block)."""
-
-    def on_connect(self, sid: str, environ: dict[str, Any]) -> None: ...
-
-    def on_message(self, sid: str, data: str | bytes) -> None: ...
-
-    def on_disconnect(self, sid: str, reason: str) -> None: ...
 
 
 # A queued packet: (its long-polling segment, its WebSocket payload). For text

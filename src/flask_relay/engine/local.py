@@ -21,17 +21,11 @@ from __future__ import annotations
 import secrets
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any
+
+from .interfaces import EngineHandler
 
 __all__ = ["LocalEngine", "LocalSession"]
-
-
-class EngineHandler(Protocol):
-    def on_connect(self, sid: str, environ: dict[str, Any]) -> None: ...
-
-    def on_message(self, sid: str, data: str | bytes) -> None: ...
-
-    def on_disconnect(self, sid: str, reason: str) -> None: ...
 
 
 class LocalSession:

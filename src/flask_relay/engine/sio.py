@@ -55,9 +55,9 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable, Hashable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from ..protocol.errors import ProtocolError
+from ..protocol.errors import FlaskRelayError, ProtocolError
 from ..protocol.jsonlib import JSONModule
 from ..protocol.socketio import Decoder, Encoder, Packet, PacketType
 from .dispatch import (
@@ -67,10 +67,8 @@ from .dispatch import (
     DispatcherClosed,
     DispatchQueueFull,
 )
+from .interfaces import DispatcherLike, EngineLike, QueuePublisher
 from .views import EngineView, ManagerView
-
-if TYPE_CHECKING:
-    from ..pubsub import MessageQueue
 
 __all__ = [
     "NOT_HANDLED",
@@ -96,7 +94,7 @@ _CONNECT_ERROR = PacketType.CONNECT_ERROR
 NOT_HANDLED: Any = type("NotHandled", (), {"__repr__": lambda self: "NOT_HANDLED"})()
 
 
-class ConnectionRefusedError(builtins.ConnectionRefusedError):
+class ConnectionRefusedError(FlaskRelayError, builtins.ConnectionRefusedError):
     """Raise in a connect handler to refuse the connection.
 
     The positional arguments reach the client in the ``CONNECT_ERROR`` packet,
@@ -146,26 +144,6 @@ _EIO_REASONS = {
     "server shutting down": DisconnectReason.SERVER_DISCONNECT,
     "client disconnect": DisconnectReason.CLIENT_DISCONNECT,
 }
-
-
-class EngineLike(Protocol):
-    """What the Socket.IO layer needs from an Engine.IO server (any thread)."""
-
-    def send(self, sid: str, data: str | bytes) -> None: ...
-
-    def send_many(self, sid: str, items: list[str | bytes]) -> None: ...
-
-    def prepare(self, items: list[str | bytes]) -> Any: ...
-
-    def send_prepared(self, sids: Iterable[str], prepared: Any) -> None: ...
-
-    def disconnect(self, sid: str, reason: str = "forced close") -> None: ...
-
-
-class DispatcherLike(Protocol):
-    def submit(self, key: Hashable, fn: Callable[..., Any], *args: Any) -> None: ...
-
-    def submit_barrier(self, key: Hashable, fn: Callable[..., Any], *args: Any) -> None: ...
 
 
 class SocketIOApplication(Protocol):
@@ -279,17 +257,10 @@ class Connection:
         return f"<Connection {self.eio_sid}>"
 
 
-def _ack_args(result: Any) -> list[Any]:
-    """A handler's return value as acknowledgement arguments (python-socketio rules)."""
-    if result is None:
-        return []
-    if isinstance(result, tuple):
-        return list(result)
-    return [result]
-
-
 def data_to_args(data: Any) -> list[Any]:
-    """python-socketio's ``data`` convention: ``None`` none, tuple several, else one."""
+    """python-socketio's ``data`` convention: ``None`` none, tuple several, else one.
+
+    Also how a handler's return value becomes acknowledgement arguments."""
     if data is None:
         return []
     if isinstance(data, tuple):
@@ -407,7 +378,7 @@ class SocketIOServer:
         self._dispatcher: Dispatcher | None = None
         self.bindings: list[EngineBinding] = []
         #: The message queue shared with other processes (see :mod:`flask_relay.pubsub`).
-        self.queue: MessageQueue | None = None
+        self.queue: QueuePublisher | None = None
         if isinstance(logger, logging.Logger):
             self.logger = logger
         else:
@@ -649,7 +620,7 @@ class SocketIOServer:
             with self._lock:
                 if sock.state == CONNECTED:
                     self._send_raw(
-                        sock.connection, Packet(_ACK, sock.namespace, _ack_args(result), ack_id)
+                        sock.connection, Packet(_ACK, sock.namespace, data_to_args(result), ack_id)
                     )
 
     def _finish_disconnect(self, sock: Socket, reason: str) -> None:
