@@ -53,6 +53,7 @@ from .engine.sio import (
     Socket,
     SocketIOServer,
 )
+from .engine.views import ENGINE_DEFAULTS
 from .namespace import Namespace
 from .protocol.errors import FlaskRelayError
 from .protocol.jsonlib import JSONModule
@@ -84,19 +85,9 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "async_handlers": True,
     "always_connect": False,
     "namespaces": None,
-    # Engine.IO
+    # Engine.IO (the endpoint's own defaults have one home: engine/views.py)
     "async_mode": None,
-    "ping_interval": 25,
-    "ping_timeout": 20,
-    "max_http_buffer_size": 1_000_000,
-    "allow_upgrades": True,
-    "http_compression": True,
-    "compression_threshold": 1024,
-    "cookie": None,
-    "cors_allowed_origins": None,
-    "cors_credentials": True,
-    "monitor_clients": True,
-    "transports": ["polling", "websocket"],
+    **ENGINE_DEFAULTS,
     "engineio_logger": False,
     # Flask-Relay
     "connect_timeout": 45,
