@@ -58,6 +58,23 @@ ExcInfo = Any  # the sys.exc_info() triple
 LogError = Callable[[ExcInfo], None]
 
 
+@dataclass(frozen=True, slots=True)
+class NotUpgraded:
+    """The route answered before touching ``ws`` (a view decorator refused):
+    ``result`` is its return value, to be sent as an HTTP response."""
+
+    result: Any
+
+
+#: What a route's run ends in: ``None`` (the connection was upgraded, or the
+#: client went away: the door ignores the WSGI response), a
+#: :class:`HandshakeRejected` to answer in HTTP, or :class:`NotUpgraded`.
+RouteOutcome = HandshakeRejected | NotUpgraded | None
+
+#: Tasks of running ``async def`` routes (a task needs a strong reference).
+_tasks: set[asyncio.Task[None]] = set()
+
+
 def coerce_message(data: Any) -> Data:
     """Flask-Sock's rule: bytes-like -> binary frame, anything else ``str()`` -> text."""
     if isinstance(data, bytes):
@@ -231,6 +248,40 @@ class WebSocket(_BaseWebSocket):
             self._in_flight -= len(data)
             if self._send_waiters:
                 self._cond.notify_all()
+
+    def _run_route(self, route: Callable[[WebSocket], Any], log_error: LogError) -> RouteOutcome:
+        # See run_blocking_route().
+        try:
+            result = route(self)
+        except ConnectionClosed:
+            result = None
+        except Exception:
+            if self._rejection is not None:
+                return self._rejection
+            if not self._accepted:
+                raise
+            log_error(sys.exc_info())
+            self._close_quietly(CloseCode.INTERNAL_ERROR)
+            return None
+        if self._rejection is not None:
+            return self._rejection
+        if not self._accepted:
+            if result is not None:
+                return NotUpgraded(result)
+            try:
+                self.accept()
+            except HandshakeRejected as exc:
+                return exc
+            except ConnectionClosed:
+                return None
+        self._close_quietly(CloseCode.NORMAL)
+        return None
+
+    def _close_quietly(self, code: int) -> None:
+        try:
+            self.close(code, "")
+        except ConnectionClosed:
+            pass
 
     # -- public API --------------------------------------------------------
 
@@ -446,23 +497,32 @@ class AsyncWebSocket(_BaseWebSocket):
             assert self._channel is not None
             self._channel.close(code, "")
 
+    def _start_route(self, result: Any, log_error: LogError) -> RouteOutcome:
+        # See start_async_route().
+        if not inspect.isawaitable(result):
+            return NotUpgraded(result)
+        try:
+            self._accept_from_thread()
+        except HandshakeRejected as exc:
+            _discard(result)
+            return exc
+        except ConnectionClosed:
+            _discard(result)
+            return None
+        context = contextvars.copy_context()
+        self._call(context.run, self._spawn, result, log_error)
+        return None
+
+    def _spawn(self, awaitable: Awaitable[Any], log_error: LogError) -> None:
+        # Runs on the loop inside the route's copied context, which the task inherits.
+        task = self._loop.create_task(self._drive(awaitable, log_error))
+        _tasks.add(task)
+        task.add_done_callback(_tasks.discard)
+
+
 # --------------------------------------------------------------------------
 # Running a route
 # --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class NotUpgraded:
-    """The route answered before touching ``ws`` (a view decorator refused):
-    ``result`` is its return value, to be sent as an HTTP response."""
-
-    result: Any
-
-
-#: What a route's run ends in: ``None`` (the connection was upgraded, or the
-#: client went away: the door ignores the WSGI response), a
-#: :class:`HandshakeRejected` to answer in HTTP, or :class:`NotUpgraded`.
-RouteOutcome = HandshakeRejected | NotUpgraded | None
 
 
 def run_blocking_route(
@@ -471,72 +531,17 @@ def run_blocking_route(
     """Run ``route(ws)`` in this thread, then close the connection (1000, or
     1011 after an exception, which ``log_error`` gets). An exception raised
     before the handshake propagates (``abort(403)``: an HTTP answer)."""
-    try:
-        result = route(ws)
-    except ConnectionClosed:
-        result = None
-    except Exception:
-        if ws._rejection is not None:
-            return ws._rejection
-        if not ws._accepted:
-            raise
-        log_error(sys.exc_info())
-        _close_quietly(ws, CloseCode.INTERNAL_ERROR)
-        return None
-    if ws._rejection is not None:
-        return ws._rejection
-    if not ws._accepted:
-        if result is not None:
-            return NotUpgraded(result)
-        try:
-            ws.accept()
-        except HandshakeRejected as exc:
-            return exc
-        except ConnectionClosed:
-            return None
-    _close_quietly(ws, CloseCode.NORMAL)
-    return None
+    return ws._run_route(route, log_error)
 
 
-def _close_quietly(ws: WebSocket, code: int) -> None:
-    try:
-        ws.close(code, "")
-    except ConnectionClosed:
-        pass
-
-
-def start_async_route(
-    ws: AsyncWebSocket, result: Any, log_error: LogError
-) -> RouteOutcome:
+def start_async_route(ws: AsyncWebSocket, result: Any, log_error: LogError) -> RouteOutcome:
     """Complete the handshake, then run the coroutine ``result`` (what the
     ``async def`` route returned) on the loop, in a copy of this thread's
     context variables (so it keeps the app and request contexts). Returns at
     once. A ``result`` that is not awaitable is a decorator's answer."""
-    if not inspect.isawaitable(result):
-        return NotUpgraded(result)
-    try:
-        ws._accept_from_thread()
-    except HandshakeRejected as exc:
-        _discard(result)
-        return exc
-    except ConnectionClosed:
-        _discard(result)
-        return None
-    context = contextvars.copy_context()
-    ws._call(context.run, _spawn, ws, result, log_error)
-    return None
+    return ws._start_route(result, log_error)
 
 
 def _discard(awaitable: Any) -> None:
     if inspect.iscoroutine(awaitable):
         awaitable.close()
-
-
-_tasks: set[asyncio.Task[None]] = set()
-
-
-def _spawn(ws: AsyncWebSocket, awaitable: Awaitable[Any], log_error: LogError) -> None:
-    # Runs on the loop inside the route's copied context, which the task inherits.
-    task = ws._loop.create_task(ws._drive(awaitable, log_error))
-    _tasks.add(task)
-    task.add_done_callback(_tasks.discard)

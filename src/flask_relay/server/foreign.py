@@ -312,23 +312,28 @@ class _Relay(asyncio.Protocol):
     def __init__(self, early: _EarlyTransport) -> None:
         self._early = early
 
+    @property
+    def _protocol(self) -> asyncio.Protocol:
+        # Looked up each time: the protocol may switch (set_protocol).
+        return cast(asyncio.Protocol, self._early.get_protocol())
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._early.attach(cast(asyncio.Transport, transport))
 
     def data_received(self, data: bytes) -> None:
-        self._early._protocol.data_received(data)
+        self._protocol.data_received(data)
 
     def eof_received(self) -> bool | None:
-        return self._early._protocol.eof_received()
+        return self._protocol.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._early._protocol.connection_lost(exc)
+        self._protocol.connection_lost(exc)
 
     def pause_writing(self) -> None:
-        self._early._protocol.pause_writing()
+        self._protocol.pause_writing()
 
     def resume_writing(self) -> None:
-        self._early._protocol.resume_writing()
+        self._protocol.resume_writing()
 
 
 class TakenSocketHandle:

@@ -230,6 +230,17 @@ class RouteChannel(asyncio.Protocol):
         if self._transport is not None and not self._finished:
             self._transport.resume_reading()
 
+    # -- shutdown ----------------------------------------------------------
+
+    def runs_on(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether this connection belongs to ``loop``."""
+        return self._loop is loop
+
+    def abort(self) -> None:
+        """Drop the TCP connection now (the closing handshake took too long)."""
+        if self._transport is not None:
+            self._transport.abort()
+
 
 class RouteUpgrader:
     """The handshake part of a door's :class:`~flask_relay.server.wscontract.Upgrader`.
@@ -412,7 +423,7 @@ async def shutdown_routes(
 ) -> None:
     """Close the running loop's route connections; wait (bounded) for the handshakes."""
     loop = asyncio.get_running_loop()
-    channels = [c for c in _live if c._loop is loop]
+    channels = [c for c in _live if c.runs_on(loop)]
     if not channels:
         return
     for channel in channels:
@@ -421,5 +432,5 @@ async def shutdown_routes(
     while any(c in _live for c in channels) and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
     for channel in channels:
-        if channel in _live and channel._transport is not None:
-            channel._transport.abort()
+        if channel in _live:
+            channel.abort()
