@@ -80,10 +80,7 @@ class PendingAck:
 
     def ack(self, *args: Any) -> None:
         """Acknowledge with ``args`` (what the server's callback or ``call()`` gets)."""
-        self.client._send_ack(self.namespace, self.id, list(args))
-        with self.client._lock:
-            if self in self.client._pending_acks:
-                self.client._pending_acks.remove(self)
+        self.client._acknowledge(self, list(args))
 
     def __repr__(self) -> str:
         return f"<PendingAck {self.name!r} id={self.id} on {self.namespace}>"
@@ -332,6 +329,13 @@ class SocketIOTestClient:
 
     def _send_ack(self, namespace: str, ack_id: int, args: list[Any]) -> None:
         self._send(Packet(PacketType.ACK, namespace, args, ack_id))
+
+    def _acknowledge(self, pending: PendingAck, args: list[Any]) -> None:
+        # PendingAck.ack(): send the ACK, then it is no longer pending.
+        self._send_ack(pending.namespace, pending.id, args)
+        with self._lock:
+            if pending in self._pending_acks:
+                self._pending_acks.remove(pending)
 
     def _on_closed(self, reason: str) -> None:
         with self._lock:
