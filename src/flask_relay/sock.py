@@ -75,6 +75,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import weakref
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -280,12 +281,16 @@ def websocket_view(
     return websocket_route
 
 
+#: Blueprints that install the middleware when registered (no attribute on them).
+_installing: weakref.WeakSet[Blueprint] = weakref.WeakSet()
+
+
 def install_when_registered(bp: Blueprint) -> None:
     """Install the foreign-server middleware on every app ``bp`` is registered
     on (a blueprint of WebSocket routes whose app never met the extension)."""
-    if getattr(bp, "_flask_relay_install", False) or bp._got_registered_once:
+    if bp in _installing or bp._got_registered_once:
         return
-    bp._flask_relay_install = True  # type: ignore[attr-defined]
+    _installing.add(bp)
 
     def on_register(state: BlueprintSetupState) -> None:
         install(state.app)

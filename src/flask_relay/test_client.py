@@ -29,6 +29,7 @@ Beyond Flask-SocketIO's test client:
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -36,7 +37,7 @@ from werkzeug.test import EnvironBuilder
 
 from .engine.dispatch import InlineDispatcher
 from .engine.local import LocalEngine, LocalSession
-from .engine.sio import data_to_args
+from .engine.sio import EngineBinding, SocketIOServer, data_to_args
 from .protocol.socketio import Decoder, Encoder, Packet, PacketType
 
 if TYPE_CHECKING:
@@ -52,18 +53,25 @@ _EVENTS = (PacketType.EVENT, PacketType.BINARY_EVENT)
 _ACKS = (PacketType.ACK, PacketType.BINARY_ACK)
 
 
-def _local_engine(socketio: SocketIO) -> LocalEngine:
-    """The in-process engine of ``socketio``'s current server (one for all test clients)."""
-    server = socketio._require_server()
-    binding = socketio._local_binding
-    if binding is None or binding.server is not server:
+#: Each Socket.IO server's in-process engine binding (one for all its test clients).
+_bindings: weakref.WeakKeyDictionary[SocketIOServer, EngineBinding] = weakref.WeakKeyDictionary()
+
+
+def _local_binding(server: SocketIOServer) -> EngineBinding:
+    binding = _bindings.get(server)
+    if binding is None:
         engine = LocalEngine()
         binding = server.attach(engine, InlineDispatcher())
         engine.handler = binding
-        socketio._local_binding = binding
-        socketio._local_engine = engine
-    engine_: LocalEngine = socketio._local_engine
-    return engine_
+        _bindings[server] = binding
+    return binding
+
+
+def _local_engine(socketio: SocketIO) -> LocalEngine:
+    """The in-process engine of ``socketio``'s current server (one for all test clients)."""
+    engine = _local_binding(socketio._require_server()).engine
+    assert isinstance(engine, LocalEngine)
+    return engine
 
 
 class PendingAck:
@@ -182,7 +190,7 @@ class SocketIOTestClient:
         elif query_string or headers:
             # Flask-SocketIO rebuilds the handshake environ on every connect();
             # keep that (and the connection's Flask session copy).
-            binding = self.socketio._local_binding
+            binding = _bindings.get(self.socketio.server)
             conn = binding.connections.get(session.sid) if binding is not None else None
             if conn is not None:
                 environ = self._environ(query_string, headers)
