@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, cast
 
 from ..protocol import websocket as wsproto
+from ..protocol.closecode import CloseCode
 from ..protocol.engineio import Packet, PacketType, decode_packet, decode_payload
 from ..protocol.errors import ProtocolError
 from ..protocol.jsonlib import JSONModule, default_json
@@ -59,6 +60,11 @@ _PONG = PacketType.PONG
 _MESSAGE = PacketType.MESSAGE
 _UPGRADE = PacketType.UPGRADE
 _NOOP = PacketType.NOOP
+
+#: WebSocket close codes that end a session as "transport close" (else "transport error").
+_CLEAN_CLOSE = frozenset(
+    {CloseCode.NORMAL, CloseCode.GOING_AWAY, CloseCode.NO_STATUS, CloseCode.ABNORMAL}
+)
 
 #: The reference server's error codes (``Server.errors`` in npm ``engine.io``).
 UNKNOWN_TRANSPORT = 0
@@ -182,7 +188,7 @@ class _WSChannel(asyncio.Protocol):
         if not self.conn.closed:
             for event in self.conn.eof_received():
                 self._event(event)
-        self._finished(1006)
+        self._finished(CloseCode.ABNORMAL)
 
     # events
 
@@ -901,7 +907,7 @@ class EngineIOServer:
             if session.queue and session.held is not None:
                 self._flush_poll(session)
         channel.session = None
-        channel.close(1000)
+        channel.close(CloseCode.NORMAL)
 
     def _upgrade_timed_out(self, session: _Session, channel: _WSChannel) -> None:
         session.upgrade_timer = None
@@ -920,7 +926,7 @@ class EngineIOServer:
                 self._flush_poll(session)
         elif session.ws is channel and not session.closed:
             session.ws = None
-            reason = "transport close" if code in (1000, 1001, 1005, 1006) else "transport error"
+            reason = "transport close" if code in _CLEAN_CLOSE else "transport error"
             self._close(session, reason, notify=False)
 
     # -- packets and heartbeat (loop) -------------------------------------------------------
@@ -1029,14 +1035,14 @@ class EngineIOServer:
         self._clear_upgrade(session)
         if probe is not None:
             probe.session = None
-            probe.close(1000)
+            probe.close(CloseCode.NORMAL)
         ws = session.ws
         if ws is not None:
             session.ws = None
             ws.session = None
             if notify and ws.conn.open:
                 ws.send_item(_control(_CLOSE))
-            ws.close(1000)
+            ws.close(CloseCode.NORMAL)
         elif client:
             # The client closed: release its GET (if any) with a noop.
             self._send_noop(session)
@@ -1068,13 +1074,13 @@ class EngineIOServer:
         self._clear_upgrade(session)
         if probe is not None:
             probe.session = None
-            probe.close(1001, "server shutting down")
+            probe.close(CloseCode.GOING_AWAY, "server shutting down")
         ws = session.ws
         if ws is not None:
             # What was sent is already in the socket's output, before the close frame.
             session.ws = None
             ws.session = None
-            ws.close(1001, "server shutting down")
+            ws.close(CloseCode.GOING_AWAY, "server shutting down")
         elif session.held is not None and session.held_request is not None:
             if session.queue:
                 # Deliver what is queued; the next poll finds the session gone.
