@@ -33,7 +33,7 @@ demo: $(VENV)/.installed node-deps
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check $(wildcard src tests bench examples)
 	$(VENV)/bin/mypy
-	PYTHONPATH=src $(VENV)/bin/lint-imports
+	PYTHONPATH=src $(VENV)/bin/lint-imports --no-cache
 
 ## test: install everything the tests need, then lint and run the whole suite
 test: system-deps deps lint
