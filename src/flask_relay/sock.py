@@ -90,7 +90,7 @@ from .engine.websocket import (
     run_blocking_route,
     start_async_route,
 )
-from .protocol.closecode import check_close_code
+from .protocol.closecode import CloseCode, check_close_code
 from .protocol.origin import OriginPolicy, environ_origin_allowed
 from .server.foreign import install
 from .server.wscontract import (
@@ -138,6 +138,13 @@ _REEXPORTED = (
 )
 
 logger = logging.getLogger("flask_relay.sock")
+
+#: Close codes by their former names here (one home now: ``CloseCode``).
+CLOSE_NORMAL = CloseCode.NORMAL
+CLOSE_NO_STATUS = CloseCode.NO_STATUS
+CLOSE_ABNORMAL = CloseCode.ABNORMAL
+CLOSE_POLICY_VIOLATION = CloseCode.POLICY_VIOLATION
+CLOSE_INTERNAL_ERROR = CloseCode.INTERNAL_ERROR
 
 F = TypeVar("F", bound=Callable[..., Any])
 
