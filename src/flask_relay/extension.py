@@ -93,6 +93,8 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "connect_timeout": 45,
     "max_workers": DEFAULT_MAX_WORKERS,
     "redis_options": None,
+    # Node's socket.io
+    "serve_client": True,
 }
 
 #: Options given to the Engine.IO endpoint when the server starts.
@@ -316,6 +318,14 @@ class SocketIO:
     ``max_workers`` (2,000)
         The cap on worker threads running handlers. The pool grows past its
         busy threads only while handlers block, and shrinks when idle.
+    ``serve_client`` (``True``)
+        Serve the Socket.IO browser client of the matching release under the
+        endpoint's path, as the Node server's ``serveClient`` does:
+        ``/socket.io/socket.io.js``, ``socket.io.min.js``,
+        ``socket.io.esm.min.js``, ``socket.io.msgpack.min.js`` and their
+        ``.map`` files (``ETag``, ``Cache-Control: public, max-age=0``, 304
+        on ``If-None-Match``, gzip). ``False`` leaves those paths to the
+        Engine.IO endpoint (400), as Flask-SocketIO has no such option.
     """
 
     #: Disconnect reasons given to disconnect handlers.
@@ -827,6 +837,10 @@ class SocketIO:
         engine = EngineIOServer(logger=self._option("engineio_logger"), **options)
         binding = self._require_server().attach(engine)
         engine.handler = binding
+        if self._option("serve_client"):
+            from .server.clientfiles import ClientFilesMount
+
+            return ClientFilesMount(engine, self.path)
         return engine
 
     def run(
