@@ -36,6 +36,7 @@ import asyncio
 import builtins
 import inspect
 import logging
+import os
 import sys
 import threading
 import time
@@ -856,6 +857,11 @@ class SocketIO:
         ``SERVER_NAME``, else 5000), ``debug`` (``app.debug``),
         ``use_reloader`` (= debug), ``reloader_options``, ``extra_files``,
         ``log_output`` (= debug), ``certfile``/``keyfile`` for HTTPS.
+        ``peer_address`` (``$FLASK_RELAY_PEER_ADDRESS``): this host's internal
+        address (``"10.0.0.2"``, ``"10.0.0.2:7000"``) for several hosts behind
+        a load balancer without affinity (needs ``message_queue``; see
+        ``docs/deployment.md``). There is no ``workers=`` option: run
+        ``gunicorn -k flask_relay.gunicorn.Worker -w N`` for several workers.
         ``allow_unsafe_werkzeug`` is accepted and unneeded: Werkzeug's
         development server is not used. A process monkey-patched by eventlet
         or gevent exits with status 1 and a one-line reason.
@@ -881,6 +887,9 @@ class SocketIO:
         if extra_files:
             reloader_options["extra_files"] = extra_files
         kwargs.pop("allow_unsafe_werkzeug", None)
+        peer_address = kwargs.pop("peer_address", None) or os.environ.get(
+            "FLASK_RELAY_PEER_ADDRESS"
+        )
         server_kwargs = {}
         for name in (
             "certfile",
@@ -908,16 +917,26 @@ class SocketIO:
 
             server = self.make_server(app, host, port, debug=debug, **server_kwargs)
             listen_or_exit(server)
+            forwarder = None
+            if peer_address:
+                # Several hosts behind a load balancer without affinity: requests
+                # for sessions of other hosts are forwarded (server/forward.py).
+                from .server.forward import enable
+
+                try:
+                    forwarder = enable(server, peer_address=peer_address)
+                except (OSError, ValueError) as exc:
+                    sys.exit(f"Flask-Relay: peer_address {peer_address!r}: {exc}")
             self._http_server = server
             print(f" * Flask-Relay serving {server.url}/ (Ctrl-C to stop)", file=sys.stderr)
             try:
                 server.serve_forever()
             finally:
                 self._http_server = None
+                if forwarder is not None:
+                    forwarder.close()
 
         if use_reloader:
-            import os
-
             if os.environ.get("WERKZEUG_RUN_MAIN") != "true":
                 sys.exit(_reloader_parent(reloader_options.get("reloader_type", "auto")))
             sys.exit(self._reloader_child(serve, reloader_options))

@@ -76,7 +76,7 @@ import functools
 import inspect
 import logging
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Blueprint, Flask, Response, current_app, request
@@ -84,12 +84,15 @@ from flask import Blueprint, Flask, Response, current_app, request
 from .engine.websocket import (
     SEND_HIGH_WATER,
     AsyncWebSocket,
+    GroupSource,
     NotUpgraded,
     RouteOutcome,
     WebSocket,
+    coerce_message,
     run_blocking_route,
     start_async_route,
 )
+from .groups import groups_for
 from .protocol.closecode import CloseCode, check_close_code
 from .protocol.origin import OriginPolicy, environ_origin_allowed
 from .server.foreign import install
@@ -185,7 +188,7 @@ def _run_blocking_route(
     f: Callable[..., Any], options: WebSocketOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> BaseResponse:
     environ = request.environ
-    ws = WebSocket(environ, _upgrader_for(environ), options)
+    ws = WebSocket(environ, _upgrader_for(environ), options, _groups_source())
     outcome = run_blocking_route(ws, lambda ws: f(ws, *args, **kwargs), _log_route_error)
     return _response_for(outcome)
 
@@ -194,10 +197,16 @@ def _run_async_route(
     f: Callable[..., Any], options: WebSocketOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> BaseResponse:
     environ = request.environ
-    ws = AsyncWebSocket(environ, _upgrader_for(environ), options)
+    ws = AsyncWebSocket(environ, _upgrader_for(environ), options, _groups_source())
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     outcome = start_async_route(ws, f(ws, *args, **kwargs), app.log_exception)
     return _response_for(outcome)
+
+
+def _groups_source() -> GroupSource:
+    """Where the route's ``ws.join_room`` finds the app's rooms (flask_relay.groups)."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    return functools.partial(groups_for, app)
 
 
 def _response_for(outcome: RouteOutcome) -> BaseResponse:
@@ -332,6 +341,13 @@ class Sock:
     list of origins, a callable ``(origin[, environ]) -> bool``; clients that
     send no ``Origin`` (not browsers) always pass. Left out, the app config
     key ``SOCK_ALLOWED_ORIGINS`` decides (same values).
+
+    Groups (beyond Flask-Sock): a route calls ``ws.join_room(name)`` /
+    ``ws.leave_room(name)`` (a closed connection leaves its rooms), and
+    :meth:`send` ``(data, to=name)`` reaches every member. Across processes
+    the sends travel on ``message_queue`` (a ``redis://`` URL, on
+    ``channel``), or else on the app's ``SocketIO(message_queue=...)`` queue
+    (see :mod:`flask_relay.groups`).
     """
 
     def __init__(
@@ -339,10 +355,14 @@ class Sock:
         app: Flask | Blueprint | None = None,
         *,
         allowed_origins: OriginPolicy | _Unset = UNSET,
+        message_queue: str | None = None,
+        channel: str = "flask-socketio",
     ) -> None:
         self.app: Flask | Blueprint | None = None
         self.bp: Blueprint | None = None
         self.allowed_origins = allowed_origins
+        self.message_queue = message_queue
+        self.channel = channel
         if app is not None:
             self.app = app
             self.init_app(app)
@@ -363,7 +383,22 @@ class Sock:
         else:
             app.extensions["sock"] = self
             install(app)
+            if self.message_queue is not None:
+                from .pubsub import from_url
+
+                groups_for(app).use_queue(from_url(self.message_queue, channel=self.channel))
         self.app = app
+
+    def send(self, data: Any, to: Hashable, skip: Any = None) -> int:
+        """Send ``data`` (``bytes``-like as binary, anything else ``str()``-ed as
+        text) to every connection in the group ``to`` (``ws.join_room``), on
+        this process and, through the message queue, on the others; ``skip``:
+        a ``ws`` left out. Never waits. Returns how many members were reached
+        on this process."""
+        app = self.app if isinstance(self.app, Flask) else None
+        if app is None:
+            app = current_app._get_current_object()  # type: ignore[attr-defined]
+        return groups_for(app).send(coerce_message(data), to, skip)
 
     def _policy(self, app: Flask) -> OriginPolicy:
         return origin_policy(app, self.allowed_origins)

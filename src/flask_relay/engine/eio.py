@@ -396,6 +396,10 @@ class EngineIOServer:
         self._shutting_down = False
         # Messages logged at ERROR once, then at INFO (as the reference does).
         self._logged_once: set[str] = set()
+        #: Set by :class:`flask_relay.server.forward.Forwarder`: sids start with
+        #: the node id, and requests for other nodes' sids are forwarded.
+        self.sid_prefix = ""
+        self.forwarder: Any = None
 
     def set_option(self, name: str, value: Any) -> None:
         """Set one of the constructor's options (also while serving: sessions
@@ -526,6 +530,14 @@ class EngineIOServer:
                 self._closing[sid] = closing
                 responder.respond(200, [("Content-Type", "text/html"), *cors], b"ok")
                 return
+            forwarder = self.forwarder
+            if forwarder is not None and forwarder.forward_request(
+                sid,
+                request,
+                responder,
+                lambda: self._error(responder, 400, UNKNOWN_SID, request, extra=cors),
+            ):
+                return  # owned by another worker or host (server/forward.py)
             self._error(responder, 400, UNKNOWN_SID, request, extra=cors)
             return
         if transport != "polling" or session.transport != "polling":
@@ -572,6 +584,11 @@ class EngineIOServer:
         if sid is not None:
             session = self._sessions.get(sid)
             if session is None:
+                forwarder = self.forwarder
+                if forwarder is not None and forwarder.forward_upgrade(
+                    sid, request, handle, lambda: reject(400, UNKNOWN_SID)
+                ):
+                    return  # owned by another worker or host (server/forward.py)
                 reject(400, UNKNOWN_SID)
                 return
             if not self.allow_upgrades:
@@ -1114,7 +1131,7 @@ class EngineIOServer:
 
     def _new_sid(self) -> str:
         while True:
-            sid = secrets.token_urlsafe(15)
+            sid = self.sid_prefix + secrets.token_urlsafe(15)
             if sid not in self._sessions:
                 return sid
 

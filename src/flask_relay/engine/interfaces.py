@@ -6,6 +6,8 @@
 * :class:`EngineLike`: what the Socket.IO server needs from an Engine.IO
   server to send (safe from any thread).
 * :class:`DispatcherLike`: where handler calls go (``dispatch.py``).
+* :class:`GroupRegistry`: the rooms of plain WebSocket connections
+  (``flask_relay.groups`` implements it; the ws objects join and leave).
 * :class:`QueuePublisher`: what the Socket.IO server publishes for the other
   processes (``flask_relay.pubsub`` implements it; the engine never imports it).
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any, Protocol
 
-__all__ = ["DispatcherLike", "EngineHandler", "EngineLike", "QueuePublisher"]
+__all__ = ["DispatcherLike", "EngineHandler", "EngineLike", "GroupRegistry", "QueuePublisher"]
 
 
 class EngineHandler(Protocol):
@@ -80,3 +82,15 @@ class QueuePublisher(Protocol):
 
     def close(self) -> None:
         """Stop listening (the server got another queue, or shuts down)."""
+
+
+class GroupRegistry(Protocol):
+    """One app's rooms of WebSocket connections (thread-safe)."""
+
+    def join(self, member: Any, room: Hashable) -> None: ...
+
+    def leave(self, member: Any, room: Hashable) -> None: ...
+
+    def leave_all(self, member: Any) -> None: ...
+
+    def rooms_of(self, member: Any) -> set[Hashable]: ...

@@ -20,10 +20,11 @@ import asyncio
 import collections
 import contextvars
 import inspect
+import logging
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,10 +38,13 @@ from ..server.wscontract import (
     WebSocketOptions,
     requested_subprotocols,
 )
+from .interfaces import GroupRegistry
 
 __all__ = [
+    "MAX_GROUP_BACKLOG",
     "SEND_HIGH_WATER",
     "AsyncWebSocket",
+    "GroupSource",
     "NotUpgraded",
     "RouteOutcome",
     "WebSocket",
@@ -49,10 +53,19 @@ __all__ = [
     "start_async_route",
 ]
 
+logger = logging.getLogger("flask_relay.sock")
+
 #: A blocking ``send`` waits while more than this many bytes are on their way to
 #: the socket (queued for the loop or in the transport's buffer while it is
 #: paused): the bound that keeps a fast producer from filling memory.
 SEND_HIGH_WATER = 1024 * 1024
+
+#: Bytes on their way to one group member past which a group send closes it
+#: (1013) instead of queueing more (flask_relay.groups).
+MAX_GROUP_BACKLOG = 16 * 1024 * 1024
+
+#: Gives the app's group registry (``functools.partial(groups_for, app)``).
+GroupSource = Callable[[], "GroupRegistry"]
 
 ExcInfo = Any  # the sys.exc_info() triple
 LogError = Callable[[ExcInfo], None]
@@ -91,7 +104,11 @@ class _BaseWebSocket:
     mode = "flask-relay"
 
     def __init__(
-        self, environ: dict[str, Any], upgrader: Upgrader, options: WebSocketOptions
+        self,
+        environ: dict[str, Any],
+        upgrader: Upgrader,
+        options: WebSocketOptions,
+        groups: GroupSource | None = None,
     ) -> None:
         self.environ = environ
         self._upgrader = upgrader
@@ -111,6 +128,47 @@ class _BaseWebSocket:
         self._reading_paused = False
         self._alive = True  # a frame arrived since the last ping
         self._ping_handle: asyncio.TimerHandle | None = None
+        #: Where ``join_room`` finds the app's rooms (given by the Flask face).
+        self._group_source = groups
+        self._groups: GroupRegistry | None = None
+
+    # -- groups (flask_relay.groups) -----------------------------------------
+
+    def _group_registry(self) -> GroupRegistry:
+        if self._groups is None:
+            if self._group_source is None:
+                raise RuntimeError(
+                    "ws.join_room() needs the route's Flask app: use it in a Sock or "
+                    "Sockets route"
+                )
+            self._groups = self._group_source()
+        return self._groups
+
+    def join_room(self, room: Hashable) -> None:
+        """Join the group ``room``: ``sock.send(data, to=room)`` on any
+        process reaches this connection until it leaves or closes."""
+        if not self._open:
+            raise self._closed_error()
+        self._group_registry().join(self, room)
+        if not self._open:  # closed meanwhile: connection_closed may have run first
+            self._group_registry().leave_all(self)
+
+    def leave_room(self, room: Hashable) -> None:
+        """Leave the group ``room`` (nothing happens if not a member)."""
+        if self._groups is not None:
+            self._groups.leave(self, room)
+
+    @property
+    def rooms(self) -> set[Hashable]:
+        """The groups this connection is in."""
+        return self._groups.rooms_of(self) if self._groups is not None else set()
+
+    def _left(self) -> None:
+        if self._groups is not None:
+            self._groups.leave_all(self)
+
+    def _post(self, payload: str | bytes) -> bool:
+        raise NotImplementedError
 
     # -- loop side: ChannelListener ------------------------------------------
 
@@ -167,9 +225,13 @@ class WebSocket(_BaseWebSocket):
     """
 
     def __init__(
-        self, environ: dict[str, Any], upgrader: Upgrader, options: WebSocketOptions
+        self,
+        environ: dict[str, Any],
+        upgrader: Upgrader,
+        options: WebSocketOptions,
+        groups: GroupSource | None = None,
     ) -> None:
-        super().__init__(environ, upgrader, options)
+        super().__init__(environ, upgrader, options, groups)
         self._cond = threading.Condition(threading.Lock())
         self._accept_lock = threading.Lock()
         self._in_flight = 0  # bytes queued for the loop, not yet handed to the transport
@@ -225,6 +287,26 @@ class WebSocket(_BaseWebSocket):
             self._open = False
             self._close_reason, self._close_message = code, reason
             self._cond.notify_all()
+        self._left()
+
+    def _post(self, payload: str | bytes) -> bool:
+        # A group send: never waits; a member too far behind is closed (1013).
+        with self._cond:
+            if not self._open or not self._accepted or self._channel is None:
+                return False
+            if self._in_flight > MAX_GROUP_BACKLOG:
+                logger.warning(
+                    "Closing a WebSocket of %s: over %d bytes of group messages wait for it",
+                    self.environ.get("PATH_INFO"),
+                    MAX_GROUP_BACKLOG,
+                )
+                self._open = False
+                self._cond.notify_all()
+                self._call(self._channel.close, CloseCode.TRY_AGAIN_LATER, "too far behind")
+                return False
+            self._in_flight += len(payload)
+            self._call(self._send_on_loop, payload)
+            return True
 
     def pause_writing(self) -> None:
         with self._cond:
@@ -387,9 +469,13 @@ class AsyncWebSocket(_BaseWebSocket):
     """
 
     def __init__(
-        self, environ: dict[str, Any], upgrader: Upgrader, options: WebSocketOptions
+        self,
+        environ: dict[str, Any],
+        upgrader: Upgrader,
+        options: WebSocketOptions,
+        groups: GroupSource | None = None,
     ) -> None:
-        super().__init__(environ, upgrader, options)
+        super().__init__(environ, upgrader, options, groups)
         self._waiter: asyncio.Future[None] | None = None
         self._drain: asyncio.Future[None] | None = None
         self._write_paused = False
@@ -418,6 +504,18 @@ class AsyncWebSocket(_BaseWebSocket):
         self._close_reason, self._close_message = code, reason
         self._wake()
         self.resume_writing()
+        self._left()
+
+    def _post(self, payload: str | bytes) -> bool:
+        # A group send, from any thread: the frame is written on the loop.
+        if not self._open or self._channel is None:
+            return False
+        self._call(self._post_on_loop, payload)
+        return True
+
+    def _post_on_loop(self, payload: str | bytes) -> None:
+        if self._open and self._channel is not None:
+            self._channel.send(payload)
 
     def pause_writing(self) -> None:
         self._write_paused = True
