@@ -56,13 +56,13 @@ class Member(Protocol):
 class WebSocketGroups:
     """Room name -> member connections, for one app; thread-safe."""
 
-    def __init__(self) -> None:
+    def __init__(self, app: Any = None) -> None:
         self._lock = threading.Lock()
         self._rooms: dict[Hashable, set[Member]] = {}
         self._member_rooms: dict[Member, set[Hashable]] = {}
         self.queue: MessageQueue | None = None
         self._queue_resolved = False
-        self._app: Any = None
+        self._app: Any = app  # whose SocketIO queue to adopt (_resolve_queue)
 
     # -- membership -----------------------------------------------------------------
 
@@ -182,6 +182,5 @@ def groups_for(app: Any) -> WebSocketGroups:
     found = extensions.get(EXTENSION_KEY)
     if isinstance(found, WebSocketGroups):
         return found
-    groups = extensions.setdefault(EXTENSION_KEY, WebSocketGroups())
-    groups._app = app
+    groups = extensions.setdefault(EXTENSION_KEY, WebSocketGroups(app))
     return groups  # type: ignore[no-any-return]
