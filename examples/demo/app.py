@@ -16,10 +16,10 @@ imports name ``flask_relay``. What it shows:
   (``socketio.start_background_task`` + ``socketio.emit`` from outside any handler).
 * ``/echo`` - a plain WebSocket route (``Sock``) echoing what the page sends.
 
-The page needs no internet: the Socket.IO browser client is served by this same
-server from ``examples/static/vendor/``, copied there from the npm package
-(node_modules/socket.io-client) by ``make demo``, or by this script at start-up
-when it is missing.
+The page needs no internet: the Socket.IO browser client is served by the
+Socket.IO endpoint itself at ``/socket.io/socket.io.min.js`` (``SocketIO``'s
+``serve_client`` option, on by default, as in Node's server); the package
+carries the files of the npm ``socket.io-client`` release it was built with.
 """
 
 from __future__ import annotations
@@ -28,47 +28,20 @@ import argparse
 import math
 import os
 import random
-import shutil
 import sys
 import threading
 import time
 from collections import deque
-from pathlib import Path
 from typing import Any
 
-from flask import Flask, abort, render_template, request, send_from_directory
+from flask import Flask, render_template, request
 
 from flask_relay import Sock, SocketIO, emit, join_room, leave_room
-
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-VENDOR_DIR = HERE.parent / "static" / "vendor"
-CLIENT_NAME = "socket.io.min.js"
-CLIENT_SOURCE = ROOT / "node_modules" / "socket.io-client" / "dist" / CLIENT_NAME
 
 DEFAULT_ROOM = "lobby"
 HISTORY = 50  # messages kept per room, replayed to newcomers
 MAX_TEXT = 500
 MAX_NAME = 24
-
-
-def ensure_browser_client() -> Path:
-    """Copy the Socket.IO browser client from node_modules unless it is there already."""
-    target = VENDOR_DIR / CLIENT_NAME
-    if CLIENT_SOURCE.is_file() and (
-        not target.is_file() or target.read_bytes() != CLIENT_SOURCE.read_bytes()
-    ):
-        VENDOR_DIR.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(CLIENT_SOURCE, target)
-        map_file = CLIENT_SOURCE.with_name(CLIENT_NAME + ".map")
-        if map_file.is_file():
-            shutil.copyfile(map_file, VENDOR_DIR / map_file.name)
-    if not target.is_file():
-        raise SystemExit(
-            f"{target} is missing and {CLIENT_SOURCE} was not found: "
-            "run `make demo` (it installs the npm packages)"
-        )
-    return target
 
 
 def _clean(value: Any, limit: int) -> str:
@@ -130,12 +103,6 @@ def create_app() -> tuple[Flask, SocketIO]:
     @app.get("/echo")
     def echo_page() -> str:
         return render_template("echo.html")
-
-    @app.get("/vendor/<path:name>")
-    def vendor(name: str) -> Any:
-        if not (VENDOR_DIR / name).is_file():
-            abort(404)
-        return send_from_directory(VENDOR_DIR, name, max_age=3600)
 
     # -- the live panel ------------------------------------------------------------------
 
@@ -309,7 +276,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("DEMO_PORT", "5000")))
     parser.add_argument("--debug", action="store_true", help="Flask debug mode with reloader")
     options = parser.parse_args(argv)
-    ensure_browser_client()
     app, socketio = create_app()
     print(f" * Demo: open http://{options.host}:{options.port}/ in two tabs", file=sys.stderr)
     socketio.run(app, host=options.host, port=options.port, debug=options.debug)

@@ -36,6 +36,7 @@ import asyncio
 import builtins
 import inspect
 import logging
+import os
 import sys
 import threading
 import time
@@ -55,6 +56,7 @@ from .engine.sio import (
 )
 from .engine.views import ENGINE_DEFAULTS
 from .namespace import Namespace
+from .protocol.errors import FlaskRelayError
 from .protocol.jsonlib import JSONModule
 from .pubsub import MessageQueue, from_url
 
@@ -92,6 +94,8 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "connect_timeout": 45,
     "max_workers": DEFAULT_MAX_WORKERS,
     "redis_options": None,
+    # Node's socket.io
+    "serve_client": True,
 }
 
 #: Options given to the Engine.IO endpoint when the server starts.
@@ -125,7 +129,7 @@ _GREEN_ASYNC_MODES = ("eventlet", "gevent", "gevent_uwsgi")
 _RESERVED_EVENTS = frozenset(("connect", "connect_error", "disconnect", "__disconnect_final"))
 
 
-class MessageQueueNotSupported(NotImplementedError):
+class MessageQueueNotSupported(FlaskRelayError, NotImplementedError):
     """``message_queue`` / ``client_manager`` were given: not in this release."""
 
 
@@ -243,10 +247,13 @@ class _Application:
     meaning than the server interface's.
     """
 
-    __slots__ = ("socketio",)
+    __slots__ = ("socketio", "trigger")
 
-    def __init__(self, socketio: SocketIO) -> None:
+    def __init__(
+        self, socketio: SocketIO, trigger: Callable[[Socket, Any, tuple[Any, ...]], Any]
+    ) -> None:
         self.socketio = socketio
+        self.trigger = trigger  # SocketIO._trigger: find the handler and run it
 
     def has_namespace(self, namespace: str) -> bool:
         sio = self.socketio
@@ -258,14 +265,14 @@ class _Application:
         )
 
     def on_connect(self, socket: Socket, auth: Any) -> Any:
-        result = self.socketio._trigger(socket, "connect", (socket.environ, auth))
+        result = self.trigger(socket, "connect", (socket.environ, auth))
         return True if result is NOT_HANDLED else result
 
     def on_event(self, socket: Socket, event: Any, args: list[Any]) -> Any:
-        return self.socketio._trigger(socket, event, tuple(args))
+        return self.trigger(socket, event, tuple(args))
 
     def on_disconnect(self, socket: Socket, reason: str) -> None:
-        self.socketio._trigger(socket, "disconnect", (reason,))
+        self.trigger(socket, "disconnect", (reason,))
 
 
 class SocketIO:
@@ -325,6 +332,14 @@ class SocketIO:
     ``max_workers`` (2,000)
         The cap on worker threads running handlers. The pool grows past its
         busy threads only while handlers block, and shrinks when idle.
+    ``serve_client`` (``True``)
+        Serve the Socket.IO browser client of the matching release under the
+        endpoint's path, as the Node server's ``serveClient`` does:
+        ``/socket.io/socket.io.js``, ``socket.io.min.js``,
+        ``socket.io.esm.min.js``, ``socket.io.msgpack.min.js`` and their
+        ``.map`` files (``ETag``, ``Cache-Control: public, max-age=0``, 304
+        on ``If-None-Match``, gzip). ``False`` leaves those paths to the
+        Engine.IO endpoint (400), as Flask-SocketIO has no such option.
     """
 
     #: Disconnect reasons given to disconnect handlers.
@@ -344,8 +359,6 @@ class SocketIO:
         self.manage_session = True
         self.async_mode = "threading"
         self._http_server: Server | None = None
-        self._local_binding: Any = None
-        self._local_engine: Any = None
         # id(app) -> the prefix this endpoint is registered under there.
         self._registered: dict[int, str] = {}
         if app is not None or "message_queue" in kwargs:
@@ -418,7 +431,7 @@ class SocketIO:
         if json is flask.json:
             json = _FlaskJSON(self)
         self.server = SocketIOServer(
-            _Application(self),
+            _Application(self, self._trigger),
             namespaces=self._option("namespaces"),
             json=json,
             always_connect=bool(self._option("always_connect")),
@@ -430,8 +443,6 @@ class SocketIO:
         # The same dict: ``socketio.server.eio.ping_timeout = 60`` reaches the
         # endpoints built afterwards (server/mounts.py builds them at run time).
         self.server.engine_options = self.server_options
-        self._local_binding = None
-        self._local_engine = None
         queue = self._option("client_manager")
         url = self._option("message_queue")
         if queue is None and url is not None:
@@ -844,6 +855,10 @@ class SocketIO:
         engine = EngineIOServer(logger=self._option("engineio_logger"), **options)
         binding = self._require_server().attach(engine)
         engine.handler = binding
+        if self._option("serve_client"):
+            from .server.clientfiles import ClientFilesMount
+
+            return ClientFilesMount(engine, self.path)
         return engine
 
     def run(
@@ -859,6 +874,11 @@ class SocketIO:
         ``SERVER_NAME``, else 5000), ``debug`` (``app.debug``),
         ``use_reloader`` (= debug), ``reloader_options``, ``extra_files``,
         ``log_output`` (= debug), ``certfile``/``keyfile`` for HTTPS.
+        ``peer_address`` (``$FLASK_RELAY_PEER_ADDRESS``): this host's internal
+        address (``"10.0.0.2"``, ``"10.0.0.2:7000"``) for several hosts behind
+        a load balancer without affinity (needs ``message_queue``; see
+        ``docs/deployment.md``). There is no ``workers=`` option: run
+        ``gunicorn -k flask_relay.gunicorn.Worker -w N`` for several workers.
         ``allow_unsafe_werkzeug`` is accepted and unneeded: Werkzeug's
         development server is not used. A process monkey-patched by eventlet
         or gevent exits with status 1 and a one-line reason.
@@ -884,6 +904,9 @@ class SocketIO:
         if extra_files:
             reloader_options["extra_files"] = extra_files
         kwargs.pop("allow_unsafe_werkzeug", None)
+        peer_address = kwargs.pop("peer_address", None) or os.environ.get(
+            "FLASK_RELAY_PEER_ADDRESS"
+        )
         server_kwargs = {}
         for name in (
             "certfile",
@@ -911,16 +934,26 @@ class SocketIO:
 
             server = self.make_server(app, host, port, debug=debug, **server_kwargs)
             listen_or_exit(server)
+            forwarder = None
+            if peer_address:
+                # Several hosts behind a load balancer without affinity: requests
+                # for sessions of other hosts are forwarded (server/forward.py).
+                from .server.forward import enable
+
+                try:
+                    forwarder = enable(server, peer_address=peer_address)
+                except (OSError, ValueError) as exc:
+                    sys.exit(f"Flask-Relay: peer_address {peer_address!r}: {exc}")
             self._http_server = server
             print(f" * Flask-Relay serving {server.url}/ (Ctrl-C to stop)", file=sys.stderr)
             try:
                 server.serve_forever()
             finally:
                 self._http_server = None
+                if forwarder is not None:
+                    forwarder.close()
 
         if use_reloader:
-            import os
-
             if os.environ.get("WERKZEUG_RUN_MAIN") != "true":
                 sys.exit(_reloader_parent(reloader_options.get("reloader_type", "auto")))
             sys.exit(self._reloader_child(serve, reloader_options))

@@ -26,9 +26,15 @@ tells the arbiter it is alive every second from the loop (a loop blocked for
 for), and stops gracefully when its parent process goes away or ``--reload``
 sees a changed file.
 
-Several workers (``-w N``) are fine for WebSocket routes and for Socket.IO
-clients that use only the WebSocket transport; long-polling clients need
-sticky sessions across processes, as with every Socket.IO server.
+Several workers (``-w N``) need no sticky sessions: each worker's Engine.IO
+sids name the worker, and a long-poll (or the WebSocket upgrade of a polling
+session) that reaches another worker is forwarded to the owner over a unix
+socket in a private runtime directory (see :mod:`flask_relay.server.forward`).
+Broadcasts and rooms across workers still need ``SocketIO(app,
+message_queue=...)``. Across hosts, set ``FLASK_RELAY_PEER_ADDRESS`` to this
+host's internal address (``10.0.0.2`` or ``10.0.0.2:7000``): each worker
+listens there and announces itself on the message queue, so a load balancer
+without affinity works too.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from typing import Any
 
 from gunicorn.workers.base import Worker as _BaseWorker
 
+from .server.forward import Forwarder, enable, private_runtime_dir
 from .server.http import HTTPLimits, Server
 from .server.monkey import refuse_monkey_patch
 from .server.mounts import build_mounts
@@ -113,10 +120,32 @@ class Worker(_BaseWorker):  # type: ignore[misc]
         self.server = server
         if not self.alive:
             return  # SIGTERM arrived while the app was loading
+        forwarder = self._forwarder(server)
         server.hub.call(self._on_loop_start)
         # serve_forever() installs SIGTERM and SIGINT handlers on the loop that
         # shut down gracefully; gunicorn's SIGINT means "now", restored below.
-        server.serve_forever()
+        try:
+            server.serve_forever()
+        finally:
+            if forwarder is not None:
+                forwarder.close()
+
+    def _forwarder(self, server: Server) -> Forwarder | None:
+        """Forwarding between this master's workers (and, with
+        ``FLASK_RELAY_PEER_ADDRESS``, other hosts), when there are several."""
+        peer_address = os.environ.get("FLASK_RELAY_PEER_ADDRESS") or None
+        if int(self.cfg.workers or 1) < 2 and peer_address is None:
+            return None
+        runtime_dir = private_runtime_dir(f"flask-relay-{os.getuid()}-{self.ppid}")
+        if runtime_dir is None:
+            sys.exit(3)  # logged; gunicorn stops: "Worker failed to boot"
+        try:
+            return enable(server, runtime_dir=runtime_dir, peer_address=peer_address)
+        except (OSError, ValueError) as exc:
+            # Exit status 3 (gunicorn's WORKER_BOOT_ERROR) stops the arbiter
+            # ("Worker failed to boot") instead of restarting workers forever.
+            self.log.error("Flask-Relay forwarding: %s", exc)
+            sys.exit(3)
 
     # -- on the loop -------------------------------------------------------------
 

@@ -39,7 +39,8 @@ def test_make_demo_from_a_clean_clone(tmp_path: Path, node: str) -> None:
     assert _readme_first_command() == "make demo"
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True, timeout=60)
-    assert not (clone / "examples" / "static" / "vendor").exists()  # clean: not committed
+    static = clone / "src" / "flask_relay" / "static"
+    assert not static.exists()  # clean: the client files are not committed
     (clone / "node_modules").symlink_to(ROOT / "node_modules")
     venv = ROOT / ".venv"
     port = free_port()
@@ -47,7 +48,9 @@ def test_make_demo_from_a_clean_clone(tmp_path: Path, node: str) -> None:
         ["make", "-s", "-o", f"{venv}/.installed", "-o", "node_modules/.installed", "demo",
          f"VENV={venv}"],
         cwd=clone,
-        env={**os.environ, "DEMO_PORT": str(port), "PYTHONUNBUFFERED": "1"},
+        # The clone's own package (with the files its recipe copied), not this checkout's.
+        env={**os.environ, "DEMO_PORT": str(port), "PYTHONUNBUFFERED": "1",
+             "PYTHONPATH": str(clone / "src")},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -68,10 +71,13 @@ def test_make_demo_from_a_clean_clone(tmp_path: Path, node: str) -> None:
         wait_until(listening, timeout=30, what="the demo listening")
         url = f"http://127.0.0.1:{port}"
         page = requests.get(url + "/", timeout=10)
-        assert page.status_code == 200 and "/vendor/socket.io.min.js" in page.text
-        served = requests.get(url + "/vendor/socket.io.min.js", timeout=10).content
-        copied = clone / "examples" / "static" / "vendor" / "socket.io.min.js"
-        assert served == copied.read_bytes()  # the recipe's copy is what the page gets
+        assert page.status_code == 200 and "/socket.io/socket.io.min.js" in page.text
+        served = requests.get(url + "/socket.io/socket.io.min.js", timeout=10).content
+        # The recipe copied the npm build into the package (make client).
+        copied = static / "socket.io.min.js"
+        npm_build = ROOT / "node_modules" / "socket.io-client" / "dist" / "socket.io.min.js"
+        assert copied.read_bytes() == npm_build.read_bytes()
+        assert served == npm_build.read_bytes()
         assert peer.connect("newcomer", url)["ev"] == "connect"
         (answer,) = peer.call("newcomer", "hello", {"nick": "newcomer", "room": "lobby"})
         answer_any: Any = answer

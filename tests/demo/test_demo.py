@@ -45,17 +45,17 @@ def test_page_is_served_with_its_own_socketio_client(demo: ServerProcess) -> Non
     page = requests.get(demo.url + "/", timeout=10)
     assert page.status_code == 200
     scripts = re.findall(r'<script src="([^"]+)"', page.text)
-    assert "/vendor/socket.io.min.js" in scripts
+    assert "/socket.io/socket.io.min.js" in scripts  # served by the endpoint itself
     # Everything the page loads comes from this server: no CDN, works offline.
     assert all(src.startswith("/") and not src.startswith("//") for src in scripts), scripts
     assert not re.search(r'(src|href)="(https?:)?//', page.text)
-    client = requests.get(demo.url + "/vendor/socket.io.min.js", timeout=10)
+    client = requests.get(demo.url + "/socket.io/socket.io.min.js", timeout=10)
     assert client.status_code == 200
     npm_build = ROOT / "node_modules" / "socket.io-client" / "dist" / "socket.io.min.js"
     assert client.content == npm_build.read_bytes()
     for path in scripts[1:] + ["/static/style.css", "/echo"]:
         assert requests.get(demo.url + path, timeout=10).status_code == 200, path
-    assert requests.get(demo.url + "/vendor/nope.js", timeout=10).status_code == 404
+    assert requests.get(demo.url + "/vendor/socket.io.min.js", timeout=10).status_code == 404
 
 
 def test_chat_between_two_clients(demo: ServerProcess, peer: NodePeer) -> None:

@@ -28,7 +28,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..protocol.jsonlib import JSONModule, default_json
-from ..protocol.socketio import _deconstruct, _reconstruct
+from ..protocol.socketio import deconstruct_binary as _deconstruct
+from ..protocol.socketio import reconstruct_binary as _reconstruct
 
 if TYPE_CHECKING:
     from ..engine.sio import SocketIOServer
@@ -88,6 +89,9 @@ class MessageQueue:
         self._closed = threading.Event()
         #: Set once the listener is subscribed (messages published from then on arrive).
         self.ready = threading.Event()
+        # Handlers of Flask-Relay's own message methods (peer announcements,
+        # WebSocket groups), by method; python-socketio ignores those methods.
+        self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {}
 
     # -- wiring --------------------------------------------------------------------
 
@@ -99,6 +103,24 @@ class MessageQueue:
                 target=self._run, name=f"flask-relay-{self.name}", daemon=True
             )
             self._thread.start()
+
+    def listen(self) -> None:
+        """Start the listener thread (once) without a Socket.IO server: for
+        queues that carry only :meth:`add_handler` messages."""
+        if not self.write_only and self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name=f"flask-relay-{self.name}", daemon=True
+            )
+            self._thread.start()
+
+    def add_handler(self, method: str, handler: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``handler(message)`` (on the listener thread; it must not block
+        long) for every message of ``method``, this process's own included."""
+        self._handlers[method] = handler
+
+    def publish(self, message: dict[str, Any]) -> None:
+        """Publish a message of a method given to :meth:`add_handler`."""
+        self._send(dict(message))
 
     def close(self) -> None:
         """Stop listening (the thread exits at the next message or reconnect)."""
@@ -195,7 +217,7 @@ class MessageQueue:
     def handle(self, raw: str | bytes | dict[str, Any]) -> None:
         """Apply one message from the channel to this process's clients."""
         server = self.server
-        if server is None:
+        if server is None and not self._handlers:
             return
         try:
             message = raw if isinstance(raw, dict) else self.json.loads(raw)
@@ -205,6 +227,15 @@ class MessageQueue:
         if not isinstance(message, dict) or "method" not in message:
             return
         method = message["method"]
+        extra = self._handlers.get(method) if isinstance(method, str) else None
+        if extra is not None:
+            try:
+                extra(message)
+            except Exception:
+                logger.exception("error applying a %r message from the queue", method)
+            return
+        if server is None:
+            return
         try:
             if method == "callback":
                 if message.get("host_id") == self.host_id:
