@@ -58,11 +58,13 @@ def test_a_stuck_client_is_closed_and_the_emitter_waits_once(make_engine: Any, c
                     break
             disconnects = wait_for(lambda: rec.of("disconnect"))
             assert disconnects == [("disconnect", sid, "transport error")]
-        # The emitter waited for the stuck client once, about slow_consumer_timeout
-        # (at most that plus two watch ticks), and was never held up otherwise.
+        # The emitter waited for the stuck client about slow_consumer_timeout, each
+        # wait at most that plus two watch ticks: once, or twice when the kernel was
+        # still taking bytes as the client went over its bound (see handlers.md).
         long_waits = [w for w in waits if w > 0.2]
-        assert len(long_waits) == 1, waits
-        assert 0.9 < long_waits[0] < 2.5, waits
+        assert 1 <= len(long_waits) <= 2, waits
+        assert all(w < 2.5 for w in long_waits), waits
+        assert 0.9 < sum(long_waits) < 4.5, waits
         (line,) = slow_consumer_lines(caplog)
         port = sock.getsockname()[1]
         assert f"Closing {sid} from 127.0.0.1:{port}: slow consumer:" in line
