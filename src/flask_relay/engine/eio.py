@@ -117,6 +117,9 @@ _UPGRADE_NOOP_INTERVAL = 0.1
 _WS_CLOSE_TIMEOUT = 5.0
 #: A session's output past this many times ``max_send_buffer`` closes it at once.
 _HARD_CAP_FACTOR = 4
+#: A WebSocket's write buffer up to this size is not counted (a small backlog is
+#: normal under load; tracking it would cost every broadcast delivery a call).
+_UNTRACKED = 64 * 1024
 #: The longest interval between two checks of a session over its bound.
 _WATCH_TICK = 0.5
 
@@ -199,7 +202,8 @@ class _WSChannel(asyncio.Protocol):
         self.finished = False
         self._flush_scheduled = False
         self._close_timer: asyncio.TimerHandle | None = None
-        #: Bytes written to the transport, ever (minus its buffer: accepted by the kernel).
+        #: Bytes written to the transport while a backlog was tracked (minus the
+        #: buffer: what the kernel accepted, which grows while the client reads).
         self.written = 0
 
     # asyncio.Protocol
@@ -315,15 +319,14 @@ class _WSChannel(asyncio.Protocol):
         out = self.conn.data_to_send()
         if out:
             transport.write(out)
-            self.written += len(out)
             session = self.session
             if session is not None:
                 # The session's output, measured. This runs per recipient of
                 # every broadcast: the usual case (the kernel took it all, as
                 # it had taken the previous writes) costs one call and a test.
                 size = transport.get_write_buffer_size()
-                if size or session.loop_bytes:
-                    self.server._written(self, session, size)
+                if size > _UNTRACKED or session.loop_bytes:
+                    self.server._written(self, session, size, len(out))
         if self.conn.should_close_transport:
             transport.close()
 
@@ -989,10 +992,15 @@ class EngineIOServer:
         self._loop_total += size - old
         self._act(session, size, old)
 
-    def _written(self, channel: _WSChannel, session: _Session, size: int) -> None:
-        """After a write on ``channel``: ``size`` bytes wait in its transport."""
+    def _written(self, channel: _WSChannel, session: _Session, size: int, n: int) -> None:
+        """After a write of ``n`` bytes on ``channel``: ``size`` bytes wait in its
+        transport. Only called while a backlog is tracked (see ``_UNTRACKED``),
+        which covers every write while the session is watched."""
+        channel.written += n
         if channel.probe or session.closed:
             return
+        if size <= _UNTRACKED:
+            size = 0
         old = session.loop_bytes
         session.loop_bytes = size
         self._loop_total += size - old

@@ -255,7 +255,8 @@ class RouteChannel(asyncio.Protocol):
         out = self._conn.data_to_send()
         if out:
             transport.write(out)
-            self._written += len(out)
+            if self._watch_timer is not None:  # only the watch needs it
+                self._written += len(out)
         if self._conn.should_close_transport:
             transport.close()
 
