@@ -56,6 +56,7 @@ from .engine.sio import (
 )
 from .engine.views import ENGINE_DEFAULTS
 from .namespace import Namespace
+from .protocol.codecs import SERIALIZERS, make_codec
 from .protocol.jsonlib import JSONModule
 from .pubsub import MessageQueue, from_url
 
@@ -381,11 +382,13 @@ class SocketIO:
                     "(redis://, rediss://, unix://, valkey://) in this release"
                 )
         serializer = options.get("serializer", "default")
-        if serializer not in (None, "default", "json"):
+        if serializer is not None and serializer not in SERIALIZERS:
             raise ValueError(
-                f"serializer={serializer!r} is not supported: only the default JSON "
-                "serializer is implemented"
+                f"serializer={serializer!r} is not supported: use 'default' (JSON) or "
+                "'msgpack' (the socket.io-msgpack-parser format)"
             )
+        if serializer == "msgpack":
+            make_codec("msgpack")  # a missing msgpack package fails here, at construction
 
     def init_app(self, app: flask.Flask | None, **kwargs: Any) -> None:
         """Attach to ``app``: options given here are merged over the constructor's.
@@ -424,6 +427,7 @@ class SocketIO:
             async_handlers=bool(self._option("async_handlers")),
             max_workers=int(self._option("max_workers")),
             logger=self._option("logger"),
+            serializer=self._option("serializer") or "default",
         )
         # The same dict: ``socketio.server.eio.ping_timeout = 60`` reaches the
         # endpoints built afterwards (server/mounts.py builds them at run time).

@@ -108,6 +108,8 @@ function transportOf(socket) {
 
 function makeSocket(cmd) {
   const opts = Object.assign({ forceNew: true, reconnection: false }, fromWire(cmd.opts || {}));
+  // "parser": "<npm package>" (e.g. socket.io-msgpack-parser) loads that parser.
+  if (typeof opts.parser === "string") opts.parser = require(opts.parser);
   const namespace = cmd.namespace || "/";
   if (cmd.share) {
     const other = sockets.get(cmd.share);

@@ -57,9 +57,10 @@ import threading
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..protocol.codecs import PacketDecoder, PacketEncoder, make_codec
 from ..protocol.errors import ProtocolError
 from ..protocol.jsonlib import JSONModule
-from ..protocol.socketio import Decoder, Encoder, Packet, PacketType
+from ..protocol.socketio import Packet, PacketType
 from .dispatch import (
     DEFAULT_MAX_WORKERS,
     ORDER_WINDOW,
@@ -265,7 +266,11 @@ class Connection:
     __slots__ = ("binding", "eio_sid", "environ", "decoder", "sockets", "timer", "closed")
 
     def __init__(
-        self, binding: EngineBinding, eio_sid: str, environ: dict[str, Any], decoder: Decoder
+        self,
+        binding: EngineBinding,
+        eio_sid: str,
+        environ: dict[str, Any],
+        decoder: PacketDecoder,
     ) -> None:
         self.binding = binding
         self.eio_sid = eio_sid
@@ -354,6 +359,9 @@ class SocketIOServer:
     :param connect_timeout: seconds an Engine.IO connection may stay without
         any namespace ``CONNECT`` before it is closed.
     :param max_attachments: binary attachments allowed in one packet.
+    :param serializer: the packet format: ``"default"`` (JSON text with binary
+        attachments) or ``"msgpack"`` (``socket.io-msgpack-parser``'s); see
+        :mod:`flask_relay.protocol.codecs`.
     :param async_handlers: ``True`` (the default): a client's handler that runs
         longer than :data:`ORDER_WINDOW` lets that client's later events run beside
         it; quicker handlers of one client run one at a time, in arrival order.
@@ -378,6 +386,7 @@ class SocketIOServer:
         async_handlers: bool = True,
         max_workers: int = DEFAULT_MAX_WORKERS,
         logger: bool | logging.Logger = False,
+        serializer: str = "default",
     ) -> None:
         self.application = application
         if namespaces == "*" or namespaces == ["*"]:
@@ -390,7 +399,9 @@ class SocketIOServer:
         self.max_attachments = max_attachments
         self.async_handlers = async_handlers
         self.max_workers = max_workers
-        self._encoder = Encoder(json)
+        # The serializer hook: one shared encoder, one decoder per connection.
+        self.codec = make_codec(serializer, json, max_attachments)
+        self._encoder: PacketEncoder = self.codec.encoder
         self._lock = threading.RLock()
         self._sockets: dict[str, Socket] = {}
         # namespace -> sid -> socket, for broadcasts to a whole namespace
@@ -456,7 +467,7 @@ class SocketIOServer:
     # -- the loop side -----------------------------------------------------------
 
     def _eio_connect(self, binding: EngineBinding, eio_sid: str, environ: dict[str, Any]) -> None:
-        conn = Connection(binding, eio_sid, environ, Decoder(self.json, self.max_attachments))
+        conn = Connection(binding, eio_sid, environ, self.codec.new_decoder())
         binding.connections[eio_sid] = conn
         if self.connect_timeout is not None and self.connect_timeout > 0:
             try:
