@@ -347,6 +347,8 @@ class SocketIO:
         self._local_engine: Any = None
         # id(app) -> the prefix this endpoint is registered under there.
         self._registered: dict[int, str] = {}
+        # instrument()'s options, applied again to the server init_app builds.
+        self._instrument_options: dict[str, Any] | None = None
         if app is not None or "message_queue" in kwargs:
             self.init_app(app, **kwargs)
         else:
@@ -432,6 +434,8 @@ class SocketIO:
         # The same dict: ``socketio.server.eio.ping_timeout = 60`` reaches the
         # endpoints built afterwards (server/mounts.py builds them at run time).
         self.server.engine_options = self.server_options
+        if self._instrument_options is not None:
+            self.server.instrument(**self._instrument_options)
         self._local_binding = None
         self._local_engine = None
         queue = self._option("client_manager")
@@ -791,6 +795,33 @@ class SocketIO:
         thread = threading.Thread(target=target, args=args, kwargs=kwargs, daemon=True)
         thread.start()
         return thread
+
+    def instrument(
+        self,
+        auth: Any = None,
+        mode: str = "development",
+        read_only: bool = False,
+        server_id: str | None = None,
+        namespace: str = "/admin",
+        server_stats_interval: float = 2,
+    ) -> Any:
+        """Serve the Socket.IO Admin UI dashboard (npm ``@socket.io/admin-ui``).
+
+        python-socketio's ``Server.instrument``; see :mod:`flask_relay.admin`.
+        ``auth`` is required: ``{"username": ..., "password": ...}``, a list of
+        those, a callable, or ``False``. Returns the :class:`~flask_relay.admin.AdminUI`.
+        """
+        options: dict[str, Any] = {
+            "auth": auth,
+            "mode": mode,
+            "read_only": read_only,
+            "server_id": server_id,
+            "namespace": namespace,
+            "server_stats_interval": server_stats_interval,
+        }
+        admin = self._require_server().instrument(**options)
+        self._instrument_options = options
+        return admin
 
     def sleep(self, seconds: float = 0) -> None:
         """``time.sleep`` (kept for Flask-SocketIO code that yields to other tasks)."""

@@ -68,6 +68,7 @@ from .dispatch import (
     DispatcherClosed,
     DispatchQueueFull,
 )
+from .observers import ServerObserver
 from .views import EngineView, ManagerView
 
 if TYPE_CHECKING:
@@ -402,6 +403,12 @@ class SocketIOServer:
         # The serializer hook: one shared encoder, one decoder per connection.
         self.codec = make_codec(serializer, json, max_attachments)
         self._encoder: PacketEncoder = self.codec.encoder
+        #: Watchers called after connects, room changes and events
+        #: (engine/observers.py; the admin UI of flask_relay/admin.py is one).
+        self.observers: list[ServerObserver] = []
+        #: Applications serving one namespace instead of ``application`` (the
+        #: admin UI's namespace is one); they also make the namespace accepted.
+        self.namespace_apps: dict[str, SocketIOApplication] = {}
         self._lock = threading.RLock()
         self._sockets: dict[str, Socket] = {}
         # namespace -> sid -> socket, for broadcasts to a whole namespace
@@ -464,11 +471,30 @@ class SocketIOServer:
         if dispatcher is not None:
             dispatcher.shutdown(wait=wait)
 
+    def _observe(self, hook: str, *args: Any) -> None:
+        """Call ``hook`` on every observer (engine/observers.py); never raises."""
+        for observer in list(self.observers):
+            try:
+                getattr(observer, hook)(*args)
+            except Exception:
+                self.logger.exception("observer %r failed in %s", observer, hook)
+
+    def _app_for(self, namespace: str) -> SocketIOApplication | None:
+        return self.namespace_apps.get(namespace, self.application)
+
+    def instrument(self, **options: Any) -> Any:
+        """Serve the Socket.IO Admin UI; see :func:`flask_relay.admin.instrument`."""
+        from ..admin import instrument  # Flask-free, like this module
+
+        return instrument(self, **options)
+
     # -- the loop side -----------------------------------------------------------
 
     def _eio_connect(self, binding: EngineBinding, eio_sid: str, environ: dict[str, Any]) -> None:
         conn = Connection(binding, eio_sid, environ, self.codec.new_decoder())
         binding.connections[eio_sid] = conn
+        if self.observers:
+            self._observe("connection_opened", conn)
         if self.connect_timeout is not None and self.connect_timeout > 0:
             try:
                 loop = asyncio.get_running_loop()
@@ -502,6 +528,8 @@ class SocketIOServer:
         return True
 
     def _eio_message(self, conn: Connection, data: str | bytes) -> None:
+        if self.observers:
+            self._observe("message_received", conn, data)
         try:
             packet = conn.decoder.feed(data)
         except ProtocolError as exc:
@@ -550,6 +578,8 @@ class SocketIOServer:
     def _accepts(self, namespace: str) -> bool:
         if self.namespaces == "*" or namespace in self.namespaces:
             return True
+        if namespace in self.namespace_apps:
+            return True
         app = self.application
         return app is not None and app.has_namespace(namespace)
 
@@ -581,6 +611,8 @@ class SocketIOServer:
             conn.timer.cancel()
             conn.timer = None
         mapped = _EIO_REASONS.get(reason, reason)
+        if self.observers:
+            self._observe("connection_closed", conn, reason)
         with self._lock:
             conn.closed = True
             socks = list(conn.sockets.values())
@@ -598,7 +630,7 @@ class SocketIOServer:
         if self.always_connect:
             self._accept(sock)
         refusal: dict[str, Any] | None = None
-        app = self.application
+        app = self._app_for(sock.namespace)
         try:
             result = True if app is None else app.on_connect(sock, auth)
         except ConnectionRefusedError as exc:
@@ -634,6 +666,8 @@ class SocketIOServer:
             for held in pending:
                 items.extend(held)
             self._send_items(sock.connection, items)
+        if self.observers:
+            self._observe("socket_connected", sock)
 
     def _refuse(self, sock: Socket, error: dict[str, Any]) -> None:
         with self._lock:
@@ -650,7 +684,9 @@ class SocketIOServer:
     def _run_event(self, sock: Socket, data: list[Any], ack_id: int | None) -> None:
         if sock.state != CONNECTED:
             return
-        app = self.application
+        if self.observers:
+            self._observe("event_received", sock, data)
+        app = self._app_for(sock.namespace)
         if app is None:
             return
         event = data[0]
@@ -664,12 +700,15 @@ class SocketIOServer:
                     )
 
     def _finish_disconnect(self, sock: Socket, reason: str) -> None:
+        app = self._app_for(sock.namespace)
         try:
-            if sock.accepted and self.application is not None:
+            if sock.accepted and app is not None:
                 self.logger.info("%s left %s: %s", sock.sid, sock.namespace, reason)
-                self.application.on_disconnect(sock, reason)
+                app.on_disconnect(sock, reason)
         finally:
             self._forget(sock)
+            if sock.accepted and self.observers:
+                self._observe("socket_disconnected", sock, reason)
 
     # -- registry (call with the lock held) --------------------------------------
 
@@ -721,6 +760,8 @@ class SocketIOServer:
     def _send_items(self, conn: Connection, items: list[str | bytes]) -> None:
         if conn.closed:
             return
+        if self.observers:
+            self._observe("messages_sent", 1, items)
         engine = conn.binding.engine
         if len(items) == 1:
             engine.send(conn.eio_sid, items[0])
@@ -760,6 +801,8 @@ class SocketIOServer:
                     engine.send_many(sids[0], items)
             else:
                 engine.send_prepared(sids, engine.prepare(items))
+            if self.observers:
+                self._observe("messages_sent", len(sids), items)
 
     def _targets(self, namespace: str, to: Any, skip_sid: Any) -> list[Socket]:
         if to is None:
@@ -833,6 +876,8 @@ class SocketIOServer:
             with self._lock:
                 socks = self._targets(namespace, to, skip_sid)
                 self._deliver_many(socks, items)
+            if self.observers:
+                self._observe("event_sent", socks, data)
             if self.queue is not None and not ignore_queue:
                 self.queue.emit(event, args, namespace=namespace, room=to, skip_sid=skip_sid)
             return len(socks)
@@ -855,6 +900,8 @@ class SocketIOServer:
                     sock.acks.pop(ack_id, None)
                     raise
                 self._deliver(sock, items)
+        if self.observers:
+            self._observe("event_sent", socks, data)
         return len(socks)
 
     def send(
@@ -940,6 +987,8 @@ class SocketIOServer:
                 sock.acks.pop(ack_id, None)
                 raise
             self._deliver(sock, items)
+        if self.observers:
+            self._observe("event_sent", [sock], [event, *args])
         if not waiter.event.wait(timeout):
             with self._lock:
                 sock.acks.pop(ack_id, None)
@@ -986,6 +1035,7 @@ class SocketIOServer:
                 return
             if sock is None or sock.state > CONNECTED:
                 return
+            joined = room not in sock.rooms
             sock.rooms[room] = None
             rooms = self._rooms.setdefault(sock.namespace, {})
             members = rooms.get(room)
@@ -993,6 +1043,8 @@ class SocketIOServer:
                 rooms[room] = {sid: sock}
             else:
                 members[sid] = sock
+        if joined and self.observers:
+            self._observe("room_joined", sock, room)
 
     def leave_room(
         self, sid: str, room: Hashable, namespace: str | None = None, ignore_queue: bool = False
@@ -1005,15 +1057,17 @@ class SocketIOServer:
                 return
             if sock is None or sock.state > CONNECTED:
                 return
+            left = room in sock.rooms
             sock.rooms.pop(room, None)
             rooms = self._rooms.get(sock.namespace)
-            if rooms is None:
-                return
-            members = rooms.get(room)
-            if members is not None:
-                members.pop(sid, None)
-                if not members:
-                    del rooms[room]
+            if rooms is not None:
+                members = rooms.get(room)
+                if members is not None:
+                    members.pop(sid, None)
+                    if not members:
+                        del rooms[room]
+        if left and self.observers:
+            self._observe("room_left", sock, room)
 
     def close_room(
         self, room: Hashable, namespace: str | None = None, ignore_queue: bool = False
@@ -1029,6 +1083,9 @@ class SocketIOServer:
             members = rooms.pop(room, None)
             for sock in (members or {}).values():
                 sock.rooms.pop(room, None)
+        if members and self.observers:
+            for sock in members.values():
+                self._observe("room_left", sock, room)
 
     def rooms(self, sid: str, namespace: str | None = None) -> list[Hashable]:
         """The rooms ``sid`` is in, its own room first (also in its disconnect handler)."""
