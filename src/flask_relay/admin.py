@@ -26,7 +26,10 @@ Authentication is python-socketio's: ``auth`` is the dict the dashboard's login
 form sends (``{"username": ..., "password": ...}``), a list of such dicts, a
 callable taking that dict and returning true to accept, or ``False`` for none;
 it is required, so that a dashboard is never open by accident. A refusal is a
-``CONNECT_ERROR`` ``authentication failed`` and a log line.
+``CONNECT_ERROR`` ``invalid credentials`` (Node's message, which the dashboard
+recognizes; python-socketio says ``authentication failed``) and a log line. As
+in Node, an accepted login gets a ``session`` id that the dashboard sends instead
+of the password when it reconnects (kept in memory, for this process's life).
 
 It is built on the server's observer hooks (:mod:`flask_relay.engine.observers`)
 and its per-namespace applications (``server.namespace_apps``), so it needs no
@@ -38,6 +41,7 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+import secrets
 import socket as _socket
 import threading
 import time
@@ -158,6 +162,7 @@ class AdminUI(ServerObserver):
         self._transports: dict[str, str] = {}  # sid -> transport last reported
         self._stats_thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._sessions: set[str] = set()
 
     # -- wiring --------------------------------------------------------------------
 
@@ -207,15 +212,31 @@ class AdminUI(ServerObserver):
         candidates = auth if isinstance(auth, list) else [auth]
         return any(_same_credentials(expected, client_auth) for expected in candidates)
 
+    def _known_session(self, client_auth: Any) -> bool:
+        session = client_auth.get("sessionId") if isinstance(client_auth, dict) else None
+        if not isinstance(session, str):
+            return False
+        with self._lock:
+            known = list(self._sessions)
+        return any(hmac.compare_digest(session.encode(), s.encode()) for s in known)
+
     def accept(self, sock: Socket, client_auth: Any) -> Any:
-        if not self.authenticated(client_auth):
+        if self.auth is not False and self._known_session(client_auth):
+            pass  # a dashboard reconnecting with the session id it was given
+        elif self.authenticated(client_auth):
+            if self.auth is not False:
+                session = secrets.token_urlsafe(16)
+                with self._lock:
+                    self._sessions.add(session)
+                self._emit("session", session, to=sock.sid)
+        else:
             logger.warning(
-                "admin UI: refused %s on %s (from %s): authentication failed",
+                "admin UI: refused %s on %s (from %s): invalid credentials",
                 sock.sid,
                 self.namespace,
                 sock.environ.get("REMOTE_ADDR", "?"),
             )
-            raise ConnectionRefusedError("authentication failed")
+            raise ConnectionRefusedError("invalid credentials")
         # Held back by the server until the CONNECT reply is out, then sent in order.
         self._emit("config", {"supportedFeatures": self.features}, to=sock.sid)
         if self.verbose:

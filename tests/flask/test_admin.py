@@ -57,11 +57,20 @@ def test_auth_forms(auth: Any, good: Any, bad: Any) -> None:
     app, socketio = make(auth=auth)
     admin = socketio.test_client(app, namespace="/admin", auth=good)
     assert admin.is_connected("/admin")
-    assert names(admin)[:3] == ["config", "all_sockets", "server_stats"]
+    got = admin.get_received("/admin")
+    login = ["session"] if auth is not False else []
+    expected = [*login, "config", "all_sockets", "server_stats"]
+    assert [item["name"] for item in got][: len(expected)] == expected
     if bad is not None:
         refused = socketio.test_client(app, namespace="/admin", auth=bad)
         assert not refused.is_connected("/admin")
-        assert refused.get_connect_error("/admin") == {"message": "authentication failed"}
+        assert refused.get_connect_error("/admin") == {"message": "invalid credentials"}
+        # The session id given at login replaces the password when reconnecting.
+        session = got[0]["args"][0]
+        again = socketio.test_client(app, namespace="/admin", auth={"sessionId": session})
+        assert again.is_connected("/admin")
+        forged = socketio.test_client(app, namespace="/admin", auth={"sessionId": session + "x"})
+        assert not forged.is_connected("/admin")
 
 
 def test_auth_is_required_and_options_checked() -> None:
