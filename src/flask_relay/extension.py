@@ -57,6 +57,7 @@ from .engine.sio import (
 from .engine.views import ENGINE_DEFAULTS
 from .namespace import Namespace
 from .protocol.codecs import SERIALIZERS, make_codec
+from .protocol.errors import FlaskRelayError
 from .protocol.jsonlib import JSONModule
 from .pubsub import MessageQueue, from_url
 
@@ -123,7 +124,7 @@ _GREEN_ASYNC_MODES = ("eventlet", "gevent", "gevent_uwsgi")
 _RESERVED_EVENTS = frozenset(("connect", "connect_error", "disconnect", "__disconnect_final"))
 
 
-class MessageQueueNotSupported(NotImplementedError):
+class MessageQueueNotSupported(FlaskRelayError, NotImplementedError):
     """``message_queue`` / ``client_manager`` were given: not in this release."""
 
 
@@ -241,10 +242,13 @@ class _Application:
     meaning than the server interface's.
     """
 
-    __slots__ = ("socketio",)
+    __slots__ = ("socketio", "trigger")
 
-    def __init__(self, socketio: SocketIO) -> None:
+    def __init__(
+        self, socketio: SocketIO, trigger: Callable[[Socket, Any, tuple[Any, ...]], Any]
+    ) -> None:
         self.socketio = socketio
+        self.trigger = trigger  # SocketIO._trigger: find the handler and run it
 
     def has_namespace(self, namespace: str) -> bool:
         sio = self.socketio
@@ -256,14 +260,14 @@ class _Application:
         )
 
     def on_connect(self, socket: Socket, auth: Any) -> Any:
-        result = self.socketio._trigger(socket, "connect", (socket.environ, auth))
+        result = self.trigger(socket, "connect", (socket.environ, auth))
         return True if result is NOT_HANDLED else result
 
     def on_event(self, socket: Socket, event: Any, args: list[Any]) -> Any:
-        return self.socketio._trigger(socket, event, tuple(args))
+        return self.trigger(socket, event, tuple(args))
 
     def on_disconnect(self, socket: Socket, reason: str) -> None:
-        self.socketio._trigger(socket, "disconnect", (reason,))
+        self.trigger(socket, "disconnect", (reason,))
 
 
 class SocketIO:
@@ -343,8 +347,6 @@ class SocketIO:
         self.manage_session = True
         self.async_mode = "threading"
         self._http_server: Server | None = None
-        self._local_binding: Any = None
-        self._local_engine: Any = None
         # id(app) -> the prefix this endpoint is registered under there.
         self._registered: dict[int, str] = {}
         # instrument()'s options, applied again to the server init_app builds.
@@ -421,7 +423,7 @@ class SocketIO:
         if json is flask.json:
             json = _FlaskJSON(self)
         self.server = SocketIOServer(
-            _Application(self),
+            _Application(self, self._trigger),
             namespaces=self._option("namespaces"),
             json=json,
             always_connect=bool(self._option("always_connect")),
@@ -436,8 +438,6 @@ class SocketIO:
         self.server.engine_options = self.server_options
         if self._instrument_options is not None:
             self.server.instrument(**self._instrument_options)
-        self._local_binding = None
-        self._local_engine = None
         queue = self._option("client_manager")
         url = self._option("message_queue")
         if queue is None and url is not None:
@@ -807,9 +807,9 @@ class SocketIO:
     ) -> Any:
         """Serve the Socket.IO Admin UI dashboard (npm ``@socket.io/admin-ui``).
 
-        python-socketio's ``Server.instrument``; see :mod:`flask_relay.admin`.
+        python-socketio's ``Server.instrument``; see :mod:`flask_relay.engine.admin`.
         ``auth`` is required: ``{"username": ..., "password": ...}``, a list of
-        those, a callable, or ``False``. Returns the :class:`~flask_relay.admin.AdminUI`.
+        those, a callable, or ``False``. Returns the :class:`~flask_relay.engine.admin.AdminUI`.
         """
         options: dict[str, Any] = {
             "auth": auth,

@@ -353,3 +353,18 @@ def test_decoder_only_raises_protocol_error(data: bytes | str) -> None:
     assert packet.type in (T.CONNECT, T.DISCONNECT, T.EVENT, T.ACK, T.CONNECT_ERROR)
     # What the decoder accepts, the encoder can send back (a server echoes).
     Encoder().encode(packet)
+
+
+def test_deep_nesting() -> None:
+    """Nesting the unpacker can hold round-trips; deeper is a ProtocolError, not a crash."""
+    head = msgpack.packb({"type": 2, "nsp": "/"})
+    for depth, accepted in ((1000, True), (5000, False), (100_000, False)):
+        # The same map with a third key: "data": ["x", [[[...nil...]]]].
+        data = b"\x83" + head[1:] + b"\xa4data\x92\xa1x" + b"\x91" * depth + b"\xc0"
+        if accepted:
+            packet = decode_one(data)
+            (again,) = Encoder().encode(packet)
+            assert isinstance(again, bytes) and decode_one(again) == packet
+        else:
+            with pytest.raises(ProtocolError):
+                Decoder().feed(data)

@@ -1,6 +1,6 @@
 """Watching a Socket.IO server: the hooks :class:`~.sio.SocketIOServer` calls.
 
-Monitoring (the admin UI of :mod:`flask_relay.admin`, metrics) needs to see
+Monitoring (the admin UI of :mod:`flask_relay.engine.admin`, metrics) needs to see
 connections, room changes and events without patching the server's methods, as
 python-socketio's instrumentation does. ``server.observers`` is a list of
 :class:`ServerObserver`; the server calls each hook after the fact, without its

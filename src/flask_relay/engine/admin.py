@@ -32,8 +32,8 @@ in Node, an accepted login gets a ``session`` id that the dashboard sends instea
 of the password when it reconnects (kept in memory, for this process's life).
 
 It is built on the server's observer hooks (:mod:`flask_relay.engine.observers`)
-and its per-namespace applications (``server.namespace_apps``), so it needs no
-Flask and patches nothing.
+and its per-namespace applications (``server.namespace_apps``): an engine module,
+it needs no Flask and patches nothing.
 """
 
 from __future__ import annotations
@@ -50,11 +50,11 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from .engine.observers import ServerObserver
-from .engine.sio import ConnectionRefusedError
+from .observers import ServerObserver
+from .sio import ConnectionRefusedError
 
 if TYPE_CHECKING:
-    from .engine.sio import Connection, Socket, SocketIOServer
+    from .sio import Connection, Socket, SocketIOServer
 
 __all__ = ["AdminUI", "instrument"]
 
@@ -351,7 +351,7 @@ class AdminUI(ServerObserver):
         server = self.server
         names = dict.fromkeys(server.namespaces if isinstance(server.namespaces, list) else [])
         names.update(dict.fromkeys(server.namespace_apps))
-        names.update(dict.fromkeys(server._active_namespaces()))
+        names.update(dict.fromkeys(server.active_namespaces()))
         return sorted(names)
 
     def _stats(self, take_events: bool = True) -> dict[str, Any]:
