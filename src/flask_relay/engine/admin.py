@@ -434,7 +434,6 @@ class AdminUI(ServerObserver):
         now = time.time()
         with self._lock:
             self._issued[sock.sid] = now
-        self.events.push("connection", sock.namespace)
         if not self.verbose:
             return
         serialized = self.serialize(sock)
@@ -446,7 +445,6 @@ class AdminUI(ServerObserver):
         with self._lock:
             self._issued.pop(sock.sid, None)
             self._transports.pop(sock.sid, None)
-        self.events.push("disconnection", sock.namespace)
         if self.verbose:
             self._emit("socket_disconnected", sock.namespace, sock.sid, reason, _iso())
 
@@ -461,14 +459,12 @@ class AdminUI(ServerObserver):
     def event_received(self, sock: Socket, data: list[Any]) -> None:
         if sock.namespace == self.namespace:
             return
-        self.events.push("event_received", sock.namespace)
         if self.verbose:
             self._emit("event_received", sock.namespace, sock.sid, data, _iso())
 
     def event_sent(self, socks: list[Socket], data: list[Any]) -> None:
         if not socks or socks[0].namespace == self.namespace:
             return
-        self.events.push("event_sent", socks[0].namespace, len(socks))
         if self.verbose:
             stamp = _iso()
             for sock in socks:
