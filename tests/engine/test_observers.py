@@ -60,9 +60,11 @@ class Recorder(ServerObserver):
         self.seen.append(("sent", len(socks), data))
 
 
-def build(serializer: str = "default") -> tuple[App, SocketIOServer, LocalEngine, Recorder]:
+def build(
+    serializer: str = "default", always_connect: bool = False
+) -> tuple[App, SocketIOServer, LocalEngine, Recorder]:
     app = App()
-    server = SocketIOServer(app, serializer=serializer)
+    server = SocketIOServer(app, serializer=serializer, always_connect=always_connect)
     app.server = server
     engine = LocalEngine()
     engine.handler = server.attach(engine, InlineDispatcher())
@@ -100,6 +102,15 @@ def test_every_hook_in_order() -> None:
     ]
     assert rec.messages_in == 3  # CONNECT, EVENT, DISCONNECT
     assert rec.messages_out == 2  # the CONNECT reply, pong
+
+
+@pytest.mark.parametrize("always_connect", [False, True])
+def test_refused_sockets_are_never_reported(always_connect: bool) -> None:
+    app, server, engine, rec = build(always_connect=always_connect)
+    app.connect = lambda sock, auth: auth == {"ok": 1}
+    Client(engine).connect("/", {"ok": 0})
+    Client(engine).connect("/", {"ok": 1})
+    assert [s for s in rec.seen if s[0] != "opened"] == [("connected", "/")]
 
 
 def test_a_failing_observer_is_logged_and_ignored(caplog: pytest.LogCaptureFixture) -> None:

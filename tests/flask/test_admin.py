@@ -132,3 +132,19 @@ def test_init_app_keeps_the_instrumentation() -> None:
     admin = socketio.test_client(app, namespace="/admin")
     assert admin.is_connected("/admin")
     _instrumented.extend(o for o in socketio.server.observers)
+
+
+def test_python_socketio_spelling() -> None:
+    """Flask-SocketIO users instrument ``socketio.server`` (python-socketio's method)."""
+    app = Flask(__name__)
+    socketio = SocketIO(app)
+    admin_ui = socketio.server.instrument(auth=CREDS, mode="production", server_id="x")
+    _instrumented.append(admin_ui)
+    admin = socketio.test_client(app, namespace="/admin", auth=CREDS)
+    got = admin.get_received("/admin")
+    assert [item["name"] for item in got] == ["session", "config", "server_stats"]
+    stats = got[2]["args"][0]
+    assert stats["serverId"] == "x"
+    assert {"name": "/admin", "socketsCount": 1} in stats["namespaces"]
+    admin_ui.shutdown()
+    assert socketio.server.observers == [] and "/admin" not in socketio.server.namespace_apps

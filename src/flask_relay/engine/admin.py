@@ -243,9 +243,8 @@ class AdminUI(ServerObserver):
             # The dashboard itself included, as in Node (it is not accepted yet).
             everyone = [*self._all_sockets(), self.serialize(sock)]
             self._emit("all_sockets", everyone, to=sock.sid)
-        self._emit("server_stats", self._stats(take_events=False), to=sock.sid)
         self._start_stats()
-        return None
+        return None  # the first server_stats goes once accepted (socket_connected)
 
     def command(self, sock: Socket, event: Any, args: list[Any]) -> Any:
         if self.read_only or event not in _COMMANDS:
@@ -434,6 +433,9 @@ class AdminUI(ServerObserver):
         now = time.time()
         with self._lock:
             self._issued[sock.sid] = now
+        if sock.namespace == self.namespace and sock.accepted:
+            # A new dashboard: stats at once (counting it), not after an interval.
+            self._emit("server_stats", self._stats(take_events=False), to=sock.sid)
         if not self.verbose:
             return
         serialized = self.serialize(sock)

@@ -38,7 +38,7 @@ class ServerObserver:
         """``items`` (one Socket.IO packet's messages) went to ``recipients`` connections."""
 
     def socket_connected(self, sock: Socket) -> None:
-        """``sock`` was accepted in its namespace (the CONNECT reply is sent)."""
+        """``sock`` was accepted: its connect handler agreed, the CONNECT reply is sent."""
 
     def socket_disconnected(self, sock: Socket, reason: str) -> None:
         """An accepted ``sock`` left (after its disconnect handler)."""

@@ -631,6 +631,8 @@ class SocketIOServer:
         sock.accepted = True
         if not self.always_connect:
             self._accept(sock)
+        if self.observers:
+            self._observe("socket_connected", sock)
         self.logger.info("%s connected to %s", sock.sid, sock.namespace)
 
     def _accept(self, sock: Socket) -> None:
@@ -644,8 +646,6 @@ class SocketIOServer:
             for held in pending:
                 items.extend(held)
             self._send_items(sock.connection, items)
-        if self.observers:
-            self._observe("socket_connected", sock)
 
     def _refuse(self, sock: Socket, error: dict[str, Any]) -> None:
         with self._lock:
