@@ -62,6 +62,7 @@ from .protocol.jsonlib import JSONModule
 from .pubsub import MessageQueue, from_url
 
 if TYPE_CHECKING:
+    from .engine.admin import AdminUI
     from .server.http import Server
     from .test_client import SocketIOTestClient
 
@@ -804,7 +805,7 @@ class SocketIO:
         server_id: str | None = None,
         namespace: str = "/admin",
         server_stats_interval: float = 2,
-    ) -> Any:
+    ) -> AdminUI:
         """Serve the Socket.IO Admin UI dashboard (npm ``@socket.io/admin-ui``).
 
         python-socketio's ``Server.instrument``; see :mod:`flask_relay.engine.admin`.

@@ -55,7 +55,7 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable, Hashable, Iterable, Iterator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..protocol.codecs import PacketDecoder, PacketEncoder, make_codec
 from ..protocol.errors import FlaskRelayError, ProtocolError
@@ -71,6 +71,9 @@ from .dispatch import (
 from .interfaces import DispatcherLike, EngineLike, QueuePublisher
 from .observers import ServerObserver
 from .views import EngineView, ManagerView
+
+if TYPE_CHECKING:
+    from .admin import AdminUI
 
 __all__ = [
     "NOT_HANDLED",
@@ -453,7 +456,7 @@ class SocketIOServer:
     def _app_for(self, namespace: str) -> SocketIOApplication | None:
         return self.namespace_apps.get(namespace, self.application)
 
-    def instrument(self, **options: Any) -> Any:
+    def instrument(self, **options: Any) -> AdminUI:
         """Serve the Socket.IO Admin UI; see :func:`flask_relay.engine.admin.instrument`."""
         from .admin import instrument  # imports this module
 
