@@ -8,6 +8,7 @@ Every packet is then one binary Engine.IO message, over polling and WebSocket.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -15,10 +16,18 @@ from typing import Any
 
 import pytest
 import socketio
-from nodepeer import NodePeer, ServerProcess, free_port, started
+from nodepeer import ROOT, NodePeer, ServerProcess, free_port, started
 
 APP = "tests/integration/sio_app.py"
 PARSER = "socket.io-msgpack-parser"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def parser_installed(node: str) -> None:
+    resolve = [node, "-e", f"require.resolve({PARSER!r})"]
+    found = subprocess.run(resolve, cwd=ROOT, capture_output=True)
+    if found.returncode != 0:
+        pytest.fail(f"the npm package {PARSER} is required: run `make deps`")
 
 
 @pytest.fixture(scope="module")

@@ -88,8 +88,18 @@ class MsgpackPeer:
         return self.ask("decode", data=base64.b64encode(data).decode())
 
 
+def require_npm(node: str, package: str) -> None:
+    """Fail with the fix if ``package`` is not installed (node_modules or NODE_PATH)."""
+    found = subprocess.run(
+        [node, "-e", f"require.resolve({package!r})"], cwd=ROOT, capture_output=True
+    )
+    if found.returncode != 0:
+        pytest.fail(f"the npm package {package} is required: run `make deps`")
+
+
 @pytest.fixture(scope="module")
 def peer(node: str) -> Iterator[MsgpackPeer]:
+    require_npm(node, "socket.io-msgpack-parser")
     p = MsgpackPeer(node)
     try:
         yield p
