@@ -116,6 +116,21 @@ def test_dashboard_events(server: ServerProcess, peer: NodePeer) -> None:
     sockets = {n["name"]: n["socketsCount"] for n in stats["namespaces"]}
     assert sockets["/"] == 1 and sockets["/admin"] == 1
 
+    # A client that upgrades from polling: the dashboard learns it from
+    # socket_updated at the next stats tick (or from socket_connected itself, if
+    # the upgrade won the race with the connect report).
+    upgrader = peer.connect("c2", server.url, transports=["polling", "websocket"])["sid"]
+    peer.wait(ev="upgrade", id="c2")
+    (first, _) = wait_for(peer, "socket_connected", lambda a: a[0]["id"] == upgrader)
+    if first["transport"] == "polling":
+        updated = wait_for(peer, "socket_updated", lambda a: a[0]["id"] == upgrader)
+        assert updated == [{"id": upgrader, "nsp": "/", "transport": "websocket"}]
+    else:
+        assert first["transport"] == "websocket"
+    peer.send("disconnect", id="c2")
+    gone = wait_for(peer, "socket_disconnected", lambda a: a[1] == upgrader)
+    assert gone[:3] == ["/", upgrader, "client disconnect"]
+
     # The dashboard's commands.
     peer.emit("admin", "join", "/", "vip", sid)
     assert wait_for(peer, "room_joined", lambda a: a[1] == "vip")[:3] == ["/", "vip", sid]
