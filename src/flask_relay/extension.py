@@ -344,6 +344,8 @@ class SocketIO:
         self._local_engine: Any = None
         # id(app) -> the prefix this endpoint is registered under there.
         self._registered: dict[int, str] = {}
+        # The queue init_app built from ``message_queue`` (not one the app gave).
+        self._built_queue: MessageQueue | None = None
         if app is not None or "message_queue" in kwargs:
             self.init_app(app, **kwargs)
         else:
@@ -429,6 +431,10 @@ class SocketIO:
         self._local_binding = None
         self._local_engine = None
         queue = self._option("client_manager")
+        if queue is not None and queue is self._built_queue and "client_manager" not in kwargs:
+            # Built by an earlier init_app from message_queue: build again, so
+            # SocketIO(message_queue=url) then init_app(app) is no longer write-only.
+            queue = None
         url = self._option("message_queue")
         if queue is None and url is not None:
             queue = from_url(
@@ -438,6 +444,10 @@ class SocketIO:
                 json=json,
                 options=self._option("redis_options"),
             )
+            # Where Flask-SocketIO keeps it (apps and its tests read
+            # server_options['client_manager'].write_only).
+            self._built_queue = queue
+            options["client_manager"] = queue
         if previous is not None and previous.queue is not None and previous.queue is not queue:
             previous.queue.close()
         if queue is not None:
