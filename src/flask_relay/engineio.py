@@ -37,7 +37,7 @@ from .engine.dispatch import (
     DispatchQueueFull,
 )
 from .engine.eio import EngineIOServer
-from .server.http import Server
+from .server.http import Server, listen_or_exit
 from .server.monkey import monkey_patch_problem
 from .server.mounts import build_mounts, registry
 
@@ -218,6 +218,7 @@ class EngineIO:
         if problem is not None:
             sys.exit(f"Flask-Relay: {problem}")
         server = self.make_server(app, host, port, **kwargs)
+        listen_or_exit(server)
         try:
             server.serve_forever()
         finally:

@@ -53,6 +53,7 @@ from .engine.sio import (
     Socket,
     SocketIOServer,
 )
+from .engine.views import ENGINE_DEFAULTS
 from .namespace import Namespace
 from .protocol.jsonlib import JSONModule
 from .pubsub import MessageQueue, from_url
@@ -83,19 +84,9 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "async_handlers": True,
     "always_connect": False,
     "namespaces": None,
-    # Engine.IO
+    # Engine.IO (the endpoint's own defaults have one home: engine/views.py)
     "async_mode": None,
-    "ping_interval": 25,
-    "ping_timeout": 20,
-    "max_http_buffer_size": 1_000_000,
-    "allow_upgrades": True,
-    "http_compression": True,
-    "compression_threshold": 1024,
-    "cookie": None,
-    "cors_allowed_origins": None,
-    "cors_credentials": True,
-    "monitor_clients": True,
-    "transports": ["polling", "websocket"],
+    **ENGINE_DEFAULTS,
     "engineio_logger": False,
     # Flask-Relay
     "connect_timeout": 45,
@@ -909,7 +900,10 @@ class SocketIO:
                 server_logger.addHandler(logging.StreamHandler(sys.stderr))
 
         def serve() -> None:
+            from .server.http import listen_or_exit
+
             server = self.make_server(app, host, port, debug=debug, **server_kwargs)
+            listen_or_exit(server)
             self._http_server = server
             print(f" * Flask-Relay serving {server.url}/ (Ctrl-C to stop)", file=sys.stderr)
             try:

@@ -98,11 +98,12 @@ def test_default_is_same_origin_only_for_polling_and_websocket() -> None:
             served.port, "GET", PATH + "?EIO=4&transport=polling",
             headers={"Origin": "http://evil.example"},
         )  # fmt: skip
-        assert _error(refused)[0] == 403
+        assert refused.status == 400
+        assert refused.json() == "http://evil.example is not an accepted origin."
         assert "access-control-allow-origin" not in refused.headers
         with pytest.raises(InvalidStatus) as info:
             connect(served.ws_url, origin="http://evil.example", open_timeout=5)  # type: ignore[arg-type]
-        assert info.value.response.status_code == 403
+        assert info.value.response.status_code == 400
         with connect(served.ws_url, origin=same, open_timeout=5) as ws:  # type: ignore[arg-type]
             assert ws.recv(timeout=5).startswith("0{")
         # Without an Origin header (not a browser) the request goes through.
@@ -117,7 +118,7 @@ def test_cors_allowed_origins_star_and_list() -> None:
         _open(served.port, Origin="http://a.example")
         with pytest.raises(InvalidStatus) as info:
             connect(served.ws_url, origin="http://b.example", open_timeout=5)  # type: ignore[arg-type]
-        assert info.value.response.status_code == 403
+        assert info.value.response.status_code == 400
 
 
 def test_empty_cors_list_disables_cors_handling() -> None:
@@ -146,10 +147,11 @@ def test_cors_star_in_a_list_and_a_callable_like_the_reference() -> None:
             served.port, "GET", PATH + "?EIO=4&transport=polling",
             headers={"Origin": "http://bad.example"},
         )  # fmt: skip
-        assert _error(refused)[0] == 403
+        assert refused.status == 400
+        assert refused.json() == "http://bad.example is not an accepted origin."
         with pytest.raises(InvalidStatus) as info:
             connect(served.ws_url, origin="http://bad.example", open_timeout=5)  # type: ignore[arg-type]
-        assert info.value.response.status_code == 403
+        assert info.value.response.status_code == 400
         with connect(served.ws_url, origin="http://b.good.example", open_timeout=5) as ws:  # type: ignore[arg-type]
             assert ws.recv(timeout=5).startswith("0{")
     assert seen[0] == ("http://a.good.example", PATH)
@@ -175,7 +177,7 @@ def test_same_origin_behind_a_proxy() -> None:
             served.port, "GET", PATH + "?EIO=4&transport=polling",
             headers={"Origin": "https://other.example", "X-Forwarded-Host": "public.example"},
         )  # fmt: skip
-        assert refused.status == 403
+        assert refused.status == 400
 
 
 def test_oversized_post_is_413_and_closes_the_session() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
+import logging
 import zlib
 from typing import Any
 
@@ -520,10 +521,14 @@ def test_same_origin_by_default(make_engine: Any) -> None:
     assert resp.headers["access-control-allow-credentials"] == "true"
     resp = request(running.port, "GET", "/engine.io/?EIO=4&transport=polling",
                    headers={"Origin": "http://evil.example"})
-    assert error(resp) == (403, 4, "Forbidden")
+    # python-engineio's answer: 400, the origin named in a JSON string.
+    assert resp.status == 400
+    assert resp.json() == "http://evil.example is not an accepted origin."
+    assert resp.headers["content-type"] == "text/plain"
     with pytest.raises(InvalidStatus) as info:
         ws_connect(running.port, origin="http://evil.example")
-    assert info.value.response.status_code == 403
+    assert info.value.response.status_code == 400
+    assert info.value.response.body == b'"http://evil.example is not an accepted origin."'
     with ws_connect(running.port, origin=f"http://{host}") as ws:
         assert ws.recv(timeout=5)[0] == "0"
     assert len(running.recorder.of("connect")) == 2
@@ -548,8 +553,27 @@ def test_cors_allowed_origins(make_engine: Any, allowed: Any, origin: str, ok: b
         assert resp.headers["access-control-allow-origin"] == origin
         assert "access-control-allow-credentials" not in resp.headers
     else:
-        assert resp.status == 403
+        assert resp.status == 400
+        assert resp.json() == f"{origin} is not an accepted origin."
         assert "access-control-allow-origin" not in resp.headers
+
+
+def test_refused_origin_is_logged_like_the_reference(
+    make_engine: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """python-engineio's _log_error_once: ERROR the first time, INFO after that."""
+    running = make_engine(cors_allowed_origins=["http://a.example"])
+    target = "/engine.io/?EIO=4&transport=polling"
+    with caplog.at_level(logging.INFO, logger="flask_relay.engineio"):
+        for origin in ("http://b.example", "http://c.example"):
+            resp = request(running.port, "GET", target, headers={"Origin": origin})
+            assert resp.status == 400
+    refusals = [r for r in caplog.records if "is not an accepted origin" in r.getMessage()]
+    assert [r.levelno for r in refusals] == [logging.ERROR, logging.INFO]
+    first, second = (r.getMessage() for r in refusals)
+    assert first.startswith("http://b.example is not an accepted origin.")
+    assert "cors_allowed_origins=['http://b.example']" in first  # the setting that allows it
+    assert second.startswith("http://c.example is not an accepted origin.")
 
 
 def test_cors_preflight(make_engine: Any) -> None:

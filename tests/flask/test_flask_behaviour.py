@@ -93,6 +93,18 @@ def test_return_false_refuses(peers, app: Flask, sio: SocketIO) -> None:
     assert peer.connect_error() == {"message": "Connection rejected by server"}
 
 
+def test_disconnect_in_the_connect_handler_refuses(peers, app: Flask, sio: SocketIO) -> None:
+    """Deliberately unlike Flask-SocketIO (docs/migration.md): the client never
+    believes it is connected; it gets connect_error, and no disconnect handler runs."""
+    gone: list[Any] = []
+    sio.on("connect")(lambda: disconnect())
+    sio.on("disconnect")(lambda *args: gone.append(args))
+    peer = peers(app, sio)
+    assert not peer.connected()
+    assert peer.connect_error() == {"message": "Connection rejected by server"}
+    assert gone == []
+
+
 def test_unknown_namespace_is_refused(peers, app: Flask, sio: SocketIO) -> None:
     sio.on("connect")(lambda: None)
     peer = peers(app, sio, namespaces=("/nowhere",))

@@ -251,6 +251,36 @@ def test_malformed_request_400(serve: Any) -> None:
     assert out.endswith(b"hello")
 
 
+@pytest.mark.parametrize(
+    ("data", "status", "logged"),
+    [
+        (b"GET /hello HTTP/1.1\r\n\r\n", 400, "HTTP/1.1 request without Host"),
+        (b"GET /hello HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, "More than one Host"),
+        (b"GET /hello\r\n", 400, "Request line without an HTTP version"),
+        (b"GET /hello\r\nHost: x\r\n\r\n", 400, "Request line without an HTTP version"),
+        (b"GET /hello HTTP/2.0\r\nHost: x\r\n\r\n", 505, "HTTP/2.0 is not supported"),
+    ],
+)
+def test_requests_refused_by_rfc_9112(
+    serve: Any, caplog: pytest.LogCaptureFixture, data: bytes, status: int, logged: str
+) -> None:
+    """Answered at once (not at the header timeout), logged, and the connection closed."""
+    server = serve(limits=HTTPLimits(header_timeout=30))
+    with caplog.at_level("INFO", logger="flask_relay.server"):
+        started = time.monotonic()
+        out = raw(server.port, data, timeout=10)
+        assert time.monotonic() - started < 8
+    assert status_of(out) == status
+    assert b"Connection: close\r\n" in out
+    assert any(logged in record.getMessage() for record in caplog.records), caplog.text
+
+
+def test_http10_without_host_is_served(serve: Any) -> None:
+    server = serve()
+    out = raw(server.port, b"GET /hello HTTP/1.0\r\n\r\n")
+    assert status_of(out) == 200 and out.endswith(b"hello")
+
+
 # -- timeouts --------------------------------------------------------------------------------
 
 

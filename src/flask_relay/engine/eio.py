@@ -397,6 +397,8 @@ class EngineIOServer:
         # the close packet) wait for the client's next GET.
         self._closing: dict[str, _Session] = {}
         self._shutting_down = False
+        # Messages logged at ERROR once, then at INFO (as the reference does).
+        self._logged_once: set[str] = set()
 
     def set_option(self, name: str, value: Any) -> None:
         """Set one of the constructor's options (also while serving: sessions
@@ -481,7 +483,7 @@ class EngineIOServer:
         """A polling request (or a CORS preflight), on the loop."""
         cors = self._cors_headers(request)
         if cors is None:
-            self._error(responder, 403, FORBIDDEN, request)
+            responder.respond(*self._refuse_origin(request))
             return
         if request.method == "OPTIONS":
             headers = list(cors)
@@ -553,7 +555,7 @@ class EngineIOServer:
             )
 
         if self._origin_allowed(request) is False:
-            reject(403, FORBIDDEN)
+            handle.reject(*self._refuse_origin(request))
             return
         args = request.args
         if (
@@ -1147,6 +1149,28 @@ class EngineIOServer:
             forwarded_host=request.header("x-forwarded-host"),
             environ=lambda: self._environ(request),
         )
+
+    def _refuse_origin(self, request: HTTPRequest) -> tuple[int, list[tuple[str, str]], bytes]:
+        """The answer to a refused ``Origin``: python-engineio's, to the byte.
+
+        400, ``text/plain``, the JSON string ``"<origin> is not an accepted
+        origin."``; logged at ERROR the first time, at INFO after that (the
+        reference's ``_log_error_once``), with the setting that would allow it.
+        """
+        origin = request.header("origin") or ""
+        message = f"{origin} is not an accepted origin."
+        if "bad-origin" not in self._logged_once:
+            self._logged_once.add("bad-origin")
+            self.logger.error(
+                "%s (further occurrences of this error will be logged with level INFO; "
+                "allow it with cors_allowed_origins=[%r])",
+                message,
+                origin,
+            )
+        else:
+            self.logger.info("%s (%s %s from %s)", message, request.method,
+                             request.target, _addr(request))
+        return 400, [("Content-Type", "text/plain")], default_json.dumps(message).encode()
 
     def _cors_headers(self, request: HTTPRequest) -> list[tuple[str, str]] | None:
         """CORS response headers, or ``None`` when the origin is refused."""

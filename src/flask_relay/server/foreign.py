@@ -62,7 +62,7 @@ from ..sock import UPGRADER_KEY
 from .loop import Hub
 from .monkey import refuse_monkey_patch
 from .mounts import registry
-from .request import HTTPRequest, Mount, reason_phrase
+from .request import HTTPRequest, Mount, bodyless_status, reason_phrase, response_bytes
 from .wsroute import (
     RouteChannel,
     RouteUpgrader,
@@ -200,15 +200,6 @@ def _connect(
 
 
 _tasks: set[asyncio.Task[None]] = set()
-
-
-def _response_bytes(status: int, headers: list[tuple[str, str]], body: bytes) -> bytes:
-    lines = [f"HTTP/1.1 {status} {reason_phrase(status)}\r\n"]
-    for name, value in headers:
-        if name.lower() not in ("content-length", "connection"):
-            lines.append(f"{name}: {value}\r\n")
-    lines.append(f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
-    return "".join(lines).encode("latin-1") + body
 
 
 class _WriteAndClose(asyncio.Protocol):
@@ -360,7 +351,7 @@ class TakenSocketHandle:
         _connect(self._hub.loop, sock, protocol)
 
     def reject(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-        self.write_raw_and_close(_response_bytes(status, headers, body))
+        self.write_raw_and_close(response_bytes(status, headers, body, keep_alive=False))
 
     def write_raw_and_close(self, data: bytes) -> None:
         if self._sock is not None:
@@ -382,9 +373,10 @@ class _HeldRequest(asyncio.Protocol):
     away before the answer triggers the mount's ``on_abort``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, head_only: bool = False) -> None:
         self.on_abort: Callable[[], None] | None = None
         self._done = False
+        self._head_only = head_only
         self._transport: asyncio.Transport | None = None
         self._pending: bytes | None = None
 
@@ -396,7 +388,13 @@ class _HeldRequest(asyncio.Protocol):
         if self._done:
             return
         self._done = True
-        data = _response_bytes(status, headers, body)
+        try:
+            data = response_bytes(
+                status, headers, body, keep_alive=False, head_only=self._head_only
+            )
+        except ValueError:
+            logger.exception("A mount answered with an invalid response")
+            data = response_bytes(500, [], b"", keep_alive=False)
         if self._transport is None:
             self._pending = data
         else:
@@ -625,7 +623,7 @@ class ForeignMiddleware:
         if sock is not None:
             # Answer on the loop: a long-poll holds no server thread.
             request.keep_alive = False
-            held = _HeldRequest()
+            held = _HeldRequest(head_only=request.method == "HEAD")
             taken = take_socket(sock)
             hub.call(_hold, hub, mount, request, held, taken)
             start_response("200 OK", [("Connection", "close")])  # to the dead socket
@@ -639,7 +637,8 @@ class ForeignMiddleware:
         if not responder.done or (body is None and responder.status < 400):
             responder.status = 413
         headers = [(k, v) for k, v in responder.headers if k.lower() != "content-length"]
-        headers.append(("Content-Length", str(len(responder.body))))
+        if not bodyless_status(responder.status):
+            headers.append(("Content-Length", str(len(responder.body))))
         start_response(f"{responder.status} {reason_phrase(responder.status)}", headers)
         return [responder.body]
 

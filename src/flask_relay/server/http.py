@@ -44,9 +44,16 @@ from typing import IO, Any, cast
 import httptools
 
 from .loop import Hub
-from .request import HTTPRequest, Mount, build_environ, reason_phrase
+from .request import (
+    HTTPRequest,
+    Mount,
+    bodyless_status,
+    build_environ,
+    response_bytes,
+    response_head,
+)
 
-__all__ = ["HTTPLimits", "Server", "WSGIApp"]
+__all__ = ["HTTPLimits", "ListenError", "Server", "WSGIApp", "listen_or_exit"]
 
 logger = logging.getLogger("flask_relay.server")
 #: One INFO line per answered WSGI request, like Werkzeug's request log (seen
@@ -82,6 +89,70 @@ class HTTPLimits:
     """Bytes buffered for a socket before a streaming WSGI response waits."""
 
 
+class ListenError(OSError):
+    """The server cannot listen on its address (in use, not ours, unknown host).
+
+    ``str()`` is a one-line reason: ``cannot listen on 127.0.0.1:5000: address
+    already in use``.
+    """
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        where = f"[{host}]" if ":" in host else (host or "*")
+        super().__init__(f"cannot listen on {where}:{port}: {reason}")
+        self.host = host
+        self.port = port
+
+
+def listen_or_exit(server: Server) -> None:
+    """Bind ``server``'s address, or exit with status 1 and a one-line reason.
+
+    For the ``run()`` entry points: a process that cannot serve must not look
+    like it does (a supervisor restarts it, a developer sees why at once).
+    """
+    try:
+        server.bind()
+    except ListenError as exc:
+        logger.debug("Cannot listen", exc_info=True)
+        print(f"flask-relay: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+
+
+def _bind_sockets(host: str, port: int, *, backlog: int, reuse_port: bool) -> list[socket.socket]:
+    """Listening sockets for every address of ``host``, as ``loop.create_server``
+    would make them, but here, so that failures are known before serving."""
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise ListenError(host, port, str(exc.strerror or exc).lower()) from None
+    listeners: list[socket.socket] = []
+    seen: set[tuple[int, Any]] = set()
+    try:
+        for family, kind, proto, _, address in infos:
+            if (family, address) in seen:
+                continue
+            seen.add((family, address))
+            listener = socket.socket(family, kind, proto)
+            listeners.append(listener)
+            if hasattr(socket, "SO_REUSEADDR") and sys.platform != "win32":
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                # Like asyncio: "::" does not also take the IPv4 port.
+                listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            listener.bind(address)
+            listener.listen(backlog)
+            listener.setblocking(False)
+    except OSError as exc:
+        for listener in listeners:
+            listener.close()
+        reason = (exc.strerror or str(exc)).lower()
+        raise ListenError(host, port, reason) from None
+    return listeners
+
+
 class _HTTPError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -90,40 +161,27 @@ class _HTTPError(Exception):
 
 
 def _simple_response(
-    status: int, message: str, *, close: bool = True, headers: Iterable[tuple[str, str]] = ()
-) -> bytes:
-    body = (message + "\n").encode()
-    head = [f"HTTP/1.1 {status} {reason_phrase(status)}\r\n"]
-    head.extend(f"{k}: {v}\r\n" for k, v in headers)
-    head.append("Content-Type: text/plain; charset=utf-8\r\n")
-    head.append(f"Content-Length: {len(body)}\r\n")
-    if close:
-        head.append("Connection: close\r\n")
-    head.append("\r\n")
-    return "".join(head).encode("latin-1") + body
-
-
-def serialize_response(
     status: int,
-    headers: Iterable[tuple[str, str]],
-    body: bytes,
+    message: str,
     *,
-    keep_alive: bool,
+    close: bool = True,
+    headers: Iterable[tuple[str, str]] = (),
     head_only: bool = False,
+    http10: bool = False,
 ) -> bytes:
-    """A complete response with ``Content-Length`` (and ``Connection: close`` if needed)."""
-    parts = [f"HTTP/1.1 {status} {reason_phrase(status)}\r\n"]
-    for name, value in headers:
-        lower = name.lower()
-        if lower == "content-length" or lower == "connection":
-            continue
-        parts.append(f"{name}: {value}\r\n")
-    parts.append(f"Content-Length: {len(body)}\r\n")
-    if not keep_alive:
-        parts.append("Connection: close\r\n")
-    parts.append("\r\n")
-    head = "".join(parts).encode("latin-1")
-    return head if head_only else head + body
+    """A plain-text answer written by the server itself (errors, 404 without an app)."""
+    return response_bytes(
+        status,
+        [*headers, ("Content-Type", "text/plain; charset=utf-8")],
+        (message + "\n").encode(),
+        keep_alive=not close,
+        head_only=head_only,
+        http10=http10,
+    )
+
+
+#: A complete response with ``Content-Length`` (see :func:`~.request.response_bytes`).
+serialize_response = response_bytes
 
 
 class _Body:
@@ -190,11 +248,13 @@ class _Pending:
 class _MountResponder:
     """Answers one mount request on its connection (loop thread only)."""
 
-    __slots__ = ("conn", "done", "keep_alive", "on_abort")
+    __slots__ = ("conn", "done", "head_only", "http10", "keep_alive", "on_abort")
 
-    def __init__(self, conn: HTTPConnection, keep_alive: bool) -> None:
+    def __init__(self, conn: HTTPConnection, keep_alive: bool, request: HTTPRequest) -> None:
         self.conn = conn
         self.keep_alive = keep_alive
+        self.head_only = request.method == "HEAD"
+        self.http10 = request.http_version == "1.0"
         self.done = False
         self.on_abort: Callable[[], None] | None = None
 
@@ -202,9 +262,20 @@ class _MountResponder:
         if self.done:
             return
         self.done = True
-        self.conn._finish_mount(self, serialize_response(
-            status, headers, body, keep_alive=self.keep_alive
-        ))
+        try:
+            data = serialize_response(
+                status,
+                headers,
+                body,
+                keep_alive=self.keep_alive,
+                head_only=self.head_only,
+                http10=self.http10,
+            )
+        except ValueError:
+            logger.exception("A mount answered with an invalid response")
+            data = _simple_response(500, "Internal Server Error", head_only=self.head_only)
+            self.keep_alive = False
+        self.conn._finish_mount(self, data)
 
 
 class _Upgrade:
@@ -368,14 +439,40 @@ class HTTPConnection(asyncio.Protocol):
                     self._body.discard()
                     self._body = None
             else:
-                error = self._error or _HTTPError(
-                    400, f"Malformed HTTP request: {_parser_message(exc)}"
+                self._refuse(
+                    self._error
+                    or _HTTPError(400, f"Malformed HTTP request: {_parser_message(exc)}")
                 )
-                logger.info("Bad HTTP request from %s: %s", _addr(self.client), error.message)
-                self.queue.append(_Pending(None, None, None, error))
             self._error = None
             self._cancel_timer()
+        else:
+            if self._request_line_without_version(data):
+                self._pause_reading()
+                self._refuse(_HTTPError(400, "Request line without an HTTP version"))
+                self._cancel_timer()
         self._next()
+
+    def _refuse(self, error: _HTTPError) -> None:
+        """Queue the answer to a request that cannot be parsed (the last one read)."""
+        logger.info("Bad HTTP request from %s: %s", _addr(self.client), error.message)
+        self.queue.append(_Pending(None, None, None, error))
+
+    def _request_line_without_version(self, data: bytes) -> bool:
+        """An HTTP/0.9-style request line (``GET /``), the client waiting for an answer.
+
+        llhttp accepts it and waits for header lines, so the client would get
+        nothing until the header timeout. Seen when the line ends the data
+        just received; otherwise ``on_headers_complete`` refuses it by its
+        version.
+        """
+        url = self._url
+        return (
+            self._in_request
+            and self._request is None
+            and not self._headers
+            and bool(url)
+            and (data.endswith(b" " + url + b"\r\n") or data.endswith(b" " + url + b"\n"))
+        )
 
     def eof_received(self) -> bool | None:
         current = self.current
@@ -422,6 +519,21 @@ class HTTPConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         parser = self.parser
+        version = parser.get_http_version()
+        if version not in ("1.0", "1.1"):
+            # llhttp parses "GET /" (HTTP/0.9) and any "HTTP/x.y"; we speak 1.0 and 1.1.
+            if version == "0.9":
+                self._error = _HTTPError(400, "Request line without an HTTP version")
+            else:
+                self._error = _HTTPError(505, f"HTTP/{version} is not supported")
+            raise _HTTPError(self._error.status, "")
+        hosts = sum(1 for name, _ in self._headers if name.lower() == "host")
+        if hosts > 1 or (hosts == 0 and version == "1.1"):
+            # RFC 9112 3.2: a server MUST answer 400 to both.
+            self._error = _HTTPError(
+                400, "More than one Host header" if hosts else "HTTP/1.1 request without Host"
+            )
+            raise _HTTPError(400, "")
         url = self._url.decode("latin-1")
         if url.startswith("/") or url == "*":
             path, _, query = url.partition("?")
@@ -439,7 +551,7 @@ class HTTPConnection(asyncio.Protocol):
             path,
             query,
             self._headers,
-            http_version=parser.get_http_version(),
+            http_version=version,
             keep_alive=bool(parser.should_keep_alive()),
             client=self.client,
             server=self.local,
@@ -520,7 +632,7 @@ class HTTPConnection(asyncio.Protocol):
         mount = pending.mount
         if request.body_too_large:
             if mount is not None:
-                responder = _MountResponder(self, keep_alive=False)
+                responder = _MountResponder(self, False, request)
                 self.current = responder
                 mount.handle_request(request, responder)
                 if not responder.done:
@@ -556,13 +668,19 @@ class HTTPConnection(asyncio.Protocol):
         if mount is not None:
             assert pending.body is not None
             request.body = pending.body.getvalue()
-            responder = _MountResponder(self, request.keep_alive and not self.closing)
+            responder = _MountResponder(self, request.keep_alive and not self.closing, request)
             self.current = responder
             mount.handle_request(request, responder)
             return
         if app is None:
             self._write_response(
-                _simple_response(404, "Not Found", close=not request.keep_alive),
+                _simple_response(
+                    404,
+                    "Not Found",
+                    close=not request.keep_alive or self.closing,
+                    head_only=request.method == "HEAD",
+                    http10=request.http_version == "1.0",
+                ),
                 request.keep_alive,
             )
             return
@@ -712,6 +830,8 @@ class _WSGIResponse:
         self.chunked = False
         self.close_after = not request.keep_alive
         self.head = request.method == "HEAD"
+        self.bodyless = False
+        self.overflowed = False
         self.length: int | None = None
         self.sent = 0
 
@@ -744,50 +864,69 @@ class _WSGIResponse:
         self.headers = list(headers)
         return self.write
 
-    def _head(self) -> bytes:
+    def _head(self, empty: bool = False) -> bytes:
+        """The response head; ``empty`` when the app returned no body at all.
+
+        The app's ``Content-Length`` (the last valid one) frames the body;
+        without one an HTTP/1.1 response is chunked and an HTTP/1.0 one ends
+        with the connection. ``Connection: close`` from the app is honoured.
+        """
         assert self.status is not None
-        parts = [f"HTTP/1.1 {self.status}\r\n"]
-        status_code = int(self.status[:3])
-        bodyless = status_code in (204, 304) or status_code < 200
+        status_code = int(self.status[:3]) if self.status[:3].isdigit() else 0
+        self.bodyless = bodyless_status(status_code)
         for name, value in self.headers:
             lower = name.lower()
             if lower == "content-length":
-                try:
+                value = value.strip()
+                if value.isdigit():
                     self.length = int(value)
-                except ValueError:
-                    continue
-            elif lower == "connection":
-                if value.lower() == "close":
-                    self.close_after = True
-                continue
-            elif lower == "transfer-encoding":
-                continue  # we decide the framing
-            parts.append(f"{name}: {value}\r\n")
-        if self.length is not None:
-            parts.append(f"Content-Length: {self.length}\r\n")
-        elif not bodyless and not self.head:
-            if self.request.http_version == "1.1":
+            elif lower == "connection" and "close" in (
+                token.strip().lower() for token in value.split(",")
+            ):
+                self.close_after = True
+        if self.length is None and not self.bodyless and not self.head:
+            if empty:
+                self.length = 0
+            elif self.request.http_version == "1.1":
                 self.chunked = True
-                parts.append("Transfer-Encoding: chunked\r\n")
             else:
                 self.close_after = True
-        if self.close_after or self.conn.closing:
+        if self.conn.closing:
             self.close_after = True
-            parts.append("Connection: close\r\n")
-        parts.append("\r\n")
-        return "".join(parts).encode("latin-1")
+        if self.close_after:
+            connection: str | None = "close"
+        elif self.request.http_version == "1.0":
+            connection = "keep-alive"
+        else:
+            connection = None
+        return response_head(
+            self.status,
+            self.headers,
+            length=self.length,
+            chunked=self.chunked,
+            connection=connection,
+        )
 
     def write(self, data: bytes) -> None:
         if self.status is None:
             raise AssertionError("write() before start_response()")
         out = b""
         if not self.headers_sent:
-            self.headers_sent = True
             out = self._head()
-        if data and not self.head:
+            self.headers_sent = True
+        if data and not self.head and not self.bodyless:
             if self.length is not None:
                 room = self.length - self.sent
-                data = data[:room] if room < len(data) else data
+                if len(data) > room:
+                    if not self.overflowed:
+                        self.overflowed = True
+                        logger.error(
+                            "%r: the app sent more than the %d bytes announced in "
+                            "Content-Length; the rest is dropped",
+                            self.request,
+                            self.length,
+                        )
+                    data = data[:room]
             self.sent += len(data)
             if self.chunked and data:
                 out += b"%x\r\n" % len(data) + data + b"\r\n"
@@ -817,14 +956,17 @@ class _WSGIResponse:
                     if chunk:
                         self.write(chunk)
                 if not self.headers_sent:
-                    if self.length is None and not any(
-                        k.lower() == "content-length" for k, _ in self.headers
-                    ):
-                        self.headers.append(("Content-Length", "0"))
-                    self.write(b"")
+                    head = self._head(empty=True)
+                    self.headers_sent = True
+                    self._send(head)
                 elif self.chunked:
                     self._send(b"0\r\n\r\n")
-                if self.length is not None and self.sent < self.length and not self.head:
+                if (
+                    self.length is not None
+                    and self.sent < self.length
+                    and not self.head
+                    and not self.bodyless
+                ):
                     logger.error(
                         "%r: the app sent %d of %d bytes announced in Content-Length",
                         self.request,
@@ -846,7 +988,7 @@ class _WSGIResponse:
                 self.hub.call(conn._wsgi_abort)
                 return
             try:
-                self._send(_simple_response(500, "Internal Server Error"))
+                self._send(_simple_response(500, "Internal Server Error", head_only=self.head))
             except ConnectionResetError:
                 pass
             self.close_after = True
@@ -943,6 +1085,8 @@ class Server:
         self._stopped = asyncio.Event  # type: ignore[assignment]
         self._owns_hub = hub is None
         self._started = False
+        self._bound: list[socket.socket] = []
+        self._main_error: BaseException | None = None
 
     # -- configuration -------------------------------------------------------------
 
@@ -973,10 +1117,34 @@ class Server:
 
     # -- running -------------------------------------------------------------------
 
+    def bind(self) -> None:
+        """Create the listening sockets now, in the caller's thread.
+
+        Raises :class:`ListenError` (address in use, not available, unknown
+        host) before anything is served, so a caller can report it and exit.
+        :meth:`start` and :meth:`serve_forever` call it when it was not called.
+        Does nothing when serving inherited ``sockets``.
+        """
+        if self.sockets is not None or self._bound:
+            return
+        self._bound = _bind_sockets(
+            self.host, self._port, backlog=self.backlog, reuse_port=self.reuse_port
+        )
+
     async def _listen(self) -> None:
         for _, mount in self._mounts:
             mount.attach(self.hub)
         loop = asyncio.get_running_loop()
+        if self._bound:
+            for listener in self._bound:
+                self._servers.append(
+                    await loop.create_server(
+                        lambda: HTTPConnection(self), sock=listener, ssl=self.ssl,
+                        backlog=self.backlog,
+                    )
+                )
+            logger.info("Serving on %s", self.url)
+            return
         if self.sockets is not None:
             for listener in self.sockets:
                 self._servers.append(
@@ -1002,6 +1170,7 @@ class Server:
         """Listen and serve from a background loop thread; returns when listening."""
         if self._started:
             raise RuntimeError("the server was already started")
+        self.bind()
         self._started = True
         if not self.hub.running:
             self.hub.start()
@@ -1025,8 +1194,12 @@ class Server:
         """Serve in this thread until SIGINT/SIGTERM (or :meth:`stop` from another thread)."""
         if self._started:
             raise RuntimeError("the server was already started")
+        self.bind()
         self._started = True
         self.hub.run(self._main())
+        if self._main_error is not None:
+            error, self._main_error = self._main_error, None
+            raise error
 
     async def _main(self) -> None:
         loop = asyncio.get_running_loop()
@@ -1054,7 +1227,13 @@ class Server:
                 except (NotImplementedError, RuntimeError, ValueError):
                     pass
         try:
-            await self._listen()
+            try:
+                await self._listen()
+            except Exception as exc:
+                # serve_forever() raises it once the loop has stopped.
+                self._main_error = exc
+                loop.stop()
+                return
             await done.wait()
         finally:
             for signum in installed:

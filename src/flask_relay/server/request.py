@@ -8,7 +8,8 @@ endpoint is written once for every door.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote_to_bytes
 
@@ -19,6 +20,8 @@ __all__ = [
     "UpgradeHandle",
     "build_environ",
     "reason_phrase",
+    "response_bytes",
+    "response_head",
 ]
 
 
@@ -187,6 +190,99 @@ _REASONS = {
 
 def reason_phrase(status: int) -> str:
     return _REASONS.get(status, "Unknown")
+
+
+# -- writing responses ------------------------------------------------------------------
+#
+# Every HTTP response that Flask-Relay writes itself (the own server's WSGI
+# answers and errors, mounts' answers, refusals on a socket taken from a foreign
+# server) has its head built here, so the framing rules live in one place:
+# exactly one Content-Length or Transfer-Encoding (never both, never twice),
+# none at all on 1xx/204 (RFC 9110 8.6), and only names and values a strict
+# parser (llhttp, h11) accepts.
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_FIELD_VALUE = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*\Z")
+_STATUS_LINE = re.compile(r"[1-9][0-9]{2}(?: [^\x00-\x08\x0a-\x1f\x7f]*)?\Z")
+#: Framing headers: the writer decides them, whatever the caller passed.
+_FRAMING = frozenset(("content-length", "transfer-encoding", "connection", "keep-alive"))
+
+
+def bodyless_status(status: int) -> bool:
+    """1xx, 204 and 304 responses never have a body (RFC 9112 6.3)."""
+    return status < 200 or status == 204 or status == 304
+
+
+def response_head(
+    status: int | str,
+    headers: Iterable[tuple[str, str]],
+    *,
+    length: int | None = None,
+    chunked: bool = False,
+    connection: str | None = None,
+) -> bytes:
+    """The head of a response: status line, headers, blank line.
+
+    ``status`` is a code or a WSGI status string (``"200 OK"``). The caller's
+    ``Content-Length``, ``Transfer-Encoding``, ``Connection`` and ``Keep-Alive``
+    headers are dropped; ``length`` (a ``Content-Length``), ``chunked`` and
+    ``connection`` (``"close"``, ``"keep-alive"``) set the framing instead. A 1xx
+    or 204 response gets no framing header at all. Raises :class:`ValueError`
+    for a status or a header that would make the response unparsable (a CR or
+    LF in a value, a name that is not a token).
+    """
+    if isinstance(status, int):
+        code = status
+        status_line = f"{status} {reason_phrase(status)}"
+    else:
+        if not _STATUS_LINE.match(status):
+            raise ValueError(f"invalid HTTP status {status!r}")
+        code = int(status[:3])
+        # RFC 9112 4: the space after the code is required, the reason is not.
+        status_line = status if len(status) > 3 else f"{status} {reason_phrase(code)}"
+    parts = [f"HTTP/1.1 {status_line}\r\n"]
+    for name, value in headers:
+        if not _TOKEN.match(name):
+            raise ValueError(f"invalid HTTP header name {name!r}")
+        if name.lower() in _FRAMING:
+            continue
+        value = str(value)
+        if not _FIELD_VALUE.match(value):
+            raise ValueError(f"invalid value for the HTTP header {name}: {value!r}")
+        parts.append(f"{name}: {value}\r\n")
+    if code >= 200 and code != 204:
+        if chunked:
+            parts.append("Transfer-Encoding: chunked\r\n")
+        elif length is not None:
+            parts.append(f"Content-Length: {length}\r\n")
+    if connection is not None:
+        parts.append(f"Connection: {connection}\r\n")
+    parts.append("\r\n")
+    return "".join(parts).encode("latin-1")
+
+
+def response_bytes(
+    status: int,
+    headers: Iterable[tuple[str, str]],
+    body: bytes,
+    *,
+    keep_alive: bool,
+    head_only: bool = False,
+    http10: bool = False,
+) -> bytes:
+    """A complete response framed by ``Content-Length`` (``Connection: close``
+    unless ``keep_alive``; ``keep-alive`` when kept for an HTTP/1.0 client).
+    ``head_only`` (a HEAD request) keeps the length and drops the body; so does
+    a status that has none."""
+    bodyless = bodyless_status(status)
+    if not keep_alive:
+        connection: str | None = "close"
+    else:
+        connection = "keep-alive" if http10 else None
+    head = response_head(
+        status, headers, length=None if bodyless else len(body), connection=connection
+    )
+    return head if head_only or bodyless else head + body
 
 
 def build_environ(request: HTTPRequest, *, server_name: str | None = None) -> dict[str, Any]:

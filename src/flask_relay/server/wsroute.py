@@ -37,6 +37,7 @@ from ..sock import (
     HandshakeRejected,
     WebSocketOptions,
 )
+from .request import bodyless_status, response_bytes, response_head
 
 if TYPE_CHECKING:
     from .loop import Hub
@@ -361,12 +362,15 @@ def dispatch_upgrade(
 
 def _serialize(outcome: RouteOutcome) -> bytes:
     """The HTTP/1.1 response for an upgrade the application answered in HTTP."""
-    lines = [f"HTTP/1.1 {outcome.status}\r\n"]
-    for name, value in outcome.headers:
-        if name.lower() not in ("content-length", "connection", "transfer-encoding"):
-            lines.append(f"{name}: {value}\r\n")
-    lines.append(f"Content-Length: {len(outcome.body)}\r\nConnection: close\r\n\r\n")
-    return "".join(lines).encode("latin-1") + outcome.body
+    try:
+        status = int(outcome.status[:3])
+        head = response_head(
+            outcome.status, outcome.headers, length=len(outcome.body), connection="close"
+        )
+    except ValueError:
+        logger.exception("Invalid HTTP answer to a WebSocket upgrade request")
+        return response_bytes(500, [], b"Internal Server Error\n", keep_alive=False)
+    return head if bodyless_status(status) else head + outcome.body
 
 
 class HandleUpgrader(RouteUpgrader):
