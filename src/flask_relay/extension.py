@@ -242,6 +242,11 @@ class _Application:
     def __init__(self, socketio: SocketIO) -> None:
         self.socketio = socketio
 
+    @property
+    def namespace_handlers(self) -> dict[str, Namespace]:
+        """Read by ``SocketIOServer.namespace_handlers`` (python-socketio's name)."""
+        return self.socketio.namespace_handlers
+
     def has_namespace(self, namespace: str) -> bool:
         sio = self.socketio
         return (
