@@ -249,6 +249,11 @@ class _Application:
         self.socketio = socketio
         self.trigger = trigger  # SocketIO._trigger: find the handler and run it
 
+    @property
+    def namespace_handlers(self) -> dict[str, Namespace]:
+        """Read by ``SocketIOServer.namespace_handlers`` (python-socketio's name)."""
+        return self.socketio.namespace_handlers
+
     def has_namespace(self, namespace: str) -> bool:
         sio = self.socketio
         return (
@@ -348,6 +353,8 @@ class SocketIO:
         self._http_server: Server | None = None
         # id(app) -> the prefix this endpoint is registered under there.
         self._registered: dict[int, str] = {}
+        # The queue init_app built from ``message_queue`` (not one the app gave).
+        self._built_queue: MessageQueue | None = None
         if app is not None or "message_queue" in kwargs:
             self.init_app(app, **kwargs)
         else:
@@ -431,6 +438,10 @@ class SocketIO:
         # endpoints built afterwards (server/mounts.py builds them at run time).
         self.server.engine_options = self.server_options
         queue = self._option("client_manager")
+        if queue is not None and queue is self._built_queue and "client_manager" not in kwargs:
+            # Built by an earlier init_app from message_queue: build again, so
+            # SocketIO(message_queue=url) then init_app(app) is no longer write-only.
+            queue = None
         url = self._option("message_queue")
         if queue is None and url is not None:
             queue = from_url(
@@ -440,6 +451,10 @@ class SocketIO:
                 json=json,
                 options=self._option("redis_options"),
             )
+            # Where Flask-SocketIO keeps it (apps and its tests read
+            # server_options['client_manager'].write_only).
+            self._built_queue = queue
+            options["client_manager"] = queue
         if previous is not None and previous.queue is not None and previous.queue is not queue:
             previous.queue.close()
         if queue is not None:
