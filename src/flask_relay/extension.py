@@ -251,6 +251,11 @@ class _Application:
         self.socketio = socketio
         self.trigger = trigger  # SocketIO._trigger: find the handler and run it
 
+    @property
+    def namespace_handlers(self) -> dict[str, Namespace]:
+        """Read by ``SocketIOServer.namespace_handlers`` (python-socketio's name)."""
+        return self.socketio.namespace_handlers
+
     def has_namespace(self, namespace: str) -> bool:
         sio = self.socketio
         return (
@@ -352,6 +357,8 @@ class SocketIO:
         self._registered: dict[int, str] = {}
         # instrument()'s options, applied again to the server init_app builds.
         self._instrument_options: dict[str, Any] | None = None
+        # The queue init_app built from ``message_queue`` (not one the app gave).
+        self._built_queue: MessageQueue | None = None
         if app is not None or "message_queue" in kwargs:
             self.init_app(app, **kwargs)
         else:
@@ -440,6 +447,10 @@ class SocketIO:
         if self._instrument_options is not None:
             self.server.instrument(**self._instrument_options)
         queue = self._option("client_manager")
+        if queue is not None and queue is self._built_queue and "client_manager" not in kwargs:
+            # Built by an earlier init_app from message_queue: build again, so
+            # SocketIO(message_queue=url) then init_app(app) is no longer write-only.
+            queue = None
         url = self._option("message_queue")
         if queue is None and url is not None:
             queue = from_url(
@@ -449,6 +460,10 @@ class SocketIO:
                 json=json,
                 options=self._option("redis_options"),
             )
+            # Where Flask-SocketIO keeps it (apps and its tests read
+            # server_options['client_manager'].write_only).
+            self._built_queue = queue
+            options["client_manager"] = queue
         if previous is not None and previous.queue is not None and previous.queue is not queue:
             previous.queue.close()
         if queue is not None:

@@ -54,7 +54,8 @@ import contextlib
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..protocol.codecs import PacketDecoder, PacketEncoder, make_codec
@@ -1107,6 +1108,17 @@ class SocketIOServer:
     def eio(self) -> EngineView:
         """python-socketio's ``server.eio``: the Engine.IO options and ``sockets``."""
         return EngineView(self)
+
+    @property
+    def namespace_handlers(self) -> Mapping[str, Any]:
+        """python-socketio's ``server.namespace_handlers``: namespace -> the
+        class-based namespace object the application registered (read-only).
+
+        Apps and their tests reach a ``Namespace`` instance this way to call
+        its methods (``socketio.server.namespace_handlers['/chat'].emit(...)``).
+        """
+        handlers = getattr(self.application, "namespace_handlers", None)
+        return MappingProxyType(handlers if handlers is not None else {})
 
     # Registry queries for the python-socketio views (engine/views.py).
 
