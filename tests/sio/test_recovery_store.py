@@ -1,0 +1,138 @@
+"""The in-memory recovery store's bounds and rules (engine/recovery.py), and option checks.
+
+The end-to-end behaviour with the official client is in
+tests/integration/test_recovery.py; these pin what is kept and for how long.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flask
+import pytest
+
+from flask_relay import SocketIO
+from flask_relay.engine.recovery import KeptSession, MemorySessionStore, RecoveryOptions
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _store(**options: Any) -> tuple[MemorySessionStore, Clock]:
+    clock = Clock()
+    parsed = RecoveryOptions.parse({"max_disconnection_duration": 10, **options})
+    assert parsed is not None
+    return MemorySessionStore(parsed, clock), clock
+
+
+def _emit(store: MemorySessionStore, label: str, to: Any = None, skip: Any = None) -> str:
+    offsets: list[str] = []
+
+    def encode(offset: str) -> list[str | bytes]:
+        offsets.append(offset)
+        return [f"2[{label!r},{offset!r}]"]
+
+    store.record("/", to, skip, encode)
+    return offsets[0]
+
+
+def _keep(store: MemorySessionStore, pid: str, rooms: list[str], mark: int = 0) -> None:
+    store.persist(KeptSession(pid.upper(), pid, "/", rooms, {}, mark))
+
+
+def _missed(store: MemorySessionStore, pid: str, offset: str | None) -> list[str] | None:
+    restored = store.restore("/", pid, offset)
+    return None if restored is None else [str(items[0]) for items in restored.missed]
+
+
+def test_replays_after_the_offset_by_room_and_skip() -> None:
+    store, _ = _store()
+    first = _emit(store, "seen", to="r")
+    _keep(store, "p", ["P", "r"])
+    _emit(store, "to r", to="r")
+    _emit(store, "to all")
+    _emit(store, "to s", to="s")
+    _emit(store, "to r or s", to=["r", "s"])
+    _emit(store, "skip P", to="r", skip="P")
+    _emit(store, "to P", to="P")
+    missed = _missed(store, "p", first)
+    assert missed is not None
+    assert [m.split("'")[1] for m in missed] == ["to r", "to all", "to r or s", "to P"]
+    # Once only: the session was taken.
+    assert _missed(store, "p", first) is None
+
+
+def test_no_offset_replays_from_the_connect_mark() -> None:
+    store, _ = _store()
+    _emit(store, "before", to="r")
+    mark = store.position()
+    _emit(store, "after", to="r")
+    _keep(store, "p", ["P", "r"], mark)
+    assert [m.split("'")[1] for m in _missed(store, "p", None) or []] == ["after"]
+
+
+def test_unknown_offsets_and_namespaces_are_refused() -> None:
+    store, _ = _store()
+    offset = _emit(store, "x")
+    other, _ = _store()
+    foreign = _emit(other, "y")
+    for bad in (foreign, "garbage", offset + "0" * 20):
+        _keep(store, "p", ["P"])
+        assert _missed(store, "p", bad) is None
+    _keep(store, "p", ["P"])
+    assert store.restore("/chat", "p", offset) is None
+
+
+def test_packets_bounded_by_count_and_age() -> None:
+    store, clock = _store(max_packets=5)
+    first = _emit(store, "0")
+    _keep(store, "p", ["P"])
+    for i in range(1, 8):
+        _emit(store, str(i))
+    assert len(store) == 5
+    # Events the client missed were dropped: no recovery rather than a gap.
+    assert _missed(store, "p", first) is None
+    clock.now += 11
+    _emit(store, "late")
+    assert len(store) == 1
+
+
+def test_sessions_bounded_by_count_and_window() -> None:
+    store, clock = _store(max_sessions=3)
+    offset = _emit(store, "x")
+    for pid in ("a", "b", "c", "d"):
+        _keep(store, pid, [pid.upper()])
+    assert store.session_count == 3
+    assert _missed(store, "a", offset) is None  # the oldest went first
+    assert _missed(store, "d", offset) == []
+    clock.now += 10.5
+    assert _missed(store, "c", offset) is None  # past the window
+    assert store.session_count == 0
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ({"maxDisconnectionDuration": 120000}, "unknown option"),
+        ({"max_disconnection_duration": 0}, "positive number"),
+        ({"max_disconnection_duration": "2m"}, "positive number"),
+        ({"max_packets": 0}, "positive integer"),
+        ({"skip_middlewares": "yes"}, "True or False"),
+        (120, "must be a dict"),
+    ],
+)
+def test_bad_options_are_refused(value: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SocketIO(flask.Flask(__name__), connection_state_recovery=value)
+
+
+def test_off_by_default_and_true_gives_the_defaults() -> None:
+    app = flask.Flask(__name__)
+    assert SocketIO(app).server.session_store is None
+    sio = SocketIO(app, connection_state_recovery=True)
+    assert sio.server.recovery == RecoveryOptions(120.0, True, 10_000, 10_000)
