@@ -136,3 +136,24 @@ def test_off_by_default_and_true_gives_the_defaults() -> None:
     assert SocketIO(app).server.session_store is None
     sio = SocketIO(app, connection_state_recovery=True)
     assert sio.server.recovery == RecoveryOptions(120.0, True, 10_000, 10_000)
+
+
+def test_the_test_client_hides_offsets() -> None:
+    app = flask.Flask(__name__)
+    sio = SocketIO(app, connection_state_recovery=True)
+
+    @sio.on("hello")
+    def hello(name: str) -> None:
+        sio.emit("greet", ("hi", name))
+        sio.send("plain")
+
+    client = sio.test_client(app)
+    assert client.get_sid() is not None
+    client.emit("hello", "ann")
+    assert client.get_received() == [
+        {"name": "greet", "args": ["hi", "ann"], "namespace": "/"},
+        {"name": "message", "args": "plain", "namespace": "/"},
+    ]
+    # Recorded like any emit: a real client would have got the offsets.
+    store = sio.server.session_store
+    assert store is not None and store.position() == 2
