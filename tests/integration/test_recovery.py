@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import flask
@@ -122,16 +123,19 @@ def _ticks(peer: NodePeer, cid: str) -> list[list[Any]]:
     return peer.events(cid, "tick")
 
 
-def test_recovered_after_a_transport_drop(served: Served, peer: NodePeer) -> None:
-    assert flask_relay.__file__.startswith(str(__import__("pathlib").Path(__file__).parents[2]))
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+def test_recovered_after_a_transport_drop(served: Served, peer: NodePeer, transport: str) -> None:
+    assert flask_relay.__file__.startswith(str(Path(__file__).parents[2]))
     sio = served.socketio
-    first = peer.connect("a", served.url, **RECONNECT)
+    first = peer.connect("a", served.url, **{**RECONNECT, "transports": [transport]})
     sid = first["sid"]
     assert first["recovered"] is False
     assert peer.call("a", "join", "r", "ann") == ["joined"]
     sio.emit("tick", 0, to="r")
     peer.wait_event("a", "tick", 1)
 
+    # WebSocket: the TCP connection drops. Polling: the client abandons its
+    # transport (an Engine.IO close, which is not a Socket.IO disconnect).
     peer.send("close_transport", id="a")
     assert peer.wait(ev="disconnect", id="a")["reason"] == "transport close"
     assert served.record.wait_disconnect(sid) == "transport close"
@@ -161,6 +165,10 @@ def test_recovered_after_a_transport_drop(served: Served, peer: NodePeer) -> Non
     assert socket is not None and socket.recovered
     assert served.connects_of(sid) == 1
     assert peer.call("a", "join", "r2", "ann") == ["joined"]  # events still flow
+    # An emit that asks for an ack carries no offset (and is not kept).
+    sio.emit("ask", "q", to=sid, callback=lambda *answer: None)
+    asked = peer.wait(ev="event", id="a", event="ask")
+    assert (asked["args"], asked["ack"]) == (["q"], True)
 
 
 def test_recovered_without_any_event_received(served: Served, peer: NodePeer) -> None:
