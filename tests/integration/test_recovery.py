@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ class Recorder:
 
 
 class Served:
-    def __init__(self, window: float, skip_middlewares: bool = True) -> None:
+    def __init__(self, window: float, skip_middlewares: bool = True, **options: Any) -> None:
         app = flask.Flask(__name__)
         self.socketio = sio = SocketIO(
             app,
@@ -59,6 +60,7 @@ class Served:
                 "max_disconnection_duration": window,
                 "skip_middlewares": skip_middlewares,
             },
+            **options,
         )
         self.record = record = Recorder()
 
@@ -256,3 +258,30 @@ def test_connect_handler_runs_without_skip_middlewares(peer: NodePeer) -> None:
         assert isinstance(auth["pid"], str) and "offset" not in auth
     finally:
         served.server.stop()
+
+
+def test_events_from_another_process_are_recovered(peer: NodePeer) -> None:
+    """Emits that arrive through the message queue are kept like local ones."""
+    url, channel = "redis://127.0.0.1:6379/0", f"flask-relay-recovery-{uuid.uuid4().hex}"
+    served = Served(window=60, message_queue=url, channel=channel)
+    emitter = SocketIO(message_queue=url, channel=channel)  # another program
+    served.server.start()
+    try:
+        sid = peer.connect("f", served.url, **RECONNECT)["sid"]
+        assert peer.call("f", "join", "r", "fay") == ["joined"]
+        emitter.emit("tick", 0, to="r")  # also proves the listener is subscribed
+        peer.wait_event("f", "tick", 1)
+        peer.send("close_transport", id="f")
+        served.record.wait_disconnect(sid)
+        for i in range(1, 6):
+            emitter.emit("tick", i, to="r")
+        again = _connects(peer, "f", 2)
+        assert (again["recovered"], again["sid"]) == (True, sid)
+        emitter.emit("tick", "after", to="r")
+        peer.wait_event("f", "tick", 7)
+        assert [t[0] for t in _ticks(peer, "f")] == [*range(6), "after"]
+    finally:
+        served.server.stop()
+        for sio in (served.socketio, emitter):
+            assert sio.server.queue is not None
+            sio.server.queue.close()
