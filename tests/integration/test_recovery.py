@@ -181,12 +181,14 @@ def test_recovered_without_any_event_received(served: Served, peer: NodePeer) ->
     peer.send("close_transport", id="b")
     served.record.wait_disconnect(sid)
     sio.emit("tick", 1, to="quiet")
-    sio.emit("tick", 2, to="quiet")
+    sio.emit("tick", b"\x00\xff")  # binary: the offset follows the attachment
     again = _connects(peer, "b", 2)
     assert (again["recovered"], again["sid"]) == (True, sid)
     sio.emit("tick", 3, to="quiet")
     peer.wait_event("b", "tick", 3)
-    assert [t[0] for t in _ticks(peer, "b")] == [1, 2, 3]
+    ticks = _ticks(peer, "b")
+    assert [t[0] for t in ticks] == [1, b"\x00\xff", 3]
+    assert all(isinstance(t[1], str) for t in ticks)
 
 
 def test_deliberate_disconnects_are_not_recovered(served: Served, peer: NodePeer) -> None:
