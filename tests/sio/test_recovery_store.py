@@ -1,7 +1,10 @@
-"""The in-memory recovery store's bounds and rules (engine/recovery.py), and option checks.
+"""Connection state recovery without a network: the in-memory store's bounds and
+rules (engine/recovery.py), the option checks, and the server's side through the
+in-process test client (a transport drop reported by its engine).
 
 The end-to-end behaviour with the official client is in
-tests/integration/test_recovery.py; these pin what is kept and for how long.
+tests/integration/test_recovery.py; these pin what is kept, for how long, and
+what a refused recovery leaves behind.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from typing import Any
 import flask
 import pytest
 
+import flask_relay
 from flask_relay import SocketIO
 from flask_relay.engine.recovery import KeptSession, MemorySessionStore, RecoveryOptions
 
@@ -157,3 +161,92 @@ def test_the_test_client_hides_offsets() -> None:
     # Recorded like any emit: a real client would have got the offsets.
     store = sio.server.session_store
     assert store is not None and store.position() == 2
+
+
+def _dropped(sio: SocketIO, client: Any) -> None:
+    """What a transport drop does: the engine reports the connection gone."""
+    binding = sio._local_binding
+    assert binding is not None
+    binding.on_disconnect(client.eio_sid, "transport close")
+
+
+@pytest.mark.parametrize("always_connect", [False, True])
+def test_a_refused_recovery_loses_the_session(always_connect: bool) -> None:
+    app = flask.Flask(__name__)
+    sio = SocketIO(
+        app,
+        always_connect=always_connect,
+        connection_state_recovery={"skip_middlewares": False},
+    )
+    allow = {"ok": True}
+    seen: list[tuple[str, Any]] = []
+
+    @sio.on("connect")
+    def connect(auth: Any) -> bool:
+        seen.append(("connect", flask.request.sid))  # type: ignore[attr-defined]
+        return allow["ok"]
+
+    @sio.on("disconnect")
+    def disconnect(reason: str) -> None:
+        seen.append((reason, flask.request.sid))  # type: ignore[attr-defined]
+
+    @sio.on("join")
+    def join() -> None:
+        flask_relay.join_room("r")
+
+    first = sio.test_client(app)
+    sid = first.get_sid()
+    first.emit("join")
+    _dropped(sio, first)
+    store = sio.server.session_store
+    assert isinstance(store, MemorySessionStore)
+    (kept,) = store.sessions()
+    assert (kept.sid, kept.rooms) == (sid, [sid, "r"])
+
+    allow["ok"] = False
+    refused = sio.test_client(app, auth={"pid": kept.pid})
+    assert not refused.is_connected()
+    # The refusal left nothing behind: no room, no socket, no kept session.
+    assert sio.server.manager.rooms.get("/", {}).get("r") is None
+    assert sio.server.get_socket(sid) is None
+    assert store.session_count == 0
+    allow["ok"] = True
+    fresh = sio.test_client(app, auth={"pid": kept.pid})
+    assert fresh.is_connected() and fresh.get_sid() != sid
+    # The refused one's disconnect handler does not run (it was never accepted).
+    assert seen == [
+        ("connect", sid),
+        ("transport close", sid),
+        ("connect", sid),
+        ("connect", fresh.get_sid()),
+    ]
+
+
+def test_recovered_in_process_keeps_rooms_and_data() -> None:
+    app = flask.Flask(__name__)
+    sio = SocketIO(app, connection_state_recovery=True)
+    connects: list[str] = []
+
+    @sio.on("connect")
+    def connect() -> None:
+        connects.append(flask.request.sid)  # type: ignore[attr-defined]
+
+    @sio.on("join")
+    def join() -> None:
+        flask_relay.join_room("r")
+        sio.server.get_session(flask.request.sid)["n"] = 1  # type: ignore[attr-defined]
+
+    first = sio.test_client(app)
+    sid = first.get_sid()
+    first.emit("join")
+    _dropped(sio, first)
+    sio.emit("news", "missed", to="r")
+    store = sio.server.session_store
+    assert isinstance(store, MemorySessionStore)
+    (kept,) = store.sessions()
+    again = sio.test_client(app, auth={"pid": kept.pid})
+    assert again.get_sid() == sid and connects == [sid]
+    assert again.get_received() == [{"name": "news", "args": ["missed"], "namespace": "/"}]
+    socket = sio.server.get_socket(sid)
+    assert socket is not None and socket.recovered and socket.data == {"n": 1}
+    assert sio.server.rooms(sid) == [sid, "r"]
