@@ -250,3 +250,21 @@ def test_recovered_in_process_keeps_rooms_and_data() -> None:
     socket = sio.server.get_socket(sid)
     assert socket is not None and socket.recovered and socket.data == {"n": 1}
     assert sio.server.rooms(sid) == [sid, "r"]
+
+
+def test_disconnect_while_away_discards_the_kept_session() -> None:
+    app = flask.Flask(__name__)
+    sio = SocketIO(app, connection_state_recovery=True)
+    first = sio.test_client(app)
+    sid = first.get_sid()
+    assert sid is not None
+    _dropped(sio, first)
+    store = sio.server.session_store
+    assert isinstance(store, MemorySessionStore)
+    (kept,) = store.sessions()
+    sio.server.disconnect(sid, namespace="/chat")  # another namespace: not this one
+    assert store.session_count == 1
+    sio.server.disconnect(sid)  # a ban while it is away: no way back
+    assert store.session_count == 0
+    again = sio.test_client(app, auth={"pid": kept.pid})
+    assert again.is_connected() and again.get_sid() != sid

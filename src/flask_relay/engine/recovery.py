@@ -165,6 +165,10 @@ class SessionStore(Protocol):
         """Take back the session ``pid`` with what it missed after ``offset``, or ``None``."""
         ...
 
+    def discard(self, sid: str, namespace: str) -> bool:
+        """Forget the kept session of ``sid`` (the server disconnected it for good)."""
+        ...
+
 
 @dataclass
 class _Packet:
@@ -284,6 +288,13 @@ class MemorySessionStore:
             and rooms.isdisjoint(packet.skip)
         ]
         return Restored(session, missed)
+
+    def discard(self, sid: str, namespace: str) -> bool:
+        for pid, session in self._sessions.items():
+            if session.sid == sid and session.namespace == namespace:
+                del self._sessions[pid]
+                return True
+        return False
 
     def sessions(self) -> Iterable[KeptSession]:
         return list(self._sessions.values())

@@ -1288,6 +1288,10 @@ class SocketIOServer:
         """
         with self._lock:
             sock = self._socket(sid, namespace)
+            store = self.session_store
+            # Away, with its session kept for recovery: that ends here.
+            if sock is None and store is not None and store.discard(sid, namespace or "/"):
+                self.logger.info("%s: kept session discarded by disconnect()", sid)
             if sock is None and self.queue is not None and not ignore_queue:
                 self.queue.disconnect(sid, namespace or "/")
                 return
