@@ -44,6 +44,13 @@ What a client sees, in order, for a namespace connection:
 
 Engine.IO connections that send no ``CONNECT`` within ``connect_timeout``
 seconds (default 45, like the reference) are closed.
+
+With connection state recovery (``recovery=``, :mod:`flask_relay.engine.recovery`)
+the ``CONNECT`` reply also carries a ``pid``, ack-less emits carry an offset
+as their last argument, a socket lost to a transport failure is kept after
+its disconnect handler, and a ``CONNECT`` whose auth names a kept ``pid``
+takes that socket's sid, rooms and data back, with the events it missed held
+back like step 2's output.
 """
 
 from __future__ import annotations
