@@ -36,6 +36,7 @@ demo: $(VENV)/.installed client
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check $(wildcard src tests bench examples)
 	$(VENV)/bin/mypy
+	PYTHONPATH=src $(VENV)/bin/lint-imports --no-cache
 
 ## test: install everything the tests need, then lint and run the whole suite
 test: system-deps deps lint docs dist

@@ -13,6 +13,7 @@ from .context import call, close_room, disconnect, emit, join_room, leave_room, 
 from .engine.sio import ConnectionRefusedError
 from .extension import SocketIO
 from .namespace import Namespace
+from .protocol.errors import FlaskRelayError
 from .sock import ConnectionClosed, Sock
 from .sockets import Sockets
 from .test_client import SocketIOTestClient
@@ -23,6 +24,7 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "ConnectionClosed",
     "ConnectionRefusedError",
+    "FlaskRelayError",
     "Namespace",
     "SocketIO",
     "Sock",

@@ -53,20 +53,20 @@ _EVENTS = ("connect", "message", "disconnect")
 class _Bridge:
     """The engine's handler: hands every event to the dispatcher (on the loop)."""
 
-    def __init__(self, owner: EngineIO) -> None:
-        self.owner = owner
+    def __init__(self, submit: Callable[..., None]) -> None:
+        self.submit = submit  # EngineIO._submit(sid, event, *args)
         self.connected: set[str] = set()
 
     def on_connect(self, sid: str, environ: dict[str, Any]) -> None:
         self.connected.add(sid)
-        self.owner._submit(sid, "connect", sid, environ)
+        self.submit(sid, "connect", sid, environ)
 
     def on_message(self, sid: str, data: str | bytes) -> None:
-        self.owner._submit(sid, "message", sid, data)
+        self.submit(sid, "message", sid, data)
 
     def on_disconnect(self, sid: str, reason: str) -> None:
         self.connected.discard(sid)
-        self.owner._submit(sid, "disconnect", sid, reason)
+        self.submit(sid, "disconnect", sid, reason)
 
 
 class EngineIO:
@@ -99,7 +99,7 @@ class EngineIO:
             order_window=ORDER_WINDOW if async_handlers else None,
             thread_name_prefix="flask-relay-eio",
         )
-        self.bridge = _Bridge(self)
+        self.bridge = _Bridge(self._submit)
         self.engine = EngineIOServer(self.bridge, **options)
         self.app: Any = None
         self.server: Server | None = None

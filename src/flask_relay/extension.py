@@ -57,6 +57,7 @@ from .engine.sio import (
 )
 from .engine.views import ENGINE_DEFAULTS
 from .namespace import Namespace
+from .protocol.errors import FlaskRelayError
 from .protocol.jsonlib import JSONModule
 from .pubsub import MessageQueue, from_url
 
@@ -124,7 +125,7 @@ _GREEN_ASYNC_MODES = ("eventlet", "gevent", "gevent_uwsgi")
 _RESERVED_EVENTS = frozenset(("connect", "connect_error", "disconnect", "__disconnect_final"))
 
 
-class MessageQueueNotSupported(NotImplementedError):
+class MessageQueueNotSupported(FlaskRelayError, NotImplementedError):
     """``message_queue`` / ``client_manager`` were given: not in this release."""
 
 
@@ -242,10 +243,13 @@ class _Application:
     meaning than the server interface's.
     """
 
-    __slots__ = ("socketio",)
+    __slots__ = ("socketio", "trigger")
 
-    def __init__(self, socketio: SocketIO) -> None:
+    def __init__(
+        self, socketio: SocketIO, trigger: Callable[[Socket, Any, tuple[Any, ...]], Any]
+    ) -> None:
         self.socketio = socketio
+        self.trigger = trigger  # SocketIO._trigger: find the handler and run it
 
     def has_namespace(self, namespace: str) -> bool:
         sio = self.socketio
@@ -257,14 +261,14 @@ class _Application:
         )
 
     def on_connect(self, socket: Socket, auth: Any) -> Any:
-        result = self.socketio._trigger(socket, "connect", (socket.environ, auth))
+        result = self.trigger(socket, "connect", (socket.environ, auth))
         return True if result is NOT_HANDLED else result
 
     def on_event(self, socket: Socket, event: Any, args: list[Any]) -> Any:
-        return self.socketio._trigger(socket, event, tuple(args))
+        return self.trigger(socket, event, tuple(args))
 
     def on_disconnect(self, socket: Socket, reason: str) -> None:
-        self.socketio._trigger(socket, "disconnect", (reason,))
+        self.trigger(socket, "disconnect", (reason,))
 
 
 class SocketIO:
@@ -350,8 +354,6 @@ class SocketIO:
         self.manage_session = True
         self.async_mode = "threading"
         self._http_server: Server | None = None
-        self._local_binding: Any = None
-        self._local_engine: Any = None
         # id(app) -> the prefix this endpoint is registered under there.
         self._registered: dict[int, str] = {}
         if app is not None or "message_queue" in kwargs:
@@ -425,7 +427,7 @@ class SocketIO:
         if json is flask.json:
             json = _FlaskJSON(self)
         self.server = SocketIOServer(
-            _Application(self),
+            _Application(self, self._trigger),
             namespaces=self._option("namespaces"),
             json=json,
             always_connect=bool(self._option("always_connect")),
@@ -438,8 +440,6 @@ class SocketIO:
         # The same dict: ``socketio.server.eio.ping_timeout = 60`` reaches the
         # endpoints built afterwards (server/mounts.py builds them at run time).
         self.server.engine_options = self.server_options
-        self._local_binding = None
-        self._local_engine = None
         queue = self._option("client_manager")
         url = self._option("message_queue")
         if queue is None and url is not None:

@@ -26,6 +26,8 @@ import threading
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .engine.websocket import MAX_GROUP_BACKLOG
+
 if TYPE_CHECKING:
     from .pubsub import MessageQueue
 
@@ -39,8 +41,9 @@ EXTENSION_KEY = "flask_relay.ws_groups"
 #: The queue message method of a group send.
 GROUP_METHOD = "flask_relay.ws"
 
-#: Bytes on their way to one member past which a group send closes it (1013).
-MAX_BACKLOG = 16 * 1024 * 1024
+#: Bytes on their way to one member past which a group send closes it (1013);
+#: enforced by the ws objects (engine/websocket.py).
+MAX_BACKLOG = MAX_GROUP_BACKLOG
 
 
 class Member(Protocol):
@@ -53,13 +56,13 @@ class Member(Protocol):
 class WebSocketGroups:
     """Room name -> member connections, for one app; thread-safe."""
 
-    def __init__(self) -> None:
+    def __init__(self, app: Any = None) -> None:
         self._lock = threading.Lock()
         self._rooms: dict[Hashable, set[Member]] = {}
         self._member_rooms: dict[Member, set[Hashable]] = {}
         self.queue: MessageQueue | None = None
         self._queue_resolved = False
-        self._app: Any = None
+        self._app: Any = app  # whose SocketIO queue to adopt (_resolve_queue)
 
     # -- membership -----------------------------------------------------------------
 
@@ -179,6 +182,5 @@ def groups_for(app: Any) -> WebSocketGroups:
     found = extensions.get(EXTENSION_KEY)
     if isinstance(found, WebSocketGroups):
         return found
-    groups = extensions.setdefault(EXTENSION_KEY, WebSocketGroups())
-    groups._app = app
+    groups = extensions.setdefault(EXTENSION_KEY, WebSocketGroups(app))
     return groups  # type: ignore[no-any-return]

@@ -59,16 +59,19 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Flask
 
+from .engine.websocket import WebSocket
+from .protocol.closecode import CloseCode
+from .protocol.errors import FlaskRelayError
+from .server.foreign import ForeignMiddleware, install
 from .server.request import reason_phrase
-from .sock import (
-    CLOSE_INTERNAL_ERROR,
-    CLOSE_NORMAL,
-    UNSET,
+from .server.wscontract import (
     UPGRADER_KEY,
     ConnectionClosed,
     HandshakeRejected,
-    WebSocket,
     WebSocketOptions,
+)
+from .sock import (
+    UNSET,
     _Unset,
     check_origin,
     origin_policy,
@@ -91,7 +94,7 @@ _RULE_OPTIONS = ("defaults", "subdomain", "strict_slashes", "host", "redirect_to
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-class WebSocketError(OSError):
+class WebSocketError(FlaskRelayError, OSError):
     """gevent-websocket's ``WebSocketError`` (a ``socket.error``): the socket is closed."""
 
 
@@ -175,7 +178,7 @@ class GeventWebSocket:
             self._done = True
             raise WebSocketError(MSG_SOCKET_DEAD) from None
 
-    def close(self, code: int = CLOSE_NORMAL, message: str | bytes = b"") -> None:
+    def close(self, code: int = CloseCode.NORMAL, message: str | bytes = b"") -> None:
         """Start the closing handshake; does nothing when already closed."""
         if self._done:
             return
@@ -251,8 +254,6 @@ class Sockets:
 
     def init_app(self, app: Flask) -> None:
         """Serve this extension's routes (and those added later) on ``app``."""
-        from .server.foreign import install
-
         install(app)
         self.apps.append(app)
         self.app = app
@@ -344,14 +345,14 @@ class _Upgrading:
             return []
         environ["wsgi.websocket"] = GeventWebSocket(ws)
         environ["wsgi.websocket_version"] = environ.get("HTTP_SEC_WEBSOCKET_VERSION")
-        code = CLOSE_NORMAL
+        code = CloseCode.NORMAL
         try:
             _close_iterable(self.app(environ, _ignore_response))
         except WebSocketError:
             pass
         except Exception:
             logger.exception("Exception in WebSocket application")
-            code = CLOSE_INTERNAL_ERROR
+            code = CloseCode.INTERNAL_ERROR
         try:
             ws.close(code)
         except ConnectionClosed:
@@ -401,8 +402,6 @@ class WebSocketWSGI:
         allowed_origins: OriginPolicy = None,
         options: Mapping[str, Any] | None = None,
     ) -> None:
-        from .server.foreign import ForeignMiddleware
-
         self.app = app
         self._inner = _Upgrading(app, allowed_origins, WebSocketOptions.from_config(options))
         # Foreign servers: take the socket over; the own server offers an upgrader itself.

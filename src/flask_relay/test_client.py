@@ -29,6 +29,7 @@ Beyond Flask-SocketIO's test client:
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -36,6 +37,7 @@ from werkzeug.test import EnvironBuilder
 
 from .engine.dispatch import InlineDispatcher
 from .engine.local import LocalEngine, LocalSession
+from .engine.sio import EngineBinding, SocketIOServer, data_to_args
 from .protocol.socketio import Decoder, Encoder, Packet, PacketType
 
 if TYPE_CHECKING:
@@ -51,26 +53,25 @@ _EVENTS = (PacketType.EVENT, PacketType.BINARY_EVENT)
 _ACKS = (PacketType.ACK, PacketType.BINARY_ACK)
 
 
-def _ack_args(result: Any) -> list[Any]:
-    if result is None:
-        return []
-    if isinstance(result, tuple):
-        return list(result)
-    return [result]
+#: Each Socket.IO server's in-process engine binding (one for all its test clients).
+_bindings: weakref.WeakKeyDictionary[SocketIOServer, EngineBinding] = weakref.WeakKeyDictionary()
+
+
+def _local_binding(server: SocketIOServer) -> EngineBinding:
+    binding = _bindings.get(server)
+    if binding is None:
+        engine = LocalEngine()
+        binding = server.attach(engine, InlineDispatcher())
+        engine.handler = binding
+        _bindings[server] = binding
+    return binding
 
 
 def _local_engine(socketio: SocketIO) -> LocalEngine:
     """The in-process engine of ``socketio``'s current server (one for all test clients)."""
-    server = socketio._require_server()
-    binding = socketio._local_binding
-    if binding is None or binding.server is not server:
-        engine = LocalEngine()
-        binding = server.attach(engine, InlineDispatcher())
-        engine.handler = binding
-        socketio._local_binding = binding
-        socketio._local_engine = engine
-    engine_: LocalEngine = socketio._local_engine
-    return engine_
+    engine = _local_binding(socketio._require_server()).engine
+    assert isinstance(engine, LocalEngine)
+    return engine
 
 
 class PendingAck:
@@ -87,10 +88,7 @@ class PendingAck:
 
     def ack(self, *args: Any) -> None:
         """Acknowledge with ``args`` (what the server's callback or ``call()`` gets)."""
-        self.client._send_ack(self.namespace, self.id, list(args))
-        with self.client._lock:
-            if self in self.client._pending_acks:
-                self.client._pending_acks.remove(self)
+        self.client._acknowledge(self, list(args))
 
     def __repr__(self) -> str:
         return f"<PendingAck {self.name!r} id={self.id} on {self.namespace}>"
@@ -192,7 +190,7 @@ class SocketIOTestClient:
         elif query_string or headers:
             # Flask-SocketIO rebuilds the handshake environ on every connect();
             # keep that (and the connection's Flask session copy).
-            binding = self.socketio._local_binding
+            binding = _bindings.get(self.socketio.server)
             conn = binding.connections.get(session.sid) if binding is not None else None
             if conn is not None:
                 environ = self._environ(query_string, headers)
@@ -344,6 +342,13 @@ class SocketIOTestClient:
     def _send_ack(self, namespace: str, ack_id: int, args: list[Any]) -> None:
         self._send(Packet(PacketType.ACK, namespace, args, ack_id))
 
+    def _acknowledge(self, pending: PendingAck, args: list[Any]) -> None:
+        # PendingAck.ack(): send the ACK, then it is no longer pending.
+        self._send_ack(pending.namespace, pending.id, args)
+        with self._lock:
+            if pending in self._pending_acks:
+                self._pending_acks.remove(pending)
+
     def _on_closed(self, reason: str) -> None:
         with self._lock:
             for ns in list(self.connected):
@@ -415,4 +420,4 @@ class SocketIOTestClient:
             return
         result = handler(*call_args)
         if packet.id is not None:
-            self._send_ack(ns, packet.id, _ack_args(result))
+            self._send_ack(ns, packet.id, data_to_args(result))

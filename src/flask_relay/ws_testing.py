@@ -27,7 +27,7 @@ import asyncio
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -38,10 +38,12 @@ from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 from werkzeug.test import EnvironBuilder
 
+from .protocol.closecode import CloseCode
+from .protocol.errors import FlaskRelayError
 from .server.foreign import shared_hub
 from .server.loop import Hub
+from .server.wscontract import UPGRADER_KEY, ConnectionClosed
 from .server.wsroute import RouteChannel, RouteOutcome, RouteUpgrader, dispatch_upgrade
-from .sock import UPGRADER_KEY, ConnectionClosed
 
 __all__ = ["TestWebSocket", "UpgradeRefused", "WebSocketTestClient"]
 
@@ -49,7 +51,7 @@ __all__ = ["TestWebSocket", "UpgradeRefused", "WebSocketTestClient"]
 DEFAULT_TIMEOUT = 5.0
 
 
-class UpgradeRefused(Exception):
+class UpgradeRefused(FlaskRelayError):
     """The application answered the upgrade request in HTTP instead of accepting it."""
 
     def __init__(self, status: str, headers: list[tuple[str, str]], body: bytes) -> None:
@@ -67,9 +69,18 @@ class UpgradeRefused(Exception):
 class _MemoryTransport(asyncio.Transport):
     """The server end of an in-memory connection; used on the loop thread only."""
 
-    def __init__(self, ws: TestWebSocket) -> None:
+    def __init__(
+        self,
+        channel: RouteChannel,
+        loop: asyncio.AbstractEventLoop,
+        wrote: Callable[[bytes], None],
+        closed: Callable[[], None],
+    ) -> None:
         super().__init__()
-        self._ws = ws
+        self._channel = channel
+        self._loop = loop
+        self._wrote = wrote  # the client end's, called on the loop
+        self._closed = closed
         self._closing = False
         self._paused = False
         self._pending: deque[bytes | None] = deque()  # None: end of stream
@@ -78,13 +89,13 @@ class _MemoryTransport(asyncio.Transport):
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not self._closing:
-            self._ws._server_wrote(bytes(data))
+            self._wrote(bytes(data))
 
     def close(self) -> None:
         if not self._closing:
             self._closing = True
-            self._ws._server_closed()
-            self._ws._loop.call_soon(self._ws._channel.connection_lost, None)
+            self._closed()
+            self._loop.call_soon(self._channel.connection_lost, None)
 
     def abort(self) -> None:
         self.close()
@@ -123,7 +134,7 @@ class _MemoryTransport(asyncio.Transport):
             self._feed(data)
 
     def _feed(self, data: bytes | None) -> None:
-        channel = self._ws._channel
+        channel = self._channel
         if data is None:
             if channel.eof_received() is not True:
                 self.close()
@@ -132,15 +143,14 @@ class _MemoryTransport(asyncio.Transport):
 
 
 class _TestUpgrader(RouteUpgrader):
-    def __init__(self, hub: Hub, environ: dict[str, Any], ws: TestWebSocket) -> None:
+    def __init__(
+        self, hub: Hub, environ: dict[str, Any], start: Callable[[RouteChannel], None]
+    ) -> None:
         super().__init__(hub, environ)
-        self._ws = ws
+        self._start = start
 
     def start(self, channel: RouteChannel) -> None:
-        self._ws._channel = channel
-        transport = _MemoryTransport(self._ws)
-        self._ws._transport = transport
-        self.hub.call(channel.connection_made, transport)
+        self._start(channel)
 
 
 class TestWebSocket:
@@ -172,6 +182,25 @@ class TestWebSocket:
 
     # -- loop side -------------------------------------------------------------
 
+    def _connect(self, channel: RouteChannel) -> None:
+        """The upgrader's ``start``: the route accepted; connect the channel to
+        an in-memory transport whose other end is this object."""
+        self._channel = channel
+        transport = _MemoryTransport(channel, self._loop, self._server_wrote, self._server_closed)
+        self._transport = transport
+        self._hub.call(channel.connection_made, transport)
+
+    def _wait_open(self, deadline: float) -> None:
+        """Wait for the 101 response (or the end of the connection)."""
+        with self._cond:
+            while self._protocol.state is State.CONNECTING and not self._tcp_closed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("no 101 response from the route")
+                self._cond.wait(remaining)
+            if self._protocol.handshake_exc is not None:
+                raise self._protocol.handshake_exc
+
     def _server_wrote(self, data: bytes) -> None:
         with self._cond:
             self._protocol.receive_data(data)
@@ -185,7 +214,7 @@ class TestWebSocket:
             self._protocol.receive_eof()
             self._collect()
             if self.close_code is None:
-                self.close_code, self.close_reason = 1006, ""
+                self.close_code, self.close_reason = CloseCode.ABNORMAL, ""
             self._cond.notify_all()
 
     def _collect(self) -> None:
@@ -228,7 +257,7 @@ class TestWebSocket:
         """Send a text (``str``) or binary (``bytes``) message."""
         with self._cond:
             if self._protocol.state is not State.OPEN:
-                raise ConnectionClosed(self.close_code or 1005, self.close_reason)
+                raise ConnectionClosed(self.close_code or CloseCode.NO_STATUS, self.close_reason)
             if isinstance(data, str):
                 self._protocol.send_text(data.encode())
             else:
@@ -251,7 +280,7 @@ class TestWebSocket:
         with self._cond:
             while not self._pongs:
                 if self._tcp_closed:
-                    raise ConnectionClosed(self.close_code or 1006, self.close_reason)
+                    raise ConnectionClosed(self.close_code or CloseCode.ABNORMAL, self.close_reason)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError("no pong from the server")
@@ -273,7 +302,9 @@ class TestWebSocket:
                 self._cond.wait(remaining)
             return self._messages.popleft()
 
-    def close(self, code: int = 1000, reason: str = "", timeout: float | None = None) -> None:
+    def close(
+        self, code: int = CloseCode.NORMAL, reason: str = "", timeout: float | None = None
+    ) -> None:
         """Run the closing handshake (no-op when it already ran) and wait for
         the server to close the connection."""
         with self._cond:
@@ -366,20 +397,12 @@ class WebSocketTestClient:
             if add_cookies is not None:
                 add_cookies(environ)
         ws = TestWebSocket(hub, protocol, self.timeout)
-        upgrader = _TestUpgrader(hub, environ, ws)
+        upgrader = _TestUpgrader(hub, environ, ws._connect)
         environ[UPGRADER_KEY] = upgrader
         outcome: RouteOutcome = dispatch_upgrade(self.app, environ, upgrader)
         if not outcome.ready.wait(self.timeout):
             raise TimeoutError("the route neither accepted nor refused the upgrade")
         if not outcome.accepted:
             raise UpgradeRefused(outcome.status, outcome.headers, outcome.body)
-        deadline = time.monotonic() + self.timeout
-        with ws._cond:
-            while protocol.state is State.CONNECTING and not ws._tcp_closed:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError("no 101 response from the route")
-                ws._cond.wait(remaining)
-            if protocol.handshake_exc is not None:
-                raise protocol.handshake_exc
+        ws._wait_open(time.monotonic() + self.timeout)
         return ws

@@ -17,6 +17,7 @@ import pytest
 import flask_relay
 from flask_relay import SocketIO
 from flask_relay.engine.recovery import KeptSession, MemorySessionStore, RecoveryOptions
+from flask_relay.test_client import _local_engine
 
 
 class Clock:
@@ -165,9 +166,7 @@ def test_the_test_client_hides_offsets() -> None:
 
 def _dropped(sio: SocketIO, client: Any) -> None:
     """What a transport drop does: the engine reports the connection gone."""
-    binding = sio._local_binding
-    assert binding is not None
-    binding.on_disconnect(client.eio_sid, "transport close")
+    _local_engine(sio).close_session(client.eio_sid, "transport close")
 
 
 @pytest.mark.parametrize("always_connect", [False, True])

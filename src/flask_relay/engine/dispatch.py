@@ -75,6 +75,8 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from ..protocol.errors import FlaskRelayError
+
 __all__ = [
     "DEFAULT_MAX_WORKERS",
     "ORDER_WINDOW",
@@ -101,7 +103,7 @@ DEFAULT_MAX_WORKERS = 2000
 _Call = tuple[Callable[..., Any], tuple[Any, ...], bool]
 
 
-class DispatchQueueFull(RuntimeError):
+class DispatchQueueFull(FlaskRelayError, RuntimeError):
     """A submission went past ``max_pending_per_key`` or ``max_pending``.
 
     Nothing was queued. The caller decides what to drop (the Socket.IO server
@@ -109,7 +111,7 @@ class DispatchQueueFull(RuntimeError):
     """
 
 
-class DispatcherClosed(RuntimeError):
+class DispatcherClosed(FlaskRelayError, RuntimeError):
     """A submission after :meth:`Dispatcher.shutdown`: nothing was queued.
 
     A distinct type so callers can tell it from a :class:`RuntimeError` raised

@@ -38,14 +38,16 @@ import sys
 import zlib
 from base64 import b64encode
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 from ..protocol import websocket as wsproto
+from ..protocol.closecode import CloseCode
 from ..protocol.engineio import Packet, PacketType, decode_packet, decode_payload
 from ..protocol.errors import ProtocolError
 from ..protocol.jsonlib import JSONModule, default_json
 from ..protocol.origin import origin_allowed
 from ..server.request import HTTPRequest, Responder, UpgradeHandle, build_environ
+from .interfaces import EngineHandler
 
 __all__ = ["EngineHandler", "EngineIOServer", "Prepared"]
 
@@ -58,6 +60,11 @@ _PONG = PacketType.PONG
 _MESSAGE = PacketType.MESSAGE
 _UPGRADE = PacketType.UPGRADE
 _NOOP = PacketType.NOOP
+
+#: WebSocket close codes that end a session as "transport close" (else "transport error").
+_CLEAN_CLOSE = frozenset(
+    {CloseCode.NORMAL, CloseCode.GOING_AWAY, CloseCode.NO_STATUS, CloseCode.ABNORMAL}
+)
 
 #: The reference server's error codes (``Server.errors`` in npm ``engine.io``).
 UNKNOWN_TRANSPORT = 0
@@ -88,16 +95,6 @@ _TEXT_PLAIN = ("Content-Type", "text/plain; charset=UTF-8")
 _UPGRADE_NOOP_INTERVAL = 0.1
 #: Seconds to wait for a WebSocket peer's close frame after ours.
 _WS_CLOSE_TIMEOUT = 5.0
-
-
-class EngineHandler(Protocol):
-    """Receives a server's sessions' events, on the loop thread (must not block)."""
-
-    def on_connect(self, sid: str, environ: dict[str, Any]) -> None: ...
-
-    def on_message(self, sid: str, data: str | bytes) -> None: ...
-
-    def on_disconnect(self, sid: str, reason: str) -> None: ...
 
 
 # A queued packet: (its long-polling segment, its WebSocket payload). For text
@@ -191,7 +188,7 @@ class _WSChannel(asyncio.Protocol):
         if not self.conn.closed:
             for event in self.conn.eof_received():
                 self._event(event)
-        self._finished(1006)
+        self._finished(CloseCode.ABNORMAL)
 
     # events
 
@@ -927,7 +924,7 @@ class EngineIOServer:
             if session.queue and session.held is not None:
                 self._flush_poll(session)
         channel.session = None
-        channel.close(1000)
+        channel.close(CloseCode.NORMAL)
 
     def _upgrade_timed_out(self, session: _Session, channel: _WSChannel) -> None:
         session.upgrade_timer = None
@@ -946,7 +943,7 @@ class EngineIOServer:
                 self._flush_poll(session)
         elif session.ws is channel and not session.closed:
             session.ws = None
-            reason = "transport close" if code in (1000, 1001, 1005, 1006) else "transport error"
+            reason = "transport close" if code in _CLEAN_CLOSE else "transport error"
             self._close(session, reason, notify=False)
 
     # -- packets and heartbeat (loop) -------------------------------------------------------
@@ -1055,14 +1052,14 @@ class EngineIOServer:
         self._clear_upgrade(session)
         if probe is not None:
             probe.session = None
-            probe.close(1000)
+            probe.close(CloseCode.NORMAL)
         ws = session.ws
         if ws is not None:
             session.ws = None
             ws.session = None
             if notify and ws.conn.open:
                 ws.send_item(_control(_CLOSE))
-            ws.close(1000)
+            ws.close(CloseCode.NORMAL)
         elif client:
             # The client closed: release its GET (if any) with a noop.
             self._send_noop(session)
@@ -1094,13 +1091,13 @@ class EngineIOServer:
         self._clear_upgrade(session)
         if probe is not None:
             probe.session = None
-            probe.close(1001, "server shutting down")
+            probe.close(CloseCode.GOING_AWAY, "server shutting down")
         ws = session.ws
         if ws is not None:
             # What was sent is already in the socket's output, before the close frame.
             session.ws = None
             ws.session = None
-            ws.close(1001, "server shutting down")
+            ws.close(CloseCode.GOING_AWAY, "server shutting down")
         elif session.held is not None and session.held_request is not None:
             if session.queue:
                 # Deliver what is queued; the next poll finds the session gone.

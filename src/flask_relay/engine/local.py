@@ -21,17 +21,11 @@ from __future__ import annotations
 import secrets
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any
+
+from .interfaces import EngineHandler
 
 __all__ = ["LocalEngine", "LocalSession"]
-
-
-class EngineHandler(Protocol):
-    def on_connect(self, sid: str, environ: dict[str, Any]) -> None: ...
-
-    def on_message(self, sid: str, data: str | bytes) -> None: ...
-
-    def on_disconnect(self, sid: str, reason: str) -> None: ...
 
 
 class LocalSession:
@@ -60,7 +54,7 @@ class LocalSession:
 
     def close(self, reason: str = "transport close") -> None:
         """Close the connection from the client side."""
-        self.engine._close(self.sid, reason)
+        self.engine.close_session(self.sid, reason)
 
 
 class LocalEngine:
@@ -85,7 +79,9 @@ class LocalEngine:
         self.handler.on_connect(session.sid, environ)
         return session
 
-    def _close(self, sid: str, reason: str) -> None:
+    def close_session(self, sid: str, reason: str) -> None:
+        """End session ``sid`` (either side): the handler's ``on_disconnect``, then
+        the client's ``closed`` callback."""
         with self._lock:
             session = self._sessions.pop(sid, None)
         if session is None or session.closed:
@@ -117,7 +113,7 @@ class LocalEngine:
             self.send_many(sid, prepared)
 
     def disconnect(self, sid: str, reason: str = "forced close") -> None:
-        self._close(sid, reason)
+        self.close_session(sid, reason)
 
     def session_ids(self) -> list[str]:
         with self._lock:

@@ -64,7 +64,7 @@ import threading
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..protocol.errors import ProtocolError
+from ..protocol.errors import FlaskRelayError, ProtocolError
 from ..protocol.jsonlib import JSONModule
 from ..protocol.socketio import Decoder, Encoder, Packet, PacketType
 from .dispatch import (
@@ -74,11 +74,11 @@ from .dispatch import (
     DispatcherClosed,
     DispatchQueueFull,
 )
+from .interfaces import DispatcherLike, EngineLike, QueuePublisher
 from .recovery import RECOVERABLE_REASONS, KeptSession, MemorySessionStore, RecoveryOptions
 from .views import EngineView, ManagerView
 
 if TYPE_CHECKING:
-    from ..pubsub import MessageQueue
     from .recovery import SessionStore
 
 __all__ = [
@@ -105,7 +105,7 @@ _CONNECT_ERROR = PacketType.CONNECT_ERROR
 NOT_HANDLED: Any = type("NotHandled", (), {"__repr__": lambda self: "NOT_HANDLED"})()
 
 
-class ConnectionRefusedError(builtins.ConnectionRefusedError):
+class ConnectionRefusedError(FlaskRelayError, builtins.ConnectionRefusedError):
     """Raise in a connect handler to refuse the connection.
 
     The positional arguments reach the client in the ``CONNECT_ERROR`` packet,
@@ -155,26 +155,6 @@ _EIO_REASONS = {
     "server shutting down": DisconnectReason.SERVER_DISCONNECT,
     "client disconnect": DisconnectReason.CLIENT_DISCONNECT,
 }
-
-
-class EngineLike(Protocol):
-    """What the Socket.IO layer needs from an Engine.IO server (any thread)."""
-
-    def send(self, sid: str, data: str | bytes) -> None: ...
-
-    def send_many(self, sid: str, items: list[str | bytes]) -> None: ...
-
-    def prepare(self, items: list[str | bytes]) -> Any: ...
-
-    def send_prepared(self, sids: Iterable[str], prepared: Any) -> None: ...
-
-    def disconnect(self, sid: str, reason: str = "forced close") -> None: ...
-
-
-class DispatcherLike(Protocol):
-    def submit(self, key: Hashable, fn: Callable[..., Any], *args: Any) -> None: ...
-
-    def submit_barrier(self, key: Hashable, fn: Callable[..., Any], *args: Any) -> None: ...
 
 
 class SocketIOApplication(Protocol):
@@ -299,17 +279,10 @@ class Connection:
         return f"<Connection {self.eio_sid}>"
 
 
-def _ack_args(result: Any) -> list[Any]:
-    """A handler's return value as acknowledgement arguments (python-socketio rules)."""
-    if result is None:
-        return []
-    if isinstance(result, tuple):
-        return list(result)
-    return [result]
-
-
 def data_to_args(data: Any) -> list[Any]:
-    """python-socketio's ``data`` convention: ``None`` none, tuple several, else one."""
+    """python-socketio's ``data`` convention: ``None`` none, tuple several, else one.
+
+    Also how a handler's return value becomes acknowledgement arguments."""
     if data is None:
         return []
     if isinstance(data, tuple):
@@ -348,17 +321,17 @@ class EngineBinding:
     # EngineHandler: called on the engine's loop (or the test client's thread).
 
     def on_connect(self, sid: str, environ: dict[str, Any]) -> None:
-        self.server._eio_connect(self, sid, environ)
+        self.server.engine_connected(self, sid, environ)
 
     def on_message(self, sid: str, data: str | bytes) -> None:
         conn = self.connections.get(sid)
         if conn is not None:
-            self.server._eio_message(conn, data)
+            self.server.engine_message(conn, data)
 
     def on_disconnect(self, sid: str, reason: str) -> None:
         conn = self.connections.pop(sid, None)
         if conn is not None:
-            self.server._eio_disconnect(conn, reason)
+            self.server.engine_disconnected(conn, reason)
 
 
 class SocketIOServer:
@@ -437,7 +410,7 @@ class SocketIOServer:
         self._dispatcher: Dispatcher | None = None
         self.bindings: list[EngineBinding] = []
         #: The message queue shared with other processes (see :mod:`flask_relay.pubsub`).
-        self.queue: MessageQueue | None = None
+        self.queue: QueuePublisher | None = None
         if isinstance(logger, logging.Logger):
             self.logger = logger
         else:
@@ -484,8 +457,13 @@ class SocketIOServer:
             dispatcher.shutdown(wait=wait)
 
     # -- the loop side -----------------------------------------------------------
+    # Called by EngineBinding (the EngineHandler) on the engine's loop: decode,
+    # update the registry, hand user code to the dispatcher; never block.
 
-    def _eio_connect(self, binding: EngineBinding, eio_sid: str, environ: dict[str, Any]) -> None:
+    def engine_connected(
+        self, binding: EngineBinding, eio_sid: str, environ: dict[str, Any]
+    ) -> None:
+        """An Engine.IO connection opened (no namespace yet: wait for CONNECT)."""
         conn = Connection(binding, eio_sid, environ, Decoder(self.json, self.max_attachments))
         binding.connections[eio_sid] = conn
         if self.connect_timeout is not None and self.connect_timeout > 0:
@@ -520,7 +498,8 @@ class SocketIOServer:
             return False
         return True
 
-    def _eio_message(self, conn: Connection, data: str | bytes) -> None:
+    def engine_message(self, conn: Connection, data: str | bytes) -> None:
+        """One Engine.IO message of ``conn``: a Socket.IO packet (or a part)."""
         try:
             packet = conn.decoder.feed(data)
         except ProtocolError as exc:
@@ -638,7 +617,8 @@ class SocketIOServer:
         )
         return sock
 
-    def _eio_disconnect(self, conn: Connection, reason: str) -> None:
+    def engine_disconnected(self, conn: Connection, reason: str) -> None:
+        """``conn``'s Engine.IO connection ended (an Engine.IO close reason)."""
         if conn.timer is not None:
             conn.timer.cancel()
             conn.timer = None
@@ -735,7 +715,7 @@ class SocketIOServer:
             with self._lock:
                 if sock.state == CONNECTED:
                     self._send_raw(
-                        sock.connection, Packet(_ACK, sock.namespace, _ack_args(result), ack_id)
+                        sock.connection, Packet(_ACK, sock.namespace, data_to_args(result), ack_id)
                     )
 
     def _finish_disconnect(self, sock: Socket, reason: str) -> None:
@@ -1171,17 +1151,21 @@ class SocketIOServer:
         """python-socketio's ``server.eio``: the Engine.IO options and ``sockets``."""
         return EngineView(self)
 
-    def _engines(self) -> list[Any]:
+    # Registry queries for the python-socketio views (engine/views.py).
+
+    def engines(self) -> list[Any]:
+        """The engines of every binding."""
         with self._lock:
             return [binding.engine for binding in self.bindings]
 
-    def _active_namespaces(self) -> list[str]:
+    def active_namespaces(self) -> list[str]:
+        """Namespaces with a client (or one whose disconnect handler is pending)."""
         with self._lock:
             names = list(self._namespace_sockets)
             names.extend(ns for ns in self._leaving if ns not in self._namespace_sockets)
             return names
 
-    def _room_members(self, namespace: str, room: Hashable | None) -> dict[str, Socket]:
+    def room_members(self, namespace: str, room: Hashable | None) -> dict[str, Socket]:
         """A snapshot of ``room``'s members (``None``: the namespace's clients),
         those whose disconnect handler is pending included."""
         with self._lock:
@@ -1194,7 +1178,7 @@ class SocketIOServer:
                     members[sid] = sock
             return members
 
-    def _room_member(self, namespace: str, room: Hashable | None, sid: str) -> Socket | None:
+    def room_member(self, namespace: str, room: Hashable | None, sid: str) -> Socket | None:
         """``sid``'s socket if it is in ``room`` (one look-up, no snapshot)."""
         with self._lock:
             if room is None:
@@ -1207,7 +1191,7 @@ class SocketIOServer:
                     sock = None
             return sock
 
-    def _room_size(self, namespace: str, room: Hashable | None) -> int:
+    def room_size(self, namespace: str, room: Hashable | None) -> int:
         """``len(manager.rooms[namespace][room])`` without a snapshot."""
         with self._lock:
             if room is None:
@@ -1219,16 +1203,16 @@ class SocketIOServer:
                     size += 1
             return size
 
-    def _room_count(self, namespace: str) -> int:
+    def room_count(self, namespace: str) -> int:
         """``len(manager.rooms[namespace])``: cheap unless clients are leaving."""
         with self._lock:
             if self._leaving.get(namespace):
-                return len(self._room_names(namespace))
+                return len(self.room_names(namespace))
             if namespace not in self._namespace_sockets:
                 return 0
             return 1 + len(self._rooms.get(namespace, ()))
 
-    def _room_names(self, namespace: str) -> list[Hashable | None]:
+    def room_names(self, namespace: str) -> list[Hashable | None]:
         """``None`` then every room of ``namespace`` (python-socketio's keys)."""
         with self._lock:
             rooms = self._rooms.get(namespace, {})

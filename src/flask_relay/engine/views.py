@@ -77,10 +77,10 @@ class _Members(Mapping[str, str]):
         self._room = room
 
     def _sockets(self) -> dict[str, Socket]:
-        return self._server._room_members(self._namespace, self._room)
+        return self._server.room_members(self._namespace, self._room)
 
     def __getitem__(self, sid: str) -> str:
-        sock = self._server._room_member(self._namespace, self._room, sid)
+        sock = self._server.room_member(self._namespace, self._room, sid)
         if sock is None:
             raise KeyError(sid)
         return sock.eio_sid
@@ -89,12 +89,12 @@ class _Members(Mapping[str, str]):
         return iter(list(self._sockets()))
 
     def __len__(self) -> int:
-        return self._server._room_size(self._namespace, self._room)
+        return self._server.room_size(self._namespace, self._room)
 
     def __contains__(self, sid: object) -> bool:
         if not isinstance(sid, str):
             return False
-        return self._server._room_member(self._namespace, self._room, sid) is not None
+        return self._server.room_member(self._namespace, self._room, sid) is not None
 
     @property
     def inverse(self) -> dict[str, str]:
@@ -117,19 +117,19 @@ class _NamespaceRooms(Mapping[Hashable, _Members]):
         self._namespace = namespace
 
     def __getitem__(self, room: Hashable | None) -> _Members:
-        if not self._server._room_size(self._namespace, room):
+        if not self._server.room_size(self._namespace, room):
             raise KeyError(room)
         return _Members(self._server, self._namespace, room)
 
     def __iter__(self) -> Iterator[Hashable]:
-        return iter(self._server._room_names(self._namespace))
+        return iter(self._server.room_names(self._namespace))
 
     def __len__(self) -> int:
-        return self._server._room_count(self._namespace)
+        return self._server.room_count(self._namespace)
 
     def __contains__(self, room: object) -> bool:
         try:
-            return self._server._room_size(self._namespace, room) > 0  # type: ignore[arg-type]
+            return self._server.room_size(self._namespace, room) > 0  # type: ignore[arg-type]
         except TypeError:  # unhashable
             return False
 
@@ -146,18 +146,18 @@ class _Rooms(Mapping[str, _NamespaceRooms]):
         self._server = server
 
     def __getitem__(self, namespace: str) -> _NamespaceRooms:
-        if namespace not in self._server._active_namespaces():
+        if namespace not in self._server.active_namespaces():
             raise KeyError(namespace)
         return _NamespaceRooms(self._server, namespace)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._server._active_namespaces())
+        return iter(self._server.active_namespaces())
 
     def __len__(self) -> int:
-        return len(self._server._active_namespaces())
+        return len(self._server.active_namespaces())
 
     def __contains__(self, namespace: object) -> bool:
-        return namespace in self._server._active_namespaces()
+        return namespace in self._server.active_namespaces()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({ {ns: dict(r) for ns, r in self.items()}!r})"
@@ -183,7 +183,7 @@ class ManagerView:
 
     def get_namespaces(self) -> list[str]:
         """The namespaces that have clients."""
-        return list(self._server._active_namespaces())
+        return list(self._server.active_namespaces())
 
     def get_participants(
         self, namespace: str, room: Hashable | Iterable[Hashable] | None
@@ -194,9 +194,9 @@ class ManagerView:
         if _is_room_list(room):
             members: dict[str, Socket] = {}
             for one in room:  # type: ignore[union-attr]
-                members.update(server._room_members(namespace, one))
+                members.update(server.room_members(namespace, one))
         else:
-            members = server._room_members(namespace, room)  # type: ignore[arg-type]
+            members = server.room_members(namespace, room)  # type: ignore[arg-type]
         for sid, sock in members.items():
             yield sid, sock.eio_sid
 
@@ -211,7 +211,7 @@ class ManagerView:
 
     def sid_from_eio_sid(self, eio_sid: str, namespace: str) -> str | None:
         """The sid of the Engine.IO session ``eio_sid`` in ``namespace``."""
-        for sid, sock in self._server._room_members(namespace, None).items():
+        for sid, sock in self._server.room_members(namespace, None).items():
             if sock.eio_sid == eio_sid:
                 return sid
         return None
@@ -300,11 +300,12 @@ class _EngineSockets(Mapping[str, EngineSocketView]):
     def __init__(self, server: SocketIOServer) -> None:
         self._server = server
 
-    def _engines(self) -> list[EngineIOServer]:
-        return [e for e in self._server._engines() if isinstance(e, EngineIOServer)]
+    def network_engines(self) -> list[EngineIOServer]:
+        """The Engine.IO servers the Socket.IO server is bound to (no in-process engine)."""
+        return [e for e in self._server.engines() if isinstance(e, EngineIOServer)]
 
     def __getitem__(self, eio_sid: str) -> EngineSocketView:
-        for engine in self._engines():
+        for engine in self.network_engines():
             session = engine._sessions.get(eio_sid)
             if session is not None:
                 return EngineSocketView(engine, session)
@@ -312,15 +313,15 @@ class _EngineSockets(Mapping[str, EngineSocketView]):
 
     def __iter__(self) -> Iterator[str]:
         sids: list[str] = []
-        for engine in self._engines():
+        for engine in self.network_engines():
             sids.extend(engine.session_ids())
         return iter(sids)
 
     def __len__(self) -> int:
-        return sum(engine.session_count for engine in self._engines())
+        return sum(engine.session_count for engine in self.network_engines())
 
     def __contains__(self, eio_sid: object) -> bool:
-        return any(eio_sid in engine._sessions for engine in self._engines())
+        return any(eio_sid in engine._sessions for engine in self.network_engines())
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({dict(self.items())!r})"
@@ -358,7 +359,7 @@ class EngineView:
     def __setattr__(self, name: str, value: Any) -> None:
         if name not in ENGINE_DEFAULTS:
             raise AttributeError(f"cannot set {name!r} on the Engine.IO server")
-        for engine in _EngineSockets(self._server)._engines():
+        for engine in _EngineSockets(self._server).network_engines():
             engine.set_option(name, value)  # a bad value raises before it is stored
         self._server.engine_options[name] = value
 

@@ -1,9 +1,23 @@
-"""The one exception type the protocol core raises for bad input."""
+"""The package's error root, and the one exception the protocol core raises.
+
+Every exception Flask-Relay defines derives from :class:`FlaskRelayError`, so
+``except FlaskRelayError`` catches anything the package raises on purpose. Each
+also keeps the builtin base user code may already catch (``ValueError`` for a
+:class:`ProtocolError`, ``OSError`` for a listen failure, ``RuntimeError`` for a
+closed WebSocket...). It lives here, in the lowest layer, so that every layer
+can derive from it without importing upward.
+"""
 
 from __future__ import annotations
 
+__all__ = ["FlaskRelayError", "ProtocolError"]
 
-class ProtocolError(ValueError):
+
+class FlaskRelayError(Exception):
+    """Base class of every exception Flask-Relay defines."""
+
+
+class ProtocolError(FlaskRelayError, ValueError):
     """Malformed or disallowed input from a peer.
 
     Every decoder in :mod:`flask_relay.protocol` raises this, and only this, for

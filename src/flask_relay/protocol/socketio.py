@@ -51,6 +51,8 @@ __all__ = [
     "Encoder",
     "Packet",
     "PacketType",
+    "deconstruct_binary",
+    "reconstruct_binary",
 ]
 
 
@@ -168,6 +170,21 @@ def _reconstruct(data: list[Any], buffers: list[bytes]) -> list[Any]:
             elif isinstance(value, list):
                 append(value)
     return data
+
+
+def deconstruct_binary(data: Any, buffers: list[bytes]) -> Any:
+    """``data`` with every binary value replaced by a numbered placeholder
+    (``{"_placeholder": true, "num": n}``, depth-first), the values appended to
+    ``buffers``: the structure of a binary packet, also what python-socketio's
+    message-queue format carries."""
+    return _deconstruct(data, buffers)
+
+
+def reconstruct_binary(data: list[Any], buffers: list[bytes]) -> list[Any]:
+    """The inverse of :func:`deconstruct_binary` (in place); ``ProtocolError``
+    when a placeholder names no buffer."""
+    _check_placeholders(data, len(buffers))
+    return _reconstruct(data, buffers)
 
 
 class Encoder:

@@ -35,6 +35,27 @@ Nothing here raises for bad input from the peer: malformed frames, oversize
 messages, invalid UTF-8 and a vanished peer all end in exactly one
 :class:`Closed` event (and, where the protocol calls for it, a close frame in
 the output). A bad handshake is a :class:`Rejection`, never an exception.
+
+websockets internals this module relies on
+------------------------------------------
+Besides websockets' documented sans-I/O API (``ServerProtocol.accept``,
+``send_response``, ``receive_data``, ``receive_eof``, ``send_text``,
+``send_binary``, ``send_ping``, ``send_close``, ``data_to_send``, ``state``,
+``close_rcvd``, ``close_sent``, ``subprotocol``, ``extensions``), this module
+uses these undocumented parts of ``websockets.protocol.Protocol`` /
+``websockets.server.ServerProtocol`` (checked by
+``tests/protocol/test_websockets_internals.py``, which fails naming the one that
+disappeared; ``pyproject.toml`` pins websockets below its next major version):
+
+* methods overridden: ``ServerProtocol.parse`` (skipped: the request is already
+  parsed, we call ``Protocol.parse`` directly), ``ServerProtocol.process_origin``,
+  ``ServerProtocol.select_subprotocol`` and ``Protocol.recv_frame`` (in-parser
+  reassembly and UTF-8 checks);
+* attributes read or written: ``writes`` (the pending output, drained in place),
+  ``events`` (cleared: we keep our own event list), ``parser_exc`` (why the
+  parser stopped), ``eof_sent`` (time to close TCP), ``current_size`` (a
+  fragmented message in progress, reset when a close frame interrupts it) and
+  ``origin`` (set by ``process_request``).
 """
 
 from __future__ import annotations
@@ -50,12 +71,14 @@ from websockets.datastructures import Headers, MultipleValuesError
 from websockets.exceptions import InvalidHeader, InvalidOrigin
 from websockets.extensions import ServerExtensionFactory
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
-from websockets.frames import Close, CloseCode, Frame, Opcode
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 from websockets.protocol import Protocol
 from websockets.protocol import State as _WSState
 from websockets.server import ServerProtocol
 from websockets.typing import Origin, Subprotocol
+
+from .closecode import CloseCode, check_close_code
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
@@ -622,11 +645,11 @@ class WebSocketConnection:
         if exc is not None and not isinstance(exc, EOFError):
             # We failed the connection; report our close frame.
             sent = p.close_sent
-            code, reason = (sent.code, sent.reason) if sent else (1006, "")
+            code, reason = (sent.code, sent.reason) if sent else (CloseCode.ABNORMAL, "")
         elif p.close_rcvd is not None:
             code, reason = p.close_rcvd.code, p.close_rcvd.reason
         elif eof or exc is not None:
-            code, reason = CloseCode.ABNORMAL_CLOSURE, ""
+            code, reason = CloseCode.ABNORMAL, ""
         else:
             return  # we sent a close frame and wait for the peer's
         self._closed = True
@@ -678,7 +701,7 @@ class WebSocketConnection:
         self._protocol.send_ping(data)
         self._drain()
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Start the closing handshake.
 
         The :class:`Closed` event comes when the peer answers (its code and
@@ -687,10 +710,7 @@ class WebSocketConnection:
         may carry (1000-1003, 1007-1014, 3000-4999), else ``ValueError``; a
         reason longer than 123 UTF-8 bytes is shortened. No-op unless open.
         """
-        try:
-            Close(code, "").check()
-        except Exception:
-            raise ValueError(f"{code} is not a valid close code to send") from None
+        check_close_code(code)
         if self._closed or self._protocol.state is not _WSState.OPEN:
             return
         raw = reason.encode()

@@ -28,7 +28,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..protocol.jsonlib import JSONModule, default_json
-from ..protocol.socketio import _deconstruct, _reconstruct
+from ..protocol.socketio import deconstruct_binary as _deconstruct
+from ..protocol.socketio import reconstruct_binary as _reconstruct
 
 if TYPE_CHECKING:
     from ..engine.sio import SocketIOServer

@@ -148,6 +148,9 @@ def _accepts_gzip(request: HTTPRequest) -> bool:
     return False
 
 
+_OWN_FIELDS = frozenset({"inner", "prefix", "files", "directory", "_warned"})
+
+
 class ClientFilesMount:
     """A mount that answers the client files under ``prefix`` and hands every
     other request to ``inner`` (the Engine.IO endpoint)."""
@@ -187,6 +190,14 @@ class ClientFilesMount:
         if name == "inner":
             raise AttributeError(name)
         return getattr(self.inner, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # ... and so does anything set on it (the forwarder sets the endpoint's
+        # sid_prefix and forwarder), except this wrapper's own fields.
+        if name in _OWN_FIELDS:
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self.inner, name, value)
 
     def __repr__(self) -> str:
         return f"<ClientFilesMount {self.prefix} + {self.inner!r}>"

@@ -58,17 +58,18 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
-from ..sock import UPGRADER_KEY
 from .loop import Hub
 from .monkey import refuse_monkey_patch
 from .mounts import registry
 from .request import HTTPRequest, Mount, bodyless_status, reason_phrase, response_bytes
+from .wscontract import UPGRADER_KEY
 from .wsroute import (
     RouteChannel,
     RouteUpgrader,
     dispatch_upgrade,
     environ_headers,
     is_websocket_upgrade,
+    shutdown_routes,
 )
 
 __all__ = [
@@ -120,7 +121,6 @@ def _close_at_exit(hub: Hub) -> None:
     connections (1001) instead of dropping them."""
     if not hub.running or os.getpid() != _hub_pid:
         return
-    from .wsroute import shutdown_routes
 
     async def close_all() -> None:
         for mount in list(_attached_mounts):
@@ -312,23 +312,28 @@ class _Relay(asyncio.Protocol):
     def __init__(self, early: _EarlyTransport) -> None:
         self._early = early
 
+    @property
+    def _protocol(self) -> asyncio.Protocol:
+        # Looked up each time: the protocol may switch (set_protocol).
+        return cast(asyncio.Protocol, self._early.get_protocol())
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._early.attach(cast(asyncio.Transport, transport))
 
     def data_received(self, data: bytes) -> None:
-        self._early._protocol.data_received(data)
+        self._protocol.data_received(data)
 
     def eof_received(self) -> bool | None:
-        return self._early._protocol.eof_received()
+        return self._protocol.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._early._protocol.connection_lost(exc)
+        self._protocol.connection_lost(exc)
 
     def pause_writing(self) -> None:
-        self._early._protocol.pause_writing()
+        self._protocol.pause_writing()
 
     def resume_writing(self) -> None:
-        self._early._protocol.resume_writing()
+        self._protocol.resume_writing()
 
 
 class TakenSocketHandle:

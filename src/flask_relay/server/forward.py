@@ -59,19 +59,25 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
 import httptools
 
+from .http import HTTPConnection, Server
 from .request import HTTPRequest, Responder, UpgradeHandle
-
-if TYPE_CHECKING:
-    from ..pubsub import MessageQueue
-    from .http import Server
 
 __all__ = ["FORWARDED_HEADER", "Forwarder", "node_of", "private_runtime_dir"]
 
 logger = logging.getLogger("flask_relay.forward")
+
+class MessageQueue(Protocol):
+    """What the forwarder needs of a message queue (``flask_relay.pubsub``'s
+    ``MessageQueue``, a layer above: named here by shape, not imported)."""
+
+    def add_handler(self, method: str, handler: Callable[[dict[str, Any]], None]) -> None: ...
+
+    def publish(self, message: dict[str, Any]) -> None: ...
+
 
 #: Marks a forwarded request: its receiver never forwards it again.
 FORWARDED_HEADER = "X-Flask-Relay-Forwarded"
@@ -274,8 +280,6 @@ class Forwarder:
             self._announcer.start()
 
     async def _listen(self, server: Server) -> None:
-        from .http import HTTPConnection
-
         loop = asyncio.get_running_loop()
         # After the public listeners (the server's port is its first listener's).
         deadline = loop.time() + 30

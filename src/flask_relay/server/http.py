@@ -43,6 +43,7 @@ from typing import IO, Any, cast
 
 import httptools
 
+from ..protocol.errors import FlaskRelayError
 from .loop import Hub
 from .request import (
     HTTPRequest,
@@ -52,6 +53,7 @@ from .request import (
     response_bytes,
     response_head,
 )
+from .wsroute import serve_route_upgrade, shutdown_routes
 
 __all__ = ["HTTPLimits", "ListenError", "Server", "WSGIApp", "listen_or_exit"]
 
@@ -89,7 +91,7 @@ class HTTPLimits:
     """Bytes buffered for a socket before a streaming WSGI response waits."""
 
 
-class ListenError(OSError):
+class ListenError(FlaskRelayError, OSError):
     """The server cannot listen on its address (in use, not ours, unknown host).
 
     ``str()`` is a one-line reason: ``cannot listen on 127.0.0.1:5000: address
@@ -654,8 +656,6 @@ class HTTPConnection(asyncio.Protocol):
         ):
             # A WebSocket route (flask_relay.Sock): the app decides in a thread
             # of its own, and either takes the connection or answers in HTTP.
-            from .wsroute import serve_route_upgrade  # imports Flask: only when used
-
             self._cancel_timer()
             self.current = None
             route = _WSGIResponse(self, request, pending.body or _Body(0))
@@ -1257,8 +1257,6 @@ class Server:
                 await asyncio.wait_for(mount.shutdown(), self.shutdown_timeout)
             except Exception:
                 logger.exception("Error while shutting down the mount at %s", prefix)
-        from .wsroute import shutdown_routes
-
         await shutdown_routes(self.shutdown_timeout)
         for conn in list(self._connections):
             conn.shutdown()

@@ -1,8 +1,8 @@
-"""What every door shares to serve WebSocket routes (:mod:`flask_relay.sock`).
+"""What every door shares to serve WebSocket routes (contracts in :mod:`.wscontract`).
 
 * :class:`RouteChannel`: the loop-side driver of one route connection, an
   ``asyncio.Protocol`` over :class:`~flask_relay.protocol.websocket.WebSocketConnection`
-  that implements :class:`~flask_relay.sock.Channel`. Writes are coalesced: the
+  that implements :class:`~flask_relay.server.wscontract.Channel`. Writes are coalesced: the
   sends a loop iteration brings (a burst from a route thread arrives through one
   :meth:`Hub.call <flask_relay.server.loop.Hub.call>` drain) leave in one
   ``transport.write``. Protocol replies (pongs, close frames) are written as soon
@@ -29,15 +29,15 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from ..protocol import websocket as wsproto
-from ..sock import (
-    CLOSE_ABNORMAL,
+from ..protocol.closecode import CloseCode
+from .request import bodyless_status, response_bytes, response_head
+from .wscontract import (
     UPGRADER_KEY,
     ChannelListener,
     ConnectionClosed,
     HandshakeRejected,
     WebSocketOptions,
 )
-from .request import bodyless_status, response_bytes, response_head
 
 if TYPE_CHECKING:
     from .loop import Hub
@@ -140,7 +140,7 @@ class RouteChannel(asyncio.Protocol):
         if not self._conn.closed:
             for event in self._conn.eof_received():
                 self._dispatch(event)
-        self._finish(CLOSE_ABNORMAL, "")
+        self._finish(CloseCode.ABNORMAL, "")
 
     def pause_writing(self) -> None:
         self._listener.pause_writing()
@@ -230,9 +230,20 @@ class RouteChannel(asyncio.Protocol):
         if self._transport is not None and not self._finished:
             self._transport.resume_reading()
 
+    # -- shutdown ----------------------------------------------------------
+
+    def runs_on(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether this connection belongs to ``loop``."""
+        return self._loop is loop
+
+    def abort(self) -> None:
+        """Drop the TCP connection now (the closing handshake took too long)."""
+        if self._transport is not None:
+            self._transport.abort()
+
 
 class RouteUpgrader:
-    """The handshake part of a door's :class:`~flask_relay.sock.Upgrader`.
+    """The handshake part of a door's :class:`~flask_relay.server.wscontract.Upgrader`.
 
     :meth:`accept` builds the connection from the environ's headers, calls
     :meth:`start` (the door's way to bring the socket to the loop) and reports
@@ -267,7 +278,7 @@ class RouteUpgrader:
         try:
             self.start(channel)
         except OSError:
-            raise ConnectionClosed(CLOSE_ABNORMAL, "") from None
+            raise ConnectionClosed(CloseCode.ABNORMAL, "") from None
         self.accepted = True
         if self.on_accept is not None:
             self.on_accept()
@@ -408,11 +419,11 @@ def serve_route_upgrade(
 
 
 async def shutdown_routes(
-    timeout: float, code: int = 1001, reason: str = "server shutting down"
+    timeout: float, code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down"
 ) -> None:
     """Close the running loop's route connections; wait (bounded) for the handshakes."""
     loop = asyncio.get_running_loop()
-    channels = [c for c in _live if c._loop is loop]
+    channels = [c for c in _live if c.runs_on(loop)]
     if not channels:
         return
     for channel in channels:
@@ -421,5 +432,5 @@ async def shutdown_routes(
     while any(c in _live for c in channels) and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
     for channel in channels:
-        if channel in _live and channel._transport is not None:
-            channel._transport.abort()
+        if channel in _live:
+            channel.abort()

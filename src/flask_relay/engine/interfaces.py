@@ -1,0 +1,96 @@
+"""The seams between the engines, in one place.
+
+* :class:`EngineHandler`: what an Engine.IO server (``eio.py``, or the
+  in-process ``local.py``) calls about its sessions, on its loop thread;
+  :class:`~flask_relay.engine.sio.EngineBinding` is the Socket.IO server's.
+* :class:`EngineLike`: what the Socket.IO server needs from an Engine.IO
+  server to send (safe from any thread).
+* :class:`DispatcherLike`: where handler calls go (``dispatch.py``).
+* :class:`GroupRegistry`: the rooms of plain WebSocket connections
+  (``flask_relay.groups`` implements it; the ws objects join and leave).
+* :class:`QueuePublisher`: what the Socket.IO server publishes for the other
+  processes (``flask_relay.pubsub`` implements it; the engine never imports it).
+
+Only ``typing.Protocol`` classes: an implementation satisfies one by shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any, Protocol
+
+__all__ = ["DispatcherLike", "EngineHandler", "EngineLike", "GroupRegistry", "QueuePublisher"]
+
+
+class EngineHandler(Protocol):
+    """Receives an Engine.IO server's session events, on the loop thread.
+
+    Must not block: decode and hand work to a dispatcher.
+    """
+
+    def on_connect(self, sid: str, environ: dict[str, Any]) -> None: ...
+
+    def on_message(self, sid: str, data: str | bytes) -> None: ...
+
+    def on_disconnect(self, sid: str, reason: str) -> None: ...
+
+
+class EngineLike(Protocol):
+    """What the Socket.IO layer needs from an Engine.IO server (any thread)."""
+
+    def send(self, sid: str, data: str | bytes) -> None: ...
+
+    def send_many(self, sid: str, items: list[str | bytes]) -> None: ...
+
+    def prepare(self, items: list[str | bytes]) -> Any: ...
+
+    def send_prepared(self, sids: Iterable[str], prepared: Any) -> None: ...
+
+    def disconnect(self, sid: str, reason: str = "forced close") -> None: ...
+
+
+class DispatcherLike(Protocol):
+    """Runs handler calls in worker threads, in order per key."""
+
+    def submit(self, key: Hashable, fn: Callable[..., Any], *args: Any) -> None: ...
+
+    def submit_barrier(self, key: Hashable, fn: Callable[..., Any], *args: Any) -> None: ...
+
+
+class QueuePublisher(Protocol):
+    """The message queue as the Socket.IO server sees it: it publishes what
+    concerns other processes' clients (:class:`flask_relay.pubsub.MessageQueue`)."""
+
+    def emit(
+        self,
+        event: Any,
+        args: list[Any],
+        *,
+        namespace: str,
+        room: Any,
+        skip_sid: Any,
+        callback: Callable[..., Any] | None = None,
+    ) -> None: ...
+
+    def disconnect(self, sid: str, namespace: str) -> None: ...
+
+    def enter_room(self, sid: str, room: Any, namespace: str) -> None: ...
+
+    def leave_room(self, sid: str, room: Any, namespace: str) -> None: ...
+
+    def close_room(self, room: Any, namespace: str) -> None: ...
+
+    def close(self) -> None:
+        """Stop listening (the server got another queue, or shuts down)."""
+
+
+class GroupRegistry(Protocol):
+    """One app's rooms of WebSocket connections (thread-safe)."""
+
+    def join(self, member: Any, room: Hashable) -> None: ...
+
+    def leave(self, member: Any, room: Hashable) -> None: ...
+
+    def leave_all(self, member: Any) -> None: ...
+
+    def rooms_of(self, member: Any) -> set[Hashable]: ...
