@@ -20,7 +20,8 @@ undo that for a while:
   ``skip_sid``) that came after ``offset``, in emit order, before anything
   newer. The official client then sets ``socket.recovered``.
 
-This module is the storage side, behind the :class:`SessionStore` seam, so a
+This module is the storage side, behind the
+:class:`~flask_relay.engine.interfaces.SessionStore` seam, so a
 store shared between processes (Redis Streams, as the reference's
 ``@socket.io/redis-streams-adapter``) can replace :class:`MemorySessionStore`.
 Everything here is called by :class:`flask_relay.engine.sio.SocketIOServer`
@@ -43,7 +44,9 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
+
+from .interfaces import SessionStore
 
 __all__ = [
     "RECOVERABLE_REASONS",
@@ -142,32 +145,6 @@ class Restored:
 
     session: KeptSession
     missed: list[Items]
-
-
-class SessionStore(Protocol):
-    """Where recovery keeps events and sessions (called with the server's lock held)."""
-
-    def position(self) -> int:
-        """The current position: events recorded later are after it."""
-        ...
-
-    def record(
-        self, namespace: str, to: Any, skip_sid: Any, encode: Callable[[str], Items]
-    ) -> Items:
-        """Give the next offset to ``encode``, keep its packet, return it."""
-        ...
-
-    def persist(self, session: KeptSession) -> None:
-        """Keep ``session`` for the recovery window."""
-        ...
-
-    def restore(self, namespace: str, pid: str, offset: str | None) -> Restored | None:
-        """Take back the session ``pid`` with what it missed after ``offset``, or ``None``."""
-        ...
-
-    def discard(self, sid: str, namespace: str) -> bool:
-        """Forget the kept session of ``sid`` (the server disconnected it for good)."""
-        ...
 
 
 @dataclass

@@ -62,7 +62,7 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable, Hashable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from ..protocol.errors import FlaskRelayError, ProtocolError
 from ..protocol.jsonlib import JSONModule
@@ -74,12 +74,9 @@ from .dispatch import (
     DispatcherClosed,
     DispatchQueueFull,
 )
-from .interfaces import DispatcherLike, EngineLike, QueuePublisher
+from .interfaces import DispatcherLike, EngineLike, QueuePublisher, SessionStore
 from .recovery import RECOVERABLE_REASONS, KeptSession, MemorySessionStore, RecoveryOptions
 from .views import EngineView, ManagerView
-
-if TYPE_CHECKING:
-    from .recovery import SessionStore
 
 __all__ = [
     "NOT_HANDLED",
