@@ -267,3 +267,20 @@ def test_disconnect_while_away_discards_the_kept_session() -> None:
     assert store.session_count == 0
     again = sio.test_client(app, auth={"pid": kept.pid})
     assert again.is_connected() and again.get_sid() != sid
+
+
+def test_the_sid_index_follows_the_sessions() -> None:
+    store, clock = _store(max_sessions=2)
+    offset = _emit(store, "x")
+    for pid in ("a", "b", "c"):  # "a" goes: over max_sessions
+        _keep(store, pid, [pid.upper()])
+    assert not store.discard("A", "/")
+    assert not store.discard("B", "/chat")
+    assert store.discard("B", "/") and not store.discard("B", "/")
+    assert _missed(store, "c", offset) == []
+    assert not store.discard("C", "/")  # taken by the recovery
+    _keep(store, "d", ["D"])
+    clock.now += 11
+    _emit(store, "y")
+    assert store.restore("/", "nobody", None) is None  # expires "d"
+    assert not store.discard("D", "/") and store.session_count == 0

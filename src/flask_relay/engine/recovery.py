@@ -177,7 +177,8 @@ class MemorySessionStore:
         self._seq = 0
         self._dropped = 0  # the highest seq no longer kept
         self._packets: deque[_Packet] = deque()
-        self._sessions: OrderedDict[str, KeptSession] = OrderedDict()
+        self._sessions: OrderedDict[str, KeptSession] = OrderedDict()  # by pid, oldest first
+        self._pids: dict[tuple[str, str], str] = {}  # (sid, namespace) -> pid
 
     def __len__(self) -> int:
         return len(self._packets)
@@ -210,7 +211,13 @@ class MemorySessionStore:
             oldest = next(iter(sessions.values()))
             if oldest.disconnected_at >= threshold and len(sessions) <= self.options.max_sessions:
                 break
-            sessions.popitem(last=False)
+            self._take(oldest.pid)
+
+    def _take(self, pid: str) -> KeptSession | None:
+        session = self._sessions.pop(pid, None)
+        if session is not None:
+            self._pids.pop((session.sid, session.namespace), None)
+        return session
 
     def _expire_packets(self, threshold: float) -> None:
         packets = self._packets
@@ -233,24 +240,25 @@ class MemorySessionStore:
 
     def persist(self, session: KeptSession) -> None:
         session.disconnected_at = self._clock()
+        self._take(session.pid)
         self._sessions[session.pid] = session
-        self._sessions.move_to_end(session.pid)
+        self._pids[(session.sid, session.namespace)] = session.pid
         self._expire()
 
     def restore(self, namespace: str, pid: str, offset: str | None) -> Restored | None:
         self._expire()
         session = self._sessions.get(pid)
         if session is None or session.namespace != namespace:
-            logger.info("recovery: no session %s on %s (unknown or expired)", pid, namespace)
+            logger.info("recovery: no session %.40r on %s (unknown or expired)", pid, namespace)
             return None
         # Once only: a second connection with the same pid gets a fresh socket.
-        del self._sessions[pid]
+        self._take(pid)
         if offset is None:
             start: int | None = session.mark
         else:
             start = self._parse(offset)
         if start is None:
-            logger.info("recovery: %s sent an unknown offset %r", session.sid, offset)
+            logger.info("recovery: %s sent an unknown offset %.40r", session.sid, offset)
             return None
         if start < self._dropped:
             logger.info("recovery: events missed by %s are no longer kept", session.sid)
@@ -267,11 +275,8 @@ class MemorySessionStore:
         return Restored(session, missed)
 
     def discard(self, sid: str, namespace: str) -> bool:
-        for pid, session in self._sessions.items():
-            if session.sid == sid and session.namespace == namespace:
-                del self._sessions[pid]
-                return True
-        return False
+        pid = self._pids.get((sid, namespace))
+        return pid is not None and self._take(pid) is not None
 
     def sessions(self) -> Iterable[KeptSession]:
         return list(self._sessions.values())
