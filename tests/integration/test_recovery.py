@@ -80,6 +80,11 @@ class Served:
             sio.server.get_session(flask.request.sid)["name"] = name  # type: ignore[attr-defined]
             return "joined"
 
+        @sio.on("join", namespace="/chat")
+        def join_chat(room: str) -> str:
+            join_room(room)
+            return "joined"
+
         self.port = free_port()
         self.server = sio.make_server(app, "127.0.0.1", self.port)
         self.url = f"http://127.0.0.1:{self.port}"
@@ -189,6 +194,33 @@ def test_recovered_without_any_event_received(served: Served, peer: NodePeer) ->
     ticks = _ticks(peer, "b")
     assert [t[0] for t in ticks] == [1, b"\x00\xff", 3]
     assert all(isinstance(t[1], str) for t in ticks)
+
+
+def test_each_namespace_of_a_connection_recovers(served: Served, peer: NodePeer) -> None:
+    """Two namespaces over one connection: each socket has its own pid and offset."""
+    sio = served.socketio
+    root = peer.connect("m", served.url, **RECONNECT)["sid"]
+    chat = peer.connect("m-chat", served.url, namespace="/chat", share="m")["sid"]
+    assert peer.call("m", "join", "r", "max") == ["joined"]
+    assert peer.call("m-chat", "join", "lounge") == ["joined"]
+    sio.emit("tick", "root 0", to="r")
+    sio.emit("tick", "chat 0", to="lounge", namespace="/chat")
+    peer.wait_event("m", "tick", 1)
+    peer.wait_event("m-chat", "tick", 1)
+    peer.send("close_transport", id="m")
+    served.record.wait_disconnect(root)
+    sio.emit("tick", "root 1", to="r")
+    sio.emit("tick", "chat 1", to="lounge", namespace="/chat")
+    sio.emit("tick", "chat all", namespace="/chat")
+    assert (_connects(peer, "m", 2)["recovered"], _connects(peer, "m", 2)["sid"]) == (True, root)
+    again = _connects(peer, "m-chat", 2)
+    assert (again["recovered"], again["sid"]) == (True, chat)
+    peer.wait_event("m", "tick", 2)
+    peer.wait_event("m-chat", "tick", 3)
+    sio.emit("tick", "end", to=[root, chat])  # the root namespace: only "m"
+    peer.wait_event("m", "tick", 3)
+    assert [t[0] for t in _ticks(peer, "m")] == ["root 0", "root 1", "end"]
+    assert [t[0] for t in _ticks(peer, "m-chat")] == ["chat 0", "chat 1", "chat all"]
 
 
 def test_deliberate_disconnects_are_not_recovered(served: Served, peer: NodePeer) -> None:
