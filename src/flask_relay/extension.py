@@ -47,6 +47,7 @@ import flask
 from flask.sessions import SessionMixin
 
 from .engine.dispatch import DEFAULT_MAX_WORKERS
+from .engine.recovery import RecoveryOptions
 from .engine.sio import (
     NOT_HANDLED,
     ConnectionRefusedError,
@@ -98,6 +99,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "redis_options": None,
     # Node's socket.io
     "serve_client": True,
+    "connection_state_recovery": None,
 }
 
 #: Options given to the Engine.IO endpoint when the server starts.
@@ -334,6 +336,12 @@ class SocketIO:
         ``.map`` files (``ETag``, ``Cache-Control: public, max-age=0``, 304
         on ``If-None-Match``, gzip). ``False`` leaves those paths to the
         Engine.IO endpoint (400), as Flask-SocketIO has no such option.
+    ``connection_state_recovery`` (``None``)
+        Node's ``connectionStateRecovery``: ``{'max_disconnection_duration':
+        120, 'skip_middlewares': True}`` (seconds; also ``max_packets`` and
+        ``max_sessions``, 10,000 each) or ``True`` for those defaults. A
+        client whose connection drops gets its sid, rooms and missed events
+        back when it reconnects within the window. See ``docs/recovery.md``.
     """
 
     #: Disconnect reasons given to disconnect handlers.
@@ -393,6 +401,7 @@ class SocketIO:
                     f"message_queue scheme {scheme!r} is not supported yet: only Redis "
                     "(redis://, rediss://, unix://, valkey://) in this release"
                 )
+        RecoveryOptions.parse(options.get("connection_state_recovery"))
         serializer = options.get("serializer", "default")
         if serializer is not None and serializer not in SERIALIZERS:
             raise ValueError(
@@ -440,6 +449,7 @@ class SocketIO:
             max_workers=int(self._option("max_workers")),
             logger=self._option("logger"),
             serializer=self._option("serializer") or "default",
+            recovery=RecoveryOptions.parse(self._option("connection_state_recovery")),
         )
         # The same dict: ``socketio.server.eio.ping_timeout = 60`` reaches the
         # endpoints built afterwards (server/mounts.py builds them at run time).

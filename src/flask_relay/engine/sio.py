@@ -44,6 +44,13 @@ What a client sees, in order, for a namespace connection:
 
 Engine.IO connections that send no ``CONNECT`` within ``connect_timeout``
 seconds (default 45, like the reference) are closed.
+
+With connection state recovery (``recovery=``, :mod:`flask_relay.engine.recovery`)
+the ``CONNECT`` reply also carries a ``pid``, ack-less emits carry an offset
+as their last argument, a socket lost to a transport failure is kept after
+its disconnect handler, and a ``CONNECT`` whose auth names a kept ``pid``
+takes that socket's sid, rooms and data back, with the events it missed held
+back like step 2's output.
 """
 
 from __future__ import annotations
@@ -69,8 +76,9 @@ from .dispatch import (
     DispatcherClosed,
     DispatchQueueFull,
 )
-from .interfaces import DispatcherLike, EngineLike, QueuePublisher
+from .interfaces import DispatcherLike, EngineLike, QueuePublisher, SessionStore
 from .observers import ServerObserver
+from .recovery import RECOVERABLE_REASONS, KeptSession, MemorySessionStore, RecoveryOptions
 from .views import EngineView, ManagerView
 
 if TYPE_CHECKING:
@@ -211,6 +219,10 @@ class Socket:
         "acks",
         "accepted",
         "data",
+        "pid",
+        "recovered",
+        "mark",
+        "keep",
     )
 
     def __init__(self, sid: str, namespace: str, connection: Connection) -> None:
@@ -226,6 +238,13 @@ class Socket:
         self.acks: dict[int, _Ack] = {}
         self.accepted = False
         self.data: dict[str, Any] = {}
+        #: Connection state recovery (engine/recovery.py): the private session
+        #: id, whether this socket took over a kept session, the store position
+        #: at connect, and whether to keep the session when it goes.
+        self.pid: str | None = None
+        self.recovered = False
+        self.mark = 0
+        self.keep = False
 
     @property
     def environ(self) -> dict[str, Any]:
@@ -346,6 +365,10 @@ class SocketIOServer:
         pool grows to it only while handlers block.
     :param logger: ``True`` logs connections and events at INFO level, a
         :class:`logging.Logger` is used as is; errors are always logged.
+    :param recovery: connection state recovery (:mod:`flask_relay.engine.recovery`);
+        ``None``: off.
+    :param session_store: where recovery keeps events and sessions (default:
+        a :class:`~flask_relay.engine.recovery.MemorySessionStore`).
     """
 
     reason = DisconnectReason
@@ -363,8 +386,14 @@ class SocketIOServer:
         max_workers: int = DEFAULT_MAX_WORKERS,
         logger: bool | logging.Logger = False,
         serializer: str = "default",
+        recovery: RecoveryOptions | None = None,
+        session_store: SessionStore | None = None,
     ) -> None:
         self.application = application
+        self.recovery = recovery
+        if recovery is not None and session_store is None:
+            session_store = MemorySessionStore(recovery)
+        self.session_store = session_store if recovery is not None else None
         if namespaces == "*" or namespaces == ["*"]:
             self.namespaces: list[str] | str = "*"
         else:
@@ -579,13 +608,56 @@ class SocketIOServer:
                     Packet(_CONNECT_ERROR, namespace, {"message": "Invalid namespace"}),
                 )
                 return
-            sock = Socket(_new_sid(), namespace, conn)
+            sock = self._recover(conn, namespace, auth) if self.recovery else None
+            if sock is None:
+                sock = Socket(_new_sid(), namespace, conn)
+                if self.session_store is not None:
+                    sock.pid = _new_sid()
+                    sock.mark = self.session_store.position()
             conn.sockets[namespace] = sock
             self._sockets[sock.sid] = sock
             self._namespace_sockets.setdefault(namespace, {})[sock.sid] = sock
-            self._rooms.setdefault(namespace, {})[sock.sid] = {sock.sid: sock}
+            rooms = self._rooms.setdefault(namespace, {})
+            for room in sock.rooms:
+                rooms.setdefault(room, {})[sock.sid] = sock
+        if sock.recovered and self.recovery is not None and self.recovery.skip_middlewares:
+            # The reference skips its middlewares; here that is the connect handler.
+            self._submit(conn, self._run_recovered, sock, barrier=True)
+            return
         # A barrier: the client's events must not overtake its connect handler.
         self._submit(conn, self._run_connect, sock, auth, barrier=True)
+
+    def _recover(self, conn: Connection, namespace: str, auth: Any) -> Socket | None:
+        """A socket that takes over the kept session named in ``auth``, or ``None``.
+
+        Call with the lock held. The events the client missed become the
+        socket's held-back output, so they follow the ``CONNECT`` reply and
+        precede anything emitted to it from now on.
+        """
+        store = self.session_store
+        if store is None or not isinstance(auth, dict) or not isinstance(auth.get("pid"), str):
+            return None
+        offset = auth.get("offset")
+        if not isinstance(offset, str):
+            offset = None  # no event received yet: replay from its connect
+        restored = store.restore(namespace, auth["pid"], offset)
+        if restored is None:
+            return None
+        kept = restored.session
+        if kept.sid in self._sockets:  # its old socket is still there: cannot happen twice
+            self.logger.warning("recovery: %s is still connected; new socket instead", kept.sid)
+            return None
+        sock = Socket(kept.sid, namespace, conn)
+        sock.pid = kept.pid
+        sock.data = kept.data
+        sock.rooms.update(dict.fromkeys(kept.rooms))
+        sock.recovered = True
+        sock.mark = store.position()
+        sock.pending = list(restored.missed)
+        self.logger.info(
+            "%s recovered on %s: %d missed event(s)", sock.sid, namespace, len(restored.missed)
+        )
+        return sock
 
     def engine_disconnected(self, conn: Connection, reason: str) -> None:
         """``conn``'s Engine.IO connection ended (an Engine.IO close reason)."""
@@ -595,10 +667,13 @@ class SocketIOServer:
         mapped = _EIO_REASONS.get(reason, reason)
         if self.observers:
             self._observe("connection_closed", conn, reason)
+        keep = self.session_store is not None and reason in RECOVERABLE_REASONS
         with self._lock:
             conn.closed = True
             socks = list(conn.sockets.values())
             for sock in socks:
+                # Kept (in _forget, after the disconnect handler) if it was connected.
+                sock.keep = keep and sock.state == CONNECTED
                 self._begin_disconnect(sock)
         for sock in socks:
             if not self._submit(conn, self._finish_disconnect, sock, mapped):
@@ -639,11 +714,21 @@ class SocketIOServer:
             self._observe("socket_connected", sock)
         self.logger.info("%s connected to %s", sock.sid, sock.namespace)
 
+    def _run_recovered(self, sock: Socket) -> None:
+        """A recovered socket with ``skip_middlewares``: accepted without the handler."""
+        if sock.state != CONNECTING:
+            return
+        sock.accepted = True
+        self._accept(sock)
+
     def _accept(self, sock: Socket) -> None:
         with self._lock:
             if sock.state != CONNECTING:
                 return
-            items = self._encoder.encode(Packet(_CONNECT, sock.namespace, {"sid": sock.sid}))
+            reply: dict[str, Any] = {"sid": sock.sid}
+            if sock.pid is not None:
+                reply["pid"] = sock.pid
+            items = self._encoder.encode(Packet(_CONNECT, sock.namespace, reply))
             pending = sock.pending or ()
             sock.pending = None
             sock.state = CONNECTED
@@ -732,6 +817,18 @@ class SocketIOServer:
             sock.state = DISCONNECTED
             if self._sockets.get(sock.sid) is sock:
                 del self._sockets[sock.sid]
+            if sock.keep and sock.accepted and self.session_store is not None:
+                sock.keep = False
+                self.session_store.persist(
+                    KeptSession(
+                        sock.sid,
+                        sock.pid or "",
+                        sock.namespace,
+                        list(sock.rooms),
+                        sock.data,
+                        sock.mark,
+                    )
+                )
             leaving = self._leaving.get(sock.namespace)
             if leaving is not None and leaving.pop(sock.sid, None) is not None and not leaving:
                 del self._leaving[sock.namespace]
@@ -852,6 +949,20 @@ class SocketIOServer:
         processes' clients, unless ``ignore_queue``.
         """
         data = [event, *args]
+        store = self.session_store
+        if callback is None and store is not None:
+            # Recovery: the offset is the last argument, handed out under the
+            # lock so that offsets follow the order of sends.
+            def encode(offset: str) -> list[str | bytes]:
+                return self._encoder.encode(Packet(_EVENT, namespace, [*data, offset]))
+
+            with self._lock:
+                items = store.record(namespace, to, skip_sid, encode)
+                socks = self._targets(namespace, to, skip_sid)
+                self._deliver_many(socks, items)
+            if self.queue is not None and not ignore_queue:
+                self.queue.emit(event, args, namespace=namespace, room=to, skip_sid=skip_sid)
+            return len(socks)
         if callback is None:
             # Encoding first: an unencodable payload raises here, in the caller.
             items = self._encoder.encode(Packet(_EVENT, namespace, data))
@@ -1248,6 +1359,10 @@ class SocketIOServer:
         """
         with self._lock:
             sock = self._socket(sid, namespace)
+            store = self.session_store
+            # Away, with its session kept for recovery: that ends here.
+            if sock is None and store is not None and store.discard(sid, namespace or "/"):
+                self.logger.info("%s: kept session discarded by disconnect()", sid)
             if sock is None and self.queue is not None and not ignore_queue:
                 self.queue.disconnect(sid, namespace or "/")
                 return
