@@ -47,6 +47,7 @@ import flask
 from flask.sessions import SessionMixin
 
 from .engine.dispatch import DEFAULT_MAX_WORKERS
+from .engine.recovery import RecoveryOptions
 from .engine.sio import (
     NOT_HANDLED,
     ConnectionRefusedError,
@@ -56,11 +57,13 @@ from .engine.sio import (
 )
 from .engine.views import ENGINE_DEFAULTS
 from .namespace import Namespace
+from .protocol.codecs import SERIALIZERS, make_codec
 from .protocol.errors import FlaskRelayError
 from .protocol.jsonlib import JSONModule
 from .pubsub import MessageQueue, from_url
 
 if TYPE_CHECKING:
+    from .engine.admin import AdminUI
     from .server.http import Server
     from .test_client import SocketIOTestClient
 
@@ -96,6 +99,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "redis_options": None,
     # Node's socket.io
     "serve_client": True,
+    "connection_state_recovery": None,
 }
 
 #: Options given to the Engine.IO endpoint when the server starts.
@@ -255,6 +259,11 @@ class _Application:
         self.socketio = socketio
         self.trigger = trigger  # SocketIO._trigger: find the handler and run it
 
+    @property
+    def namespace_handlers(self) -> dict[str, Namespace]:
+        """Read by ``SocketIOServer.namespace_handlers`` (python-socketio's name)."""
+        return self.socketio.namespace_handlers
+
     def has_namespace(self, namespace: str) -> bool:
         sio = self.socketio
         return (
@@ -340,6 +349,12 @@ class SocketIO:
         ``.map`` files (``ETag``, ``Cache-Control: public, max-age=0``, 304
         on ``If-None-Match``, gzip). ``False`` leaves those paths to the
         Engine.IO endpoint (400), as Flask-SocketIO has no such option.
+    ``connection_state_recovery`` (``None``)
+        Node's ``connectionStateRecovery``: ``{'max_disconnection_duration':
+        120, 'skip_middlewares': True}`` (seconds; also ``max_packets`` and
+        ``max_sessions``, 10,000 each) or ``True`` for those defaults. A
+        client whose connection drops gets its sid, rooms and missed events
+        back when it reconnects within the window. See ``docs/recovery.md``.
     """
 
     #: Disconnect reasons given to disconnect handlers.
@@ -361,6 +376,10 @@ class SocketIO:
         self._http_server: Server | None = None
         # id(app) -> the prefix this endpoint is registered under there.
         self._registered: dict[int, str] = {}
+        # instrument()'s options, applied again to the server init_app builds.
+        self._instrument_options: dict[str, Any] | None = None
+        # The queue init_app built from ``message_queue`` (not one the app gave).
+        self._built_queue: MessageQueue | None = None
         if app is not None or "message_queue" in kwargs:
             self.init_app(app, **kwargs)
         else:
@@ -395,12 +414,15 @@ class SocketIO:
                     f"message_queue scheme {scheme!r} is not supported yet: only Redis "
                     "(redis://, rediss://, unix://, valkey://) in this release"
                 )
+        RecoveryOptions.parse(options.get("connection_state_recovery"))
         serializer = options.get("serializer", "default")
-        if serializer not in (None, "default", "json"):
+        if serializer is not None and serializer not in SERIALIZERS:
             raise ValueError(
-                f"serializer={serializer!r} is not supported: only the default JSON "
-                "serializer is implemented"
+                f"serializer={serializer!r} is not supported: use 'default' (JSON) or "
+                "'msgpack' (the socket.io-msgpack-parser format)"
             )
+        if serializer == "msgpack":
+            make_codec("msgpack")  # a missing msgpack package fails here, at construction
 
     def init_app(self, app: flask.Flask | None, **kwargs: Any) -> None:
         """Attach to ``app``: options given here are merged over the constructor's.
@@ -439,11 +461,19 @@ class SocketIO:
             async_handlers=bool(self._option("async_handlers")),
             max_workers=int(self._option("max_workers")),
             logger=self._option("logger"),
+            serializer=self._option("serializer") or "default",
+            recovery=RecoveryOptions.parse(self._option("connection_state_recovery")),
         )
         # The same dict: ``socketio.server.eio.ping_timeout = 60`` reaches the
         # endpoints built afterwards (server/mounts.py builds them at run time).
         self.server.engine_options = self.server_options
+        if self._instrument_options is not None:
+            self.server.instrument(**self._instrument_options)
         queue = self._option("client_manager")
+        if queue is not None and queue is self._built_queue and "client_manager" not in kwargs:
+            # Built by an earlier init_app from message_queue: build again, so
+            # SocketIO(message_queue=url) then init_app(app) is no longer write-only.
+            queue = None
         url = self._option("message_queue")
         if queue is None and url is not None:
             queue = from_url(
@@ -453,6 +483,10 @@ class SocketIO:
                 json=json,
                 options=self._option("redis_options"),
             )
+            # Where Flask-SocketIO keeps it (apps and its tests read
+            # server_options['client_manager'].write_only).
+            self._built_queue = queue
+            options["client_manager"] = queue
         if previous is not None and previous.queue is not None and previous.queue is not queue:
             previous.queue.close()
         if queue is not None:
@@ -804,6 +838,33 @@ class SocketIO:
         thread = threading.Thread(target=target, args=args, kwargs=kwargs, daemon=True)
         thread.start()
         return thread
+
+    def instrument(
+        self,
+        auth: Any = None,
+        mode: str = "development",
+        read_only: bool = False,
+        server_id: str | None = None,
+        namespace: str = "/admin",
+        server_stats_interval: float = 2,
+    ) -> AdminUI:
+        """Serve the Socket.IO Admin UI dashboard (npm ``@socket.io/admin-ui``).
+
+        python-socketio's ``Server.instrument``; see :mod:`flask_relay.engine.admin`.
+        ``auth`` is required: ``{"username": ..., "password": ...}``, a list of
+        those, a callable, or ``False``. Returns the :class:`~flask_relay.engine.admin.AdminUI`.
+        """
+        options: dict[str, Any] = {
+            "auth": auth,
+            "mode": mode,
+            "read_only": read_only,
+            "server_id": server_id,
+            "namespace": namespace,
+            "server_stats_interval": server_stats_interval,
+        }
+        admin = self._require_server().instrument(**options)
+        self._instrument_options = options
+        return admin
 
     def sleep(self, seconds: float = 0) -> None:
         """``time.sleep`` (kept for Flask-SocketIO code that yields to other tasks)."""

@@ -6,7 +6,8 @@ the usual place) | ``late`` (just before ``run()``); ``KIND`` = ``socketio``
 | ``engineio`` (the standalone ``EngineIO.run``) | ``plain`` (a Flask app
 without any extension, for the gunicorn worker's own check).
 
-Usage: python patched_app.py PORT (or gunicorn ... patched_app:app).
+Usage: python patched_app.py PORT (or gunicorn ... patched_app:app), or
+python patched_app.py test-client (an echo through ``socketio.test_client``).
 """
 
 import os
@@ -62,6 +63,10 @@ elif KIND == "engineio":
 if __name__ == "__main__":
     if WHEN == "late":
         patch()
+    if sys.argv[1] == "test-client":  # the app's own tests: no server, no loop
+        client = socketio.test_client(app)
+        print("echo:", client.emit("echo", "from the test client", callback=True))
+        sys.exit(0)
     port = int(sys.argv[1])
     if KIND == "engineio":
         eio.run(app, port=port)

@@ -73,13 +73,21 @@ def assert_refused_in_one_line(done: subprocess.CompletedProcess[str], library: 
 
 @pytest.mark.parametrize("library", ["eventlet", "gevent"])
 def test_patch_at_the_top_of_a_socketio_app(library: str) -> None:
-    """The usual place: patched before ``SocketIO(app)``, whose ``init_app`` refuses."""
+    """The usual place: patched before ``SocketIO(app)``. ``init_app`` logs it at
+    ERROR, then ``socketio.run`` refuses in one line."""
     port = free_port()
     done = run([sys.executable, str(APP), str(port)], port, PATCH=library, WHEN="top")
-    assert done.returncode == 1, done.stderr
-    last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("RuntimeError: " + message(library)), done.stderr
-    assert "serving" not in done.stderr
+    assert_refused_in_one_line(done, library)
+    logged = [line for line in done.stderr.splitlines() if "test client still works" in line]
+    assert len(logged) == 1 and message(library) in logged[0], done.stderr
+
+
+@pytest.mark.parametrize("library", ["eventlet", "gevent"])
+def test_the_test_client_works_in_a_patched_process(library: str) -> None:
+    """An app's own tests (``socketio.test_client``) need no loop: they run."""
+    done = run([sys.executable, str(APP), "test-client"], 0, PATCH=library, WHEN="top")
+    assert done.returncode == 0, done.stderr
+    assert "echo: from the test client" in done.stdout, (done.stdout, done.stderr)
 
 
 def test_patch_just_before_run_exits_with_one_line() -> None:
@@ -89,9 +97,8 @@ def test_patch_just_before_run_exits_with_one_line() -> None:
 
 
 def test_engineio_run_exits_with_one_line() -> None:
-    # Patched after EngineIO(app) (whose init_app refuses like SocketIO's when
-    # patched at the top): EngineIO.run's own check. (eventlet itself fails
-    # when patching this late, so gevent.)
+    # Patched after EngineIO(app): EngineIO.run's own check. (eventlet itself
+    # fails when patching this late, so gevent.)
     port = free_port()
     done = run(
         [sys.executable, str(APP), str(port)], port, PATCH="gevent", WHEN="late", KIND="engineio"
@@ -99,27 +106,45 @@ def test_engineio_run_exits_with_one_line() -> None:
     assert_refused_in_one_line(done, "gevent")
 
 
-def test_engineio_app_patched_at_the_top_refuses_at_init_app() -> None:
+def test_engineio_app_patched_at_the_top_exits_at_run() -> None:
     port = free_port()
     done = run(
         [sys.executable, str(APP), str(port)], port, PATCH="eventlet", WHEN="top", KIND="engineio"
     )
-    assert done.returncode == 1, done.stderr
-    last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("RuntimeError: " + message("eventlet")), done.stderr
+    assert_refused_in_one_line(done, "eventlet")
 
 
-def test_flask_run_refuses() -> None:
-    """The foreign-server door (``flask run``): the middleware's install refuses."""
+def test_flask_run_logs_it_and_answers_500() -> None:
+    """The foreign-server door (``flask run``): the ERROR line at start-up, then a
+    500 with the message for every request that needs the loop; views still work."""
     port = free_port()
-    done = run(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "flask", "--app", "patched_app", "run", "--port", str(port)],
-        port,
-        PATCH="eventlet",
-        WHEN="top",
+        cwd=HERE,
+        env=dict(os.environ, PYTHONWARNINGS="ignore", PATCH="eventlet", WHEN="top"),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
-    assert done.returncode != 0, done.stderr
-    assert "RuntimeError: " + message("eventlet") in done.stderr, done.stderr
+    try:
+
+        def up() -> bool:
+            assert proc.poll() is None
+            try:
+                return request(port, "GET", "/hello", timeout=1).status == 200
+            except OSError:
+                return False
+
+        wait_until(up, timeout=20, what="flask run serving")
+        answer = request(port, "GET", "/socket.io/?EIO=4&transport=polling", timeout=5)
+        assert answer.status == 500
+        assert answer.body.decode().startswith(message("eventlet")), answer.body
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert message("eventlet") in err, err
 
 
 def test_gunicorn_worker_refuses_and_gunicorn_stops(tmp_path: Path) -> None:

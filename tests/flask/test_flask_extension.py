@@ -99,8 +99,22 @@ def test_message_queue_is_refused_clearly(app: Flask) -> None:
         SocketIO(app, message_queue="amqp://guest@127.0.0.1//")
     with pytest.raises(MessageQueueNotSupported):
         SocketIO(app, client_manager=object())
-    with pytest.raises(ValueError, match="serializer"):
-        SocketIO(app, serializer="msgpack")
+    with pytest.raises(ValueError, match="serializer='cbor'"):
+        SocketIO(app, serializer="cbor")
+
+
+def test_msgpack_serializer_in_the_test_client(app: Flask) -> None:
+    """serializer='msgpack': the test client speaks it too (tests/protocol/test_msgpack.py
+    and tests/integration/test_msgpack_clients.py cover the wire)."""
+    sio = SocketIO(app, serializer="msgpack")
+
+    @sio.on("echo")
+    def echo(*args: Any) -> Any:
+        return args
+
+    assert sio.server is not None and sio.server.codec.name == "msgpack"
+    client = sio.test_client(app)
+    assert client.emit("echo", b"\x00", {"a": [1.5]}, callback=True) == [b"\x00", {"a": [1.5]}]
 
 
 def test_accepted_compatibility_options(app: Flask) -> None:

@@ -20,7 +20,7 @@ from flask import Flask, request
 from flask_face_peers import free_port, wait_until
 from werkzeug.serving import make_server
 
-from flask_relay import SocketIO, join_room, leave_room
+from flask_relay import Namespace, SocketIO, join_room, leave_room
 
 NAMESPACES = ["/", "/chat"]
 
@@ -317,3 +317,35 @@ def test_views_with_the_test_client() -> None:
     assert "/" not in manager.rooms and len(manager.rooms) == 0
     with pytest.raises(TypeError):
         manager.rooms["/"] = {}  # type: ignore[index]
+
+
+def test_namespace_handlers_lists_the_registered_namespace_objects() -> None:
+    # python-socketio's server.namespace_handlers maps each namespace to the
+    # object registered for it; apps (and their tests) call its methods.
+    class Downloads(Namespace):
+        def on_connect(self) -> None:
+            self.emit("init", {"items": []})
+
+    reference = socketio_client.Server(async_mode="threading")
+    reference.register_namespace(socketio_client.Namespace("/downloads"))
+
+    app = Flask(__name__)
+    sio = SocketIO()
+    before = Downloads("/downloads")
+    sio.on_namespace(before)  # registered before init_app, as app factories do
+    sio.init_app(app)
+    after = Downloads("/after")
+    sio.on_namespace(after)
+    handlers = sio.server.namespace_handlers
+    assert set(handlers) == set(reference.namespace_handlers) | {"/after"}
+    assert handlers["/downloads"] is before and handlers["/after"] is after
+    with pytest.raises(TypeError):
+        handlers["/x"] = after  # type: ignore[index]
+
+    client = sio.test_client(app, namespace="/downloads")
+    client.get_received("/downloads")
+    handlers["/downloads"].emit("update", {"id": 1})  # outside any handler
+    assert client.get_received("/downloads") == [
+        {"name": "update", "args": [{"id": 1}], "namespace": "/downloads"}
+    ]
+    client.disconnect("/downloads")

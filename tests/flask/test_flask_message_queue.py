@@ -304,3 +304,32 @@ def _their_listener_ready(cluster: Cluster) -> bool:
         return int(counts.get(cluster.channel.encode(), 0)) >= 2
     finally:
         client.close()
+
+
+def test_queue_built_from_message_queue_is_in_server_options(redis_url: str) -> None:
+    # Flask-SocketIO keeps the manager it builds in server_options['client_manager'];
+    # apps (and Flask-SocketIO's own tests) read its write_only flag there.
+    made: list[SocketIO] = []
+    try:
+        with_app = SocketIO(Flask("a"), message_queue=redis_url)
+        late = SocketIO(Flask("b"))
+        late.init_app(late.app, message_queue=redis_url)
+        emitter = SocketIO(message_queue=redis_url)
+        made += [with_app, late, emitter]
+        for sio, write_only in ((with_app, False), (late, False), (emitter, True)):
+            queue = sio.server_options["client_manager"]
+            assert queue is sio.server.queue
+            assert queue.write_only is write_only
+        # An emitter attached to an app later listens: the queue is built again.
+        emitter.init_app(Flask("c"))
+        assert emitter.server_options["client_manager"] is emitter.server.queue
+        assert emitter.server.queue.write_only is False
+        # A manager the app gave is kept as it is.
+        given = SocketIO(message_queue=redis_url).server_options["client_manager"]
+        kept = SocketIO(Flask("d"), client_manager=given)
+        made.append(kept)
+        assert kept.server.queue is given and given.write_only is True
+    finally:
+        for sio in made:
+            if sio.server.queue is not None:
+                sio.server.queue.close()

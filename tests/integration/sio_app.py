@@ -73,9 +73,13 @@ def instrument() -> None:
     EngineIOServer.send_prepared = counting_send_prepared  # type: ignore[method-assign]
 
 
-def create_app(ping_interval: float, ping_timeout: float) -> tuple[Flask, SocketIO]:
+def create_app(
+    ping_interval: float, ping_timeout: float, serializer: str = "default"
+) -> tuple[Flask, SocketIO]:
     app = Flask(__name__)
-    socketio = SocketIO(app, ping_interval=ping_interval, ping_timeout=ping_timeout)
+    socketio = SocketIO(
+        app, ping_interval=ping_interval, ping_timeout=ping_timeout, serializer=serializer
+    )
 
     @app.get("/stats")
     def stats() -> Any:
@@ -205,9 +209,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--ping-interval", type=float, default=25)
     parser.add_argument("--ping-timeout", type=float, default=20)
+    parser.add_argument("--serializer", default="default")
     options = parser.parse_args()
     instrument()
-    app, socketio = create_app(options.ping_interval, options.ping_timeout)
+    app, socketio = create_app(options.ping_interval, options.ping_timeout, options.serializer)
     socketio.run(app, host="127.0.0.1", port=options.port)
 
 

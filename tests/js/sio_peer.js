@@ -14,7 +14,9 @@
 //    "opts":{...socket.io-client options...},"share":"b"}
 //       opts defaults: forceNew, reconnection off. "share": multiplex over the
 //       connection (Manager) of client "b" instead of opening a new one.
-//       -> {"ev":"connect","id","sid","transport"} | {"ev":"connect_error","id","message","data"}
+//       -> {"ev":"connect","id","sid","transport","recovered"}
+//          | {"ev":"connect_error","id","message","data"}
+//       ("recovered": socket.recovered, connection state recovery)
 //       later: {"ev":"upgrade","id","transport"}, {"ev":"ping","id"} (Engine.IO heartbeat),
 //              {"ev":"disconnect","id","reason"}
 //   every event the server sends -> {"ev":"event","id","event","args","ack":bool}
@@ -26,6 +28,7 @@
 //   {"op":"info","id","tag"}  -> {"ev":"info","id","tag","connected","sid","transport"}
 //   {"op":"disconnect","id"}  -> {"ev":"disconnect","id","reason":"io client disconnect"}
 //   {"op":"close_transport","id"}  drop the TCP connection without a close packet
+//   {"op":"reconnect","id"}   socket.connect() again after a disconnect
 //
 // Many quiet clients, named by "prefix" (reports only summaries):
 //   {"op":"bulk","prefix":"c","count":1000,"url","namespace","opts","concurrency":100}
@@ -108,6 +111,8 @@ function transportOf(socket) {
 
 function makeSocket(cmd) {
   const opts = Object.assign({ forceNew: true, reconnection: false }, fromWire(cmd.opts || {}));
+  // "parser": "<npm package>" (e.g. socket.io-msgpack-parser) loads that parser.
+  if (typeof opts.parser === "string") opts.parser = require(opts.parser);
   const namespace = cmd.namespace || "/";
   if (cmd.share) {
     const other = sockets.get(cmd.share);
@@ -132,7 +137,13 @@ function connect(cmd) {
     });
   }
   socket.on("connect", () =>
-    report({ ev: "connect", id, sid: socket.id, transport: transportOf(socket) }),
+    report({
+      ev: "connect",
+      id,
+      sid: socket.id,
+      transport: transportOf(socket),
+      recovered: Boolean(socket.recovered),
+    }),
   );
   socket.on("connect_error", (err) =>
     report({ ev: "connect_error", id, message: err.message, data: toWire(err.data ?? null) }),
@@ -289,6 +300,8 @@ function handle(cmd) {
     }
     case "disconnect":
       return sockets.get(cmd.id).disconnect();
+    case "reconnect":
+      return sockets.get(cmd.id).connect();
     case "close_transport": {
       const engine = sockets.get(cmd.id).io.engine;
       const ws = engine.transport && engine.transport.ws;

@@ -10,6 +10,8 @@
   (``flask_relay.groups`` implements it; the ws objects join and leave).
 * :class:`QueuePublisher`: what the Socket.IO server publishes for the other
   processes (``flask_relay.pubsub`` implements it; the engine never imports it).
+* :class:`SessionStore`: where connection state recovery keeps events and
+  disconnected sessions (``recovery.py``'s ``MemorySessionStore``).
 
 Only ``typing.Protocol`` classes: an implementation satisfies one by shape.
 """
@@ -17,9 +19,19 @@ Only ``typing.Protocol`` classes: an implementation satisfies one by shape.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-__all__ = ["DispatcherLike", "EngineHandler", "EngineLike", "GroupRegistry", "QueuePublisher"]
+if TYPE_CHECKING:
+    from .recovery import Items, KeptSession, Restored
+
+__all__ = [
+    "DispatcherLike",
+    "EngineHandler",
+    "EngineLike",
+    "GroupRegistry",
+    "QueuePublisher",
+    "SessionStore",
+]
 
 
 class EngineHandler(Protocol):
@@ -94,3 +106,29 @@ class GroupRegistry(Protocol):
     def leave_all(self, member: Any) -> None: ...
 
     def rooms_of(self, member: Any) -> set[Hashable]: ...
+
+
+class SessionStore(Protocol):
+    """Where recovery keeps events and sessions (called with the server's lock held)."""
+
+    def position(self) -> int:
+        """The current position: events recorded later are after it."""
+        ...
+
+    def record(
+        self, namespace: str, to: Any, skip_sid: Any, encode: Callable[[str], Items]
+    ) -> Items:
+        """Give the next offset to ``encode``, keep its packet, return it."""
+        ...
+
+    def persist(self, session: KeptSession) -> None:
+        """Keep ``session`` for the recovery window."""
+        ...
+
+    def restore(self, namespace: str, pid: str, offset: str | None) -> Restored | None:
+        """Take back the session ``pid`` with what it missed after ``offset``, or ``None``."""
+        ...
+
+    def discard(self, sid: str, namespace: str) -> bool:
+        """Forget the kept session of ``sid`` (the server disconnected it for good)."""
+        ...

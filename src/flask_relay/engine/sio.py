@@ -44,6 +44,13 @@ What a client sees, in order, for a namespace connection:
 
 Engine.IO connections that send no ``CONNECT`` within ``connect_timeout``
 seconds (default 45, like the reference) are closed.
+
+With connection state recovery (``recovery=``, :mod:`flask_relay.engine.recovery`)
+the ``CONNECT`` reply also carries a ``pid``, ack-less emits carry an offset
+as their last argument, a socket lost to a transport failure is kept after
+its disconnect handler, and a ``CONNECT`` whose auth names a kept ``pid``
+takes that socket's sid, rooms and data back, with the events it missed held
+back like step 2's output.
 """
 
 from __future__ import annotations
@@ -55,12 +62,14 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable, Iterator
-from typing import Any, Protocol
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Protocol
 
+from ..protocol.codecs import PacketDecoder, PacketEncoder, make_codec
 from ..protocol.errors import FlaskRelayError, ProtocolError
 from ..protocol.jsonlib import JSONModule
-from ..protocol.socketio import Decoder, Encoder, Packet, PacketType
+from ..protocol.socketio import Packet, PacketType
 from .dispatch import (
     DEFAULT_MAX_WORKERS,
     ORDER_WINDOW,
@@ -68,8 +77,13 @@ from .dispatch import (
     DispatcherClosed,
     DispatchQueueFull,
 )
-from .interfaces import DispatcherLike, EngineLike, QueuePublisher
+from .interfaces import DispatcherLike, EngineLike, QueuePublisher, SessionStore
+from .observers import ServerObserver
+from .recovery import RECOVERABLE_REASONS, KeptSession, MemorySessionStore, RecoveryOptions
 from .views import EngineView, ManagerView
+
+if TYPE_CHECKING:
+    from .admin import AdminUI
 
 __all__ = [
     "NOT_HANDLED",
@@ -206,6 +220,10 @@ class Socket:
         "acks",
         "accepted",
         "data",
+        "pid",
+        "recovered",
+        "mark",
+        "keep",
     )
 
     def __init__(self, sid: str, namespace: str, connection: Connection) -> None:
@@ -221,6 +239,13 @@ class Socket:
         self.acks: dict[int, _Ack] = {}
         self.accepted = False
         self.data: dict[str, Any] = {}
+        #: Connection state recovery (engine/recovery.py): the private session
+        #: id, whether this socket took over a kept session, the store position
+        #: at connect, and whether to keep the session when it goes.
+        self.pid: str | None = None
+        self.recovered = False
+        self.mark = 0
+        self.keep = False
 
     @property
     def environ(self) -> dict[str, Any]:
@@ -244,7 +269,11 @@ class Connection:
     __slots__ = ("binding", "eio_sid", "environ", "decoder", "sockets", "timer", "closed")
 
     def __init__(
-        self, binding: EngineBinding, eio_sid: str, environ: dict[str, Any], decoder: Decoder
+        self,
+        binding: EngineBinding,
+        eio_sid: str,
+        environ: dict[str, Any],
+        decoder: PacketDecoder,
     ) -> None:
         self.binding = binding
         self.eio_sid = eio_sid
@@ -326,6 +355,9 @@ class SocketIOServer:
     :param connect_timeout: seconds an Engine.IO connection may stay without
         any namespace ``CONNECT`` before it is closed.
     :param max_attachments: binary attachments allowed in one packet.
+    :param serializer: the packet format: ``"default"`` (JSON text with binary
+        attachments) or ``"msgpack"`` (``socket.io-msgpack-parser``'s); see
+        :mod:`flask_relay.protocol.codecs`.
     :param async_handlers: ``True`` (the default): a client's handler that runs
         longer than :data:`ORDER_WINDOW` lets that client's later events run beside
         it; quicker handlers of one client run one at a time, in arrival order.
@@ -334,6 +366,10 @@ class SocketIOServer:
         pool grows to it only while handlers block.
     :param logger: ``True`` logs connections and events at INFO level, a
         :class:`logging.Logger` is used as is; errors are always logged.
+    :param recovery: connection state recovery (:mod:`flask_relay.engine.recovery`);
+        ``None``: off.
+    :param session_store: where recovery keeps events and sessions (default:
+        a :class:`~flask_relay.engine.recovery.MemorySessionStore`).
     """
 
     reason = DisconnectReason
@@ -350,8 +386,15 @@ class SocketIOServer:
         async_handlers: bool = True,
         max_workers: int = DEFAULT_MAX_WORKERS,
         logger: bool | logging.Logger = False,
+        serializer: str = "default",
+        recovery: RecoveryOptions | None = None,
+        session_store: SessionStore | None = None,
     ) -> None:
         self.application = application
+        self.recovery = recovery
+        if recovery is not None and session_store is None:
+            session_store = MemorySessionStore(recovery)
+        self.session_store = session_store if recovery is not None else None
         if namespaces == "*" or namespaces == ["*"]:
             self.namespaces: list[str] | str = "*"
         else:
@@ -362,7 +405,15 @@ class SocketIOServer:
         self.max_attachments = max_attachments
         self.async_handlers = async_handlers
         self.max_workers = max_workers
-        self._encoder = Encoder(json)
+        # The serializer hook: one shared encoder, one decoder per connection.
+        self.codec = make_codec(serializer, json, max_attachments)
+        self._encoder: PacketEncoder = self.codec.encoder
+        #: Watchers called after connects, room changes and events
+        #: (engine/observers.py; the admin UI of engine/admin.py is one).
+        self.observers: list[ServerObserver] = []
+        #: Applications serving one namespace instead of ``application`` (the
+        #: admin UI's namespace is one); they also make the namespace accepted.
+        self.namespace_apps: dict[str, SocketIOApplication] = {}
         self._lock = threading.RLock()
         self._sockets: dict[str, Socket] = {}
         # namespace -> sid -> socket, for broadcasts to a whole namespace
@@ -425,6 +476,23 @@ class SocketIOServer:
         if dispatcher is not None:
             dispatcher.shutdown(wait=wait)
 
+    def _observe(self, hook: str, *args: Any) -> None:
+        """Call ``hook`` on every observer (engine/observers.py); never raises."""
+        for observer in list(self.observers):
+            try:
+                getattr(observer, hook)(*args)
+            except Exception:
+                self.logger.exception("observer %r failed in %s", observer, hook)
+
+    def _app_for(self, namespace: str) -> SocketIOApplication | None:
+        return self.namespace_apps.get(namespace, self.application)
+
+    def instrument(self, **options: Any) -> AdminUI:
+        """Serve the Socket.IO Admin UI; see :func:`flask_relay.engine.admin.instrument`."""
+        from .admin import instrument  # imports this module
+
+        return instrument(self, **options)
+
     # -- the loop side -----------------------------------------------------------
     # Called by EngineBinding (the EngineHandler) on the engine's loop: decode,
     # update the registry, hand user code to the dispatcher; never block.
@@ -433,8 +501,10 @@ class SocketIOServer:
         self, binding: EngineBinding, eio_sid: str, environ: dict[str, Any]
     ) -> None:
         """An Engine.IO connection opened (no namespace yet: wait for CONNECT)."""
-        conn = Connection(binding, eio_sid, environ, Decoder(self.json, self.max_attachments))
+        conn = Connection(binding, eio_sid, environ, self.codec.new_decoder())
         binding.connections[eio_sid] = conn
+        if self.observers:
+            self._observe("connection_opened", conn)
         if self.connect_timeout is not None and self.connect_timeout > 0:
             try:
                 loop = asyncio.get_running_loop()
@@ -469,6 +539,8 @@ class SocketIOServer:
 
     def engine_message(self, conn: Connection, data: str | bytes) -> None:
         """One Engine.IO message of ``conn``: a Socket.IO packet (or a part)."""
+        if self.observers:
+            self._observe("message_received", conn, data)
         try:
             packet = conn.decoder.feed(data)
         except ProtocolError as exc:
@@ -517,6 +589,8 @@ class SocketIOServer:
     def _accepts(self, namespace: str) -> bool:
         if self.namespaces == "*" or namespace in self.namespaces:
             return True
+        if namespace in self.namespace_apps:
+            return True
         app = self.application
         return app is not None and app.has_namespace(namespace)
 
@@ -535,13 +609,56 @@ class SocketIOServer:
                     Packet(_CONNECT_ERROR, namespace, {"message": "Invalid namespace"}),
                 )
                 return
-            sock = Socket(_new_sid(), namespace, conn)
+            sock = self._recover(conn, namespace, auth) if self.recovery else None
+            if sock is None:
+                sock = Socket(_new_sid(), namespace, conn)
+                if self.session_store is not None:
+                    sock.pid = _new_sid()
+                    sock.mark = self.session_store.position()
             conn.sockets[namespace] = sock
             self._sockets[sock.sid] = sock
             self._namespace_sockets.setdefault(namespace, {})[sock.sid] = sock
-            self._rooms.setdefault(namespace, {})[sock.sid] = {sock.sid: sock}
+            rooms = self._rooms.setdefault(namespace, {})
+            for room in sock.rooms:
+                rooms.setdefault(room, {})[sock.sid] = sock
+        if sock.recovered and self.recovery is not None and self.recovery.skip_middlewares:
+            # The reference skips its middlewares; here that is the connect handler.
+            self._submit(conn, self._run_recovered, sock, barrier=True)
+            return
         # A barrier: the client's events must not overtake its connect handler.
         self._submit(conn, self._run_connect, sock, auth, barrier=True)
+
+    def _recover(self, conn: Connection, namespace: str, auth: Any) -> Socket | None:
+        """A socket that takes over the kept session named in ``auth``, or ``None``.
+
+        Call with the lock held. The events the client missed become the
+        socket's held-back output, so they follow the ``CONNECT`` reply and
+        precede anything emitted to it from now on.
+        """
+        store = self.session_store
+        if store is None or not isinstance(auth, dict) or not isinstance(auth.get("pid"), str):
+            return None
+        offset = auth.get("offset")
+        if not isinstance(offset, str):
+            offset = None  # no event received yet: replay from its connect
+        restored = store.restore(namespace, auth["pid"], offset)
+        if restored is None:
+            return None
+        kept = restored.session
+        if kept.sid in self._sockets:  # its old socket is still there: cannot happen twice
+            self.logger.warning("recovery: %s is still connected; new socket instead", kept.sid)
+            return None
+        sock = Socket(kept.sid, namespace, conn)
+        sock.pid = kept.pid
+        sock.data = kept.data
+        sock.rooms.update(dict.fromkeys(kept.rooms))
+        sock.recovered = True
+        sock.mark = store.position()
+        sock.pending = list(restored.missed)
+        self.logger.info(
+            "%s recovered on %s: %d missed event(s)", sock.sid, namespace, len(restored.missed)
+        )
+        return sock
 
     def engine_disconnected(self, conn: Connection, reason: str) -> None:
         """``conn``'s Engine.IO connection ended (an Engine.IO close reason)."""
@@ -549,10 +666,15 @@ class SocketIOServer:
             conn.timer.cancel()
             conn.timer = None
         mapped = _EIO_REASONS.get(reason, reason)
+        if self.observers:
+            self._observe("connection_closed", conn, reason)
+        keep = self.session_store is not None and reason in RECOVERABLE_REASONS
         with self._lock:
             conn.closed = True
             socks = list(conn.sockets.values())
             for sock in socks:
+                # Kept (in _forget, after the disconnect handler) if it was connected.
+                sock.keep = keep and sock.state == CONNECTED
                 self._begin_disconnect(sock)
         for sock in socks:
             if not self._submit(conn, self._finish_disconnect, sock, mapped):
@@ -566,7 +688,7 @@ class SocketIOServer:
         if self.always_connect:
             self._accept(sock)
         refusal: dict[str, Any] | None = None
-        app = self.application
+        app = self._app_for(sock.namespace)
         try:
             result = True if app is None else app.on_connect(sock, auth)
         except ConnectionRefusedError as exc:
@@ -589,13 +711,25 @@ class SocketIOServer:
         sock.accepted = True
         if not self.always_connect:
             self._accept(sock)
+        if self.observers:
+            self._observe("socket_connected", sock)
         self.logger.info("%s connected to %s", sock.sid, sock.namespace)
+
+    def _run_recovered(self, sock: Socket) -> None:
+        """A recovered socket with ``skip_middlewares``: accepted without the handler."""
+        if sock.state != CONNECTING:
+            return
+        sock.accepted = True
+        self._accept(sock)
 
     def _accept(self, sock: Socket) -> None:
         with self._lock:
             if sock.state != CONNECTING:
                 return
-            items = self._encoder.encode(Packet(_CONNECT, sock.namespace, {"sid": sock.sid}))
+            reply: dict[str, Any] = {"sid": sock.sid}
+            if sock.pid is not None:
+                reply["pid"] = sock.pid
+            items = self._encoder.encode(Packet(_CONNECT, sock.namespace, reply))
             pending = sock.pending or ()
             sock.pending = None
             sock.state = CONNECTED
@@ -618,7 +752,9 @@ class SocketIOServer:
     def _run_event(self, sock: Socket, data: list[Any], ack_id: int | None) -> None:
         if sock.state != CONNECTED:
             return
-        app = self.application
+        if self.observers:
+            self._observe("event_received", sock, data)
+        app = self._app_for(sock.namespace)
         if app is None:
             return
         event = data[0]
@@ -632,12 +768,15 @@ class SocketIOServer:
                     )
 
     def _finish_disconnect(self, sock: Socket, reason: str) -> None:
+        app = self._app_for(sock.namespace)
         try:
-            if sock.accepted and self.application is not None:
+            if sock.accepted and app is not None:
                 self.logger.info("%s left %s: %s", sock.sid, sock.namespace, reason)
-                self.application.on_disconnect(sock, reason)
+                app.on_disconnect(sock, reason)
         finally:
             self._forget(sock)
+            if sock.accepted and self.observers:
+                self._observe("socket_disconnected", sock, reason)
 
     # -- registry (call with the lock held) --------------------------------------
 
@@ -679,6 +818,18 @@ class SocketIOServer:
             sock.state = DISCONNECTED
             if self._sockets.get(sock.sid) is sock:
                 del self._sockets[sock.sid]
+            if sock.keep and sock.accepted and self.session_store is not None:
+                sock.keep = False
+                self.session_store.persist(
+                    KeptSession(
+                        sock.sid,
+                        sock.pid or "",
+                        sock.namespace,
+                        list(sock.rooms),
+                        sock.data,
+                        sock.mark,
+                    )
+                )
             leaving = self._leaving.get(sock.namespace)
             if leaving is not None and leaving.pop(sock.sid, None) is not None and not leaving:
                 del self._leaving[sock.namespace]
@@ -689,6 +840,8 @@ class SocketIOServer:
     def _send_items(self, conn: Connection, items: list[str | bytes]) -> None:
         if conn.closed:
             return
+        if self.observers:
+            self._observe("messages_sent", 1, items)
         engine = conn.binding.engine
         if len(items) == 1:
             engine.send(conn.eio_sid, items[0])
@@ -728,6 +881,8 @@ class SocketIOServer:
                     engine.send_many(sids[0], items)
             else:
                 engine.send_prepared(sids, engine.prepare(items))
+            if self.observers:
+                self._observe("messages_sent", len(sids), items)
 
     def _targets(self, namespace: str, to: Any, skip_sid: Any) -> list[Socket]:
         if to is None:
@@ -798,6 +953,24 @@ class SocketIOServer:
         for room (other processes deliver it as a normal emit).
         """
         data = [event, *args]
+        store = self.session_store
+        if callback is None and store is not None:
+            # Recovery: the offset is the last argument, handed out under the
+            # lock so that offsets follow the order of sends.
+            def encode(offset: str) -> list[str | bytes]:
+                return self._encoder.encode(Packet(_EVENT, namespace, [*data, offset]))
+
+            with self._lock:
+                items = store.record(namespace, to, skip_sid, encode)
+                socks = self._targets(namespace, to, skip_sid)
+                if volatile:
+                    socks = self._not_over_bound(socks)
+                self._deliver_many(socks, items)
+            if self.queue is not None and not ignore_queue:
+                self.queue.emit(event, args, namespace=namespace, room=to, skip_sid=skip_sid)
+            if not volatile:
+                self._wait_for_room(socks)
+            return len(socks)
         if callback is None:
             # Encoding first: an unencodable payload raises here, in the caller.
             items = self._encoder.encode(Packet(_EVENT, namespace, data))
@@ -806,6 +979,8 @@ class SocketIOServer:
                 if volatile:
                     socks = self._not_over_bound(socks)
                 self._deliver_many(socks, items)
+            if self.observers:
+                self._observe("event_sent", socks, data)
             if self.queue is not None and not ignore_queue:
                 self.queue.emit(event, args, namespace=namespace, room=to, skip_sid=skip_sid)
             if not volatile:
@@ -832,6 +1007,8 @@ class SocketIOServer:
                     sock.acks.pop(ack_id, None)
                     raise
                 self._deliver(sock, items)
+        if self.observers:
+            self._observe("event_sent", socks, data)
         if not volatile:
             self._wait_for_room(socks)
         return len(socks)
@@ -952,6 +1129,8 @@ class SocketIOServer:
                 sock.acks.pop(ack_id, None)
                 raise
             self._deliver(sock, items)
+        if self.observers:
+            self._observe("event_sent", [sock], [event, *args])
         if not waiter.event.wait(timeout):
             with self._lock:
                 sock.acks.pop(ack_id, None)
@@ -998,6 +1177,7 @@ class SocketIOServer:
                 return
             if sock is None or sock.state > CONNECTED:
                 return
+            joined = room not in sock.rooms
             sock.rooms[room] = None
             rooms = self._rooms.setdefault(sock.namespace, {})
             members = rooms.get(room)
@@ -1005,6 +1185,8 @@ class SocketIOServer:
                 rooms[room] = {sid: sock}
             else:
                 members[sid] = sock
+        if joined and self.observers:
+            self._observe("room_joined", sock, room)
 
     def leave_room(
         self, sid: str, room: Hashable, namespace: str | None = None, ignore_queue: bool = False
@@ -1017,15 +1199,17 @@ class SocketIOServer:
                 return
             if sock is None or sock.state > CONNECTED:
                 return
+            left = room in sock.rooms
             sock.rooms.pop(room, None)
             rooms = self._rooms.get(sock.namespace)
-            if rooms is None:
-                return
-            members = rooms.get(room)
-            if members is not None:
-                members.pop(sid, None)
-                if not members:
-                    del rooms[room]
+            if rooms is not None:
+                members = rooms.get(room)
+                if members is not None:
+                    members.pop(sid, None)
+                    if not members:
+                        del rooms[room]
+        if left and self.observers:
+            self._observe("room_left", sock, room)
 
     def close_room(
         self, room: Hashable, namespace: str | None = None, ignore_queue: bool = False
@@ -1041,6 +1225,9 @@ class SocketIOServer:
             members = rooms.pop(room, None)
             for sock in (members or {}).values():
                 sock.rooms.pop(room, None)
+        if members and self.observers:
+            for sock in members.values():
+                self._observe("room_left", sock, room)
 
     def rooms(self, sid: str, namespace: str | None = None) -> list[Hashable]:
         """The rooms ``sid`` is in, its own room first (also in its disconnect handler)."""
@@ -1081,6 +1268,17 @@ class SocketIOServer:
     def eio(self) -> EngineView:
         """python-socketio's ``server.eio``: the Engine.IO options and ``sockets``."""
         return EngineView(self)
+
+    @property
+    def namespace_handlers(self) -> Mapping[str, Any]:
+        """python-socketio's ``server.namespace_handlers``: namespace -> the
+        class-based namespace object the application registered (read-only).
+
+        Apps and their tests reach a ``Namespace`` instance this way to call
+        its methods (``socketio.server.namespace_handlers['/chat'].emit(...)``).
+        """
+        handlers = getattr(self.application, "namespace_handlers", None)
+        return MappingProxyType(handlers if handlers is not None else {})
 
     # Registry queries for the python-socketio views (engine/views.py).
 
@@ -1210,6 +1408,10 @@ class SocketIOServer:
         """
         with self._lock:
             sock = self._socket(sid, namespace)
+            store = self.session_store
+            # Away, with its session kept for recovery: that ends here.
+            if sock is None and store is not None and store.discard(sid, namespace or "/"):
+                self.logger.info("%s: kept session discarded by disconnect()", sid)
             if sock is None and self.queue is not None and not ignore_queue:
                 self.queue.disconnect(sid, namespace or "/")
                 return

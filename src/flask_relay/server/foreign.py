@@ -59,7 +59,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 from .loop import Hub
-from .monkey import refuse_monkey_patch
+from .monkey import monkey_patch_problem, warn_monkey_patch
 from .mounts import registry
 from .request import HTTPRequest, Mount, bodyless_status, reason_phrase, response_bytes
 from .wscontract import UPGRADER_KEY
@@ -574,10 +574,15 @@ class ForeignMiddleware:
             return self.wsgi_app(environ, start_response)
         path = str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", ""))
         found = self._find_mount(path)
+        if found is None and not is_websocket_upgrade(environ):
+            return self.wsgi_app(environ, start_response)
+        problem = monkey_patch_problem()
+        if problem is not None:  # the loop cannot run: say why, on every such request
+            warn_monkey_patch()
+            start_response("500 Internal Server Error", [("Content-Type", "text/plain")])
+            return [problem.encode()]
         if found is not None:
             return self._serve_mount(found[1], environ, start_response)
-        if not is_websocket_upgrade(environ):
-            return self.wsgi_app(environ, start_response)
         sock = raw_socket(environ)
         if sock is None:
             # The route explains that no door can take this socket.
@@ -670,10 +675,11 @@ def install(app: Any, mounts: dict[str, Mount] | None = None) -> ForeignMiddlewa
     sync/gthread workers (the endpoints are found in the app's registry,
     :mod:`flask_relay.server.mounts`, at the first request).
 
-    Raises :class:`RuntimeError` in a process monkey-patched by eventlet or
-    gevent: at start-up, rather than clients that never connect.
+    In a process monkey-patched by eventlet or gevent it logs why nothing will
+    connect (at start-up, rather than clients that never connect), and the
+    middleware answers the requests that need the loop with a 500 saying so.
     """
-    refuse_monkey_patch()
+    warn_monkey_patch()
     probe = app.wsgi_app
     while probe is not None:
         if isinstance(probe, ForeignMiddleware):

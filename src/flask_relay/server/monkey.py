@@ -5,10 +5,13 @@ gevent's ``monkey.patch_all()``) at the top. Flask-Relay needs the standard
 library as it is: its event loop runs in a real thread on real selectors, and
 handlers run in a pool of real threads. Patched, the server starts and even
 answers the Engine.IO handshake, but no client ever connects and nothing says
-why. So every door to the loop (``socketio.run``, ``init_app``/the foreign
-server middleware, the gunicorn worker, the loop itself) asks
-:func:`monkey_patch_problem` first and stops with a message that says to remove
-the patch.
+why. So every door that starts serving (``socketio.run``, ``EngineIO.run``,
+the gunicorn worker, the loop itself) asks :func:`monkey_patch_problem` first
+and stops with a message that says to remove the patch. ``init_app`` only logs
+the message (:func:`warn_monkey_patch`): the in-process test client needs no
+loop and works in a patched process, so an app's own tests keep running; the
+foreign-server middleware (``flask run``, gunicorn sync/gthread) answers the
+requests that need the loop with a 500 carrying the same message.
 
 The check is exact and cheap: it asks the patching library's own registry
 (``eventlet.patcher.is_monkey_patched``, ``gevent.monkey.is_module_patched``),
@@ -19,9 +22,12 @@ nothing.
 
 from __future__ import annotations
 
+import logging
 import sys
 
-__all__ = ["monkey_patch_problem", "refuse_monkey_patch"]
+__all__ = ["monkey_patch_problem", "refuse_monkey_patch", "warn_monkey_patch"]
+
+logger = logging.getLogger("flask_relay.server")
 
 #: Patched modules that break the loop or the worker threads, as each library names them.
 _EVENTLET_MODULES = ("socket", "select", "thread")
@@ -66,3 +72,21 @@ def refuse_monkey_patch() -> None:
     problem = monkey_patch_problem()
     if problem is not None:
         raise RuntimeError(problem)
+
+
+_warned = False
+
+
+def warn_monkey_patch() -> str | None:
+    """Log the explanation at ERROR (once per process) when monkey-patched.
+
+    Returns it (or ``None``), for callers that also refuse something.
+    """
+    global _warned
+    problem = monkey_patch_problem()
+    if problem is not None and not _warned:
+        _warned = True
+        logger.error(
+            "%s (the in-process test client still works; a server will not start)", problem
+        )
+    return problem
