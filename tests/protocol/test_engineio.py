@@ -18,8 +18,11 @@ from flask_relay.protocol.engineio import (
     PacketType,
     decode_packet,
     decode_payload,
+    encode_control,
+    encode_message,
     encode_packet,
     encode_payload,
+    join_payload,
 )
 
 T = PacketType
@@ -236,3 +239,25 @@ def test_payload_binary_is_base64_text(items: list[Packet]) -> None:
     body = encode_payload(items)
     assert body.isascii()
     assert all(part.startswith("b") for part in body.split(SEPARATOR))
+
+
+# -- the server's send path (encode_message / encode_control / join_payload) -----------------
+
+
+@given(st.lists(st.one_of(st.text().filter(lambda s: SEPARATOR not in s), st.binary()), max_size=8))
+def test_send_path_forms_decode_to_the_messages(messages: list[str | bytes]) -> None:
+    """Both forms of each message, and a polling body joined from the segments,
+    decode back to the messages, as the engine sends them."""
+    encoded = [encode_message(m) for m in messages] + [encode_control(T.PING)]
+    expected = [Packet(T.MESSAGE, m) for m in messages] + [Packet(T.PING)]
+    assert [decode_packet(payload) for _, payload in encoded] == [
+        Packet(p.type, p.data if p.data != "" else None) for p in expected
+    ]
+    assert join_payload(segment for segment, _ in encoded) == encode_payload(expected)
+
+
+def test_send_path_control_packets() -> None:
+    assert encode_control(T.PONG, "probe") == ("3probe", "3probe")
+    assert encode_control(T.NOOP) == ("6", "6")
+    assert encode_message(b"\x01\x02") == ("bAQI=", b"\x01\x02")
+    assert encode_message(memoryview(b"\xff")) == ("b/w==", b"\xff")

@@ -56,13 +56,21 @@ import sys
 import threading
 import time
 import zlib
-from base64 import b64encode
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, cast
 
 from ..protocol import websocket as wsproto
 from ..protocol.closecode import CloseCode
-from ..protocol.engineio import Packet, PacketType, decode_packet, decode_payload
+from ..protocol.engineio import (
+    Encoded,
+    Packet,
+    PacketType,
+    decode_packet,
+    decode_payload,
+    encode_control,
+    encode_message,
+    join_payload,
+)
 from ..protocol.errors import ProtocolError
 from ..protocol.jsonlib import JSONModule, default_json
 from ..protocol.origin import origin_allowed
@@ -124,27 +132,13 @@ _UNTRACKED = 64 * 1024
 _WATCH_TICK = 0.5
 
 
-# A queued packet: (its long-polling segment, its WebSocket payload). For text
-# both are the same string; for binary the segment is "b<base64>".
-_Item = tuple[str, "str | bytes"]
+#: A polling response holding one noop (releases a client during an upgrade).
+_NOOP_BODY = encode_control(PacketType.NOOP)[0].encode()
 
 
-def _item(data: str | bytes | bytearray | memoryview) -> _Item:
-    if isinstance(data, str):
-        text = "4" + data
-        return (text, text)
-    raw = bytes(data)
-    return ("b" + b64encode(raw).decode("ascii"), raw)
-
-
-def _size(items: list[_Item]) -> int:
+def _size(items: list[Encoded]) -> int:
     """What ``items`` count against a client's bound (their WebSocket payloads)."""
     return sum(len(payload) + 10 for _, payload in items)
-
-
-def _control(ptype: PacketType, data: str | None = None) -> _Item:
-    text = str(int(ptype)) if data is None else f"{int(ptype)}{data}"
-    return (text, text)
 
 
 class _Ledger:
@@ -164,7 +158,7 @@ class Prepared:
 
     __slots__ = ("frames", "items", "size")
 
-    def __init__(self, items: list[_Item], frames: bytes) -> None:
+    def __init__(self, items: list[Encoded], frames: bytes) -> None:
         self.items = items
         self.frames = frames
         self.size = len(frames)
@@ -286,7 +280,7 @@ class _WSChannel(asyncio.Protocol):
         self.conn.send_frame(frames)
         self._schedule_flush()
 
-    def send_item(self, item: _Item) -> None:
+    def send_item(self, item: Encoded) -> None:
         payload = item[1]
         if isinstance(payload, str):
             self.conn.send_text(payload)
@@ -378,7 +372,7 @@ class _Session:
         self.environ = environ
         self.transport = transport
         self.closed = False
-        self.queue: list[_Item] = []
+        self.queue: list[Encoded] = []
         self.queued_bytes = 0
         self.held: Responder | None = None
         self.held_request: HTTPRequest | None = None
@@ -761,7 +755,7 @@ class EngineIOServer:
         session.ws = channel
         channel.session = session
         self._sessions[new_sid] = session
-        channel.send_item(_control(_OPEN, self._open_json(new_sid, [])))
+        channel.send_item(encode_control(_OPEN, self._open_json(new_sid, [])))
         self._opened(session)
 
     async def shutdown(self) -> None:
@@ -791,17 +785,17 @@ class EngineIOServer:
 
     def send(self, sid: str, data: str | bytes) -> None:
         """Send one message to a session (never blocks; see :meth:`wait_for_room`)."""
-        item = _item(data)
+        item = encode_message(data)
         self._send(sid, [item], len(item[1]) + 10)
 
     def send_many(self, sid: str, items: list[str | bytes]) -> None:
         """Send several messages that must stay together (a binary Socket.IO packet)."""
-        encoded = [_item(d) for d in items]
+        encoded = [encode_message(d) for d in items]
         self._send(sid, encoded, _size(encoded))
 
     def prepare(self, items: list[str | bytes]) -> Prepared:
         """Encode the messages once, and build their WebSocket frames once."""
-        encoded = [_item(d) for d in items]
+        encoded = [encode_message(d) for d in items]
         frames = b"".join(wsproto.build_frame(payload) for _, payload in encoded)
         return Prepared(encoded, frames)
 
@@ -913,7 +907,7 @@ class EngineIOServer:
         """Bytes waiting for all clients together (broadcasts counted per recipient)."""
         return self._loop_total
 
-    def _send(self, sid: str, items: list[_Item], size: int) -> None:
+    def _send(self, sid: str, items: list[Encoded], size: int) -> None:
         try:
             ledger: _Ledger = self._ledgers.ledger
         except AttributeError:
@@ -938,7 +932,7 @@ class EngineIOServer:
 
     # -- delivery (loop) -------------------------------------------------------------
 
-    def _deliver(self, sid: str, items: list[_Item], size: int, ledger: _Ledger) -> None:
+    def _deliver(self, sid: str, items: list[Encoded], size: int, ledger: _Ledger) -> None:
         ledger.taken += size
         session = self._sessions.get(sid)
         if session is not None and not session.closed:
@@ -960,7 +954,7 @@ class EngineIOServer:
         if self._total_waiters:
             self._notify(None)
 
-    def _enqueue(self, session: _Session, items: list[_Item], frames: bytes | None) -> None:
+    def _enqueue(self, session: _Session, items: list[Encoded], frames: bytes | None) -> None:
         ws = session.ws
         if ws is not None:
             # Measured (and checked) when the channel flushes, later in this
@@ -1131,7 +1125,7 @@ class EngineIOServer:
         sid = self._new_sid()
         session = _Session(sid, self._environ(request), "polling")
         upgrades = ["websocket"] if self.allow_upgrades and "websocket" in self.transports else []
-        body = "0" + self._open_json(sid, upgrades)
+        body = encode_control(_OPEN, self._open_json(sid, upgrades))[0]
         headers = [_TEXT_PLAIN, *cors, *self._cookie_headers(sid)]
         self._sessions[sid] = session
         responder.respond(200, headers, body.encode())
@@ -1172,7 +1166,7 @@ class EngineIOServer:
         request = session.held_request
         if responder is None or request is None or not session.queue:
             return
-        body = "\x1e".join(segment for segment, _ in session.queue).encode()
+        body = join_payload([segment for segment, _ in session.queue]).encode()
         session.queue = []
         session.queued_bytes = 0
         session.polled += len(body)
@@ -1189,7 +1183,7 @@ class EngineIOServer:
             return
         session.held = None
         session.held_request = None
-        self._respond(request, responder, 200, [_TEXT_PLAIN], b"6")
+        self._respond(request, responder, 200, [_TEXT_PLAIN], _NOOP_BODY)
 
     def _post(
         self,
@@ -1239,7 +1233,7 @@ class EngineIOServer:
     def _probe_packet(self, session: _Session, channel: _WSChannel, packet: Packet) -> None:
         ptype = packet.type
         if ptype == _PING and packet.data == "probe" and not session.probed:
-            channel.send_item(_control(_PONG, "probe"))
+            channel.send_item(encode_control(_PONG, "probe"))
             session.probed = True
             self._send_noop(session)
             self._arm_noop(session)
@@ -1330,7 +1324,7 @@ class EngineIOServer:
             pass
         elif ptype == _PING and channel is not None and packet.data == "probe":
             # A probe on the socket already in use: harmless, answer it.
-            channel.send_item(_control(_PONG, "probe"))
+            channel.send_item(encode_control(_PONG, "probe"))
         else:
             self.logger.info("Closing %s: unexpected %s packet", session.sid, ptype.name)
             self._close(session, "parse error", notify=True, linger=False)
@@ -1362,7 +1356,7 @@ class EngineIOServer:
     def _ping(self, session: _Session) -> None:
         if session.closed:
             return
-        self._enqueue(session, [_control(_PING)], None)
+        self._enqueue(session, [encode_control(_PING)], None)
         if session.closed:
             return
         if self.monitor_clients:
@@ -1422,7 +1416,7 @@ class EngineIOServer:
             session.ws = None
             ws.session = None
             if notify and ws.conn.open:
-                ws.send_item(_control(_CLOSE))
+                ws.send_item(encode_control(_CLOSE))
             ws.close(CloseCode.NORMAL)
         elif client:
             # The client closed: release its GET (if any) with a noop.
@@ -1430,7 +1424,7 @@ class EngineIOServer:
         elif notify:
             # What was queued still goes out, then the close packet: in the held
             # GET, or in the next one (the session lingers as a tombstone).
-            session.queue.append(_control(_CLOSE))
+            session.queue.append(encode_control(_CLOSE))
             if session.held is not None:
                 self._flush_poll(session)
             elif linger:

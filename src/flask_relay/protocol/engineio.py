@@ -12,6 +12,13 @@ As in the reference parser (npm ``engine.io-parser``), a text packet
 ``forceBase64`` send them over WebSocket too.
 
 Decoders raise :class:`ProtocolError` for anything malformed and nothing else.
+
+The server's send path encodes with :func:`encode_message` and
+:func:`encode_control`, which give a packet's two forms at once (its
+long-polling segment and its WebSocket payload, an :data:`Encoded` pair),
+and :func:`join_payload`, which makes a polling body of segments encoded
+earlier. :func:`encode_packet` and :func:`encode_payload` are built on them,
+so the fuzz and interop tests of those cover what the server sends.
 """
 
 from __future__ import annotations
@@ -28,12 +35,16 @@ from .errors import ProtocolError
 
 __all__ = [
     "SEPARATOR",
+    "Encoded",
     "Packet",
     "PacketType",
     "decode_packet",
     "decode_payload",
+    "encode_control",
+    "encode_message",
     "encode_packet",
     "encode_payload",
+    "join_payload",
 ]
 
 #: The record separator that joins packets in a long-polling body.
@@ -68,20 +79,54 @@ _MESSAGE = PacketType.MESSAGE
 _BINARY_TYPES = (bytes, bytearray, memoryview)
 
 
+#: A packet in both forms: (its long-polling segment, its WebSocket payload).
+#: For a text packet both are the same string; for a binary message the
+#: segment is ``b<base64>`` and the payload the raw bytes.
+Encoded = tuple[str, "str | bytes"]
+
+_MESSAGE_DIGIT = _DIGITS[_MESSAGE]
+
+
+def encode_message(data: str | bytes | bytearray | memoryview) -> Encoded:
+    """Encode a ``MESSAGE`` packet carrying ``data`` (text, or bytes for binary).
+
+    Unlike :func:`encode_payload` this does not refuse text holding ``\\x1e``
+    (the check costs every delivery; Socket.IO packets never hold one).
+    """
+    if isinstance(data, str):
+        text = _MESSAGE_DIGIT + data
+        return (text, text)
+    raw = bytes(data)
+    return ("b" + b64encode(raw).decode("ascii"), raw)
+
+
+def encode_control(ptype: PacketType, data: str | None = None) -> Encoded:
+    """Encode a packet with text ``data`` or none: ``open``, ``close``, ``ping``, ..."""
+    text = _DIGITS[ptype] if data is None else _DIGITS[ptype] + data
+    return (text, text)
+
+
+def join_payload(segments: Iterable[str]) -> str:
+    """A long-polling body of segments already encoded (the first of :data:`Encoded`)."""
+    return SEPARATOR.join(segments)
+
+
+def _encode(packet: Packet) -> Encoded:
+    ptype, data = packet
+    if data is None or isinstance(data, str):
+        return encode_control(ptype, data)
+    if ptype != _MESSAGE:
+        raise ValueError(f"only a MESSAGE packet may carry bytes, not {ptype.name}")
+    return encode_message(data)
+
+
 def encode_packet(packet: Packet) -> str | bytes:
     """Encode one packet as the payload of one WebSocket frame.
 
     Text packets become ``str`` (send as a text frame); a binary ``MESSAGE``
     becomes ``bytes`` (send as a binary frame).
     """
-    ptype, data = packet
-    if data is None:
-        return _DIGITS[ptype]
-    if isinstance(data, str):
-        return _DIGITS[ptype] + data
-    if ptype != _MESSAGE:
-        raise ValueError(f"only a MESSAGE packet may carry bytes, not {ptype.name}")
-    return bytes(data)
+    return _encode(packet)[1]
 
 
 def decode_packet(data: str | bytes) -> Packet:
@@ -146,20 +191,12 @@ def encode_payload(packets: Iterable[Packet]) -> str:
     arrive as two packets. Socket.IO packets never do (JSON escapes control
     characters); check raw Engine.IO messages when they are sent.
     """
-    parts: list[str] = []
-    append = parts.append
-    for ptype, data in packets:
-        if data is None:
-            append(_DIGITS[ptype])
-        elif isinstance(data, str):
-            if SEPARATOR in data:
-                raise ValueError("text holding the separator \\x1e cannot be sent by polling")
-            append(_DIGITS[ptype] + data)
-        elif ptype != _MESSAGE:
-            raise ValueError(f"only a MESSAGE packet may carry bytes, not {ptype.name}")
-        else:
-            append("b" + b64encode(data).decode("ascii"))
-    return SEPARATOR.join(parts)
+    segments: list[str] = []
+    for packet in packets:
+        if isinstance(packet.data, str) and SEPARATOR in packet.data:
+            raise ValueError("text holding the separator \\x1e cannot be sent by polling")
+        segments.append(_encode(packet)[0])
+    return join_payload(segments)
 
 
 def decode_payload(body: str | bytes) -> list[Packet]:
