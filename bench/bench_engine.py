@@ -64,11 +64,12 @@ def main(n_clients: int = 1000, n_bcast: int = 300, n_single: int = 20000) -> No
                  ("Sec-WebSocket-Key", key), ("Sec-WebSocket-Version", "13")],
             )
             assert isinstance(conn, wsproto.WebSocketConnection)
-            channel = eio._WSChannel(server, conn)
+            link = eio._WSLink(server, conn)
+            channel = link.channel
             channel.connection_made(TakeAllTransport())
             session = eio._Session(f"s{i}", {}, "websocket")
-            session.ws = channel
-            channel.session = session
+            session.ws = link
+            link.session = session
             server._sessions[session.sid] = session
             sids.append(session.sid)
 

@@ -75,6 +75,7 @@ from ..protocol.errors import ProtocolError
 from ..protocol.jsonlib import JSONModule, default_json
 from ..protocol.origin import origin_allowed
 from ..server.request import HTTPRequest, Responder, UpgradeHandle, build_environ
+from ..server.wschannel import WSChannel
 from .interfaces import EngineHandler
 
 __all__ = ["EngineHandler", "EngineIOServer", "Prepared"]
@@ -182,37 +183,51 @@ def _error_body(code: int, message: str | None = None) -> bytes:
     ).encode()
 
 
-class _WSChannel(asyncio.Protocol):
-    """One Engine.IO WebSocket on the loop: frames in, coalesced writes out."""
+class _WSLink:
+    """The engine's side of one WebSocket (the :class:`WSChannel`'s listener):
+    the session it carries (or probes, during an upgrade); packets in."""
+
+    __slots__ = ("channel", "probe", "server", "session")
 
     def __init__(self, server: EngineIOServer, conn: wsproto.WebSocketConnection) -> None:
         self.server = server
-        self.conn = conn
-        self.loop = server.loop
-        self.transport: asyncio.Transport | None = None
         #: The session this socket carries (or probes, during an upgrade).
         self.session: _Session | None = None
         self.probe = False
-        self.finished = False
-        self._flush_scheduled = False
-        self._close_timer: asyncio.TimerHandle | None = None
-        #: Bytes written to the transport while a backlog was tracked (minus the
-        #: buffer: what the kernel accepted, which grows while the client reads).
-        self.written = 0
+        bound = server.max_send_buffer
+        self.channel = WSChannel(
+            conn,
+            self,
+            server.loop,
+            close_timeout=_WS_CLOSE_TIMEOUT,
+            # pause_writing() when the client is over its bound, resume_writing()
+            # once half of it drained: when the emitters waiting for it may go on.
+            write_limits=(bound, bound // 2),
+            untracked=_UNTRACKED,
+            live=server._channels,
+        )
 
-    # asyncio.Protocol
+    def send_item(self, item: Encoded) -> None:
+        self.channel.send(item[1])
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        self.server._channels.add(self)
-        # pause_writing() when the client is over its bound, resume_writing()
-        # once half of it drained: when the emitters waiting for it may go on.
-        bound = self.server.max_send_buffer
+    # WSListener
+
+    def message_received(self, data: str | bytes) -> None:
+        session = self.session
+        if self.channel.finished or session is None:
+            return
         try:
-            self.transport.set_write_buffer_limits(high=bound, low=bound // 2)
-        except (AttributeError, NotImplementedError):  # pragma: no cover - odd transports
-            pass
-        self.flush()
+            packet = decode_packet(data)
+        except ProtocolError as exc:
+            self.server._parse_error(session, exc, self)
+            return
+        self.server._ws_packet(self, packet)
+
+    def pong_received(self, data: bytes) -> None:
+        pass  # Engine.IO has its own heartbeat
+
+    def connection_closed(self, code: int, reason: str) -> None:
+        self.server._ws_closed(self, code)
 
     def pause_writing(self) -> None:
         session = self.session
@@ -224,121 +239,10 @@ class _WSChannel(asyncio.Protocol):
         if session is not None and session.ws is self:
             self.server._measure(session)
 
-    def data_received(self, data: bytes) -> None:
-        events = self.conn.receive_data(data)
-        self.flush()
-        for event in events:
-            self._event(event)
-
-    def eof_received(self) -> bool | None:
-        events = self.conn.eof_received()
-        self.flush()
-        for event in events:
-            self._event(event)
-        return None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
-        self.server._channels.discard(self)
-        if self._close_timer is not None:
-            self._close_timer.cancel()
-            self._close_timer = None
-        if not self.conn.closed:
-            for event in self.conn.eof_received():
-                self._event(event)
-        self._finished(CloseCode.ABNORMAL)
-
-    # events
-
-    def _event(self, event: wsproto.Event) -> None:
-        if isinstance(event, (wsproto.TextMessage, wsproto.BinaryMessage)):
-            if self.finished or self.session is None:
-                return
-            try:
-                packet = decode_packet(event.data)
-            except ProtocolError as exc:
-                self.server._parse_error(self.session, exc, self)
-                return
-            self.server._ws_packet(self, packet)
-        elif isinstance(event, wsproto.Closed):
-            self._finished(event.code)
-
-    def _finished(self, code: int) -> None:
-        if self.finished:
-            return
-        self.finished = True
-        if self._close_timer is not None:
-            self._close_timer.cancel()
-            self._close_timer = None
-        if self.transport is not None and not self.conn.should_close_transport:
-            self.transport.close()
-        self.server._ws_closed(self, code)
-
-    # output
-
-    def write_frames(self, frames: bytes) -> None:
-        self.conn.send_frame(frames)
-        self._schedule_flush()
-
-    def send_item(self, item: Encoded) -> None:
-        payload = item[1]
-        if isinstance(payload, str):
-            self.conn.send_text(payload)
-        else:
-            self.conn.send_binary(payload)
-        self._schedule_flush()
-
-    def buffered(self) -> int:
-        """Bytes written and not yet accepted by the kernel (the transport's buffer)."""
-        transport = self.transport
-        return 0 if transport is None else transport.get_write_buffer_size()
-
-    def accepted(self) -> int:
-        """Bytes the kernel took so far (grows while the client reads)."""
-        transport = self.transport
-        if transport is None:
-            return self.written
-        return self.written - transport.get_write_buffer_size()
-
-    def _schedule_flush(self) -> None:
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.loop.call_soon(self.flush)
-
-    def flush(self) -> None:
-        self._flush_scheduled = False
-        transport = self.transport
-        if transport is None:
-            return
-        out = self.conn.data_to_send()
-        if out:
-            transport.write(out)
-            session = self.session
-            if session is not None:
-                # The session's output, measured. This runs per recipient of
-                # every broadcast: the usual case (the kernel took it all, as
-                # it had taken the previous writes) costs one call and a test.
-                size = transport.get_write_buffer_size()
-                if size > _UNTRACKED or session.loop_bytes:
-                    self.server._written(self, session, size, len(out))
-        if self.conn.should_close_transport:
-            transport.close()
-
-    def close(self, code: int = 1000, reason: str = "") -> None:
-        if self.conn.open:
-            self.conn.close(code, reason)
-        self.flush()
-        if not self.conn.closed and self.transport is not None and self._close_timer is None:
-            self._close_timer = self.loop.call_later(_WS_CLOSE_TIMEOUT, self._close_timed_out)
-
-    def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
-
-    def _close_timed_out(self) -> None:
-        self._close_timer = None
-        if self.transport is not None:
-            self.transport.abort()
+    def data_written(self, channel: WSChannel, buffered: int, n: int) -> None:
+        session = self.session
+        if session is not None:
+            self.server._written(self, session, buffered, n)
 
 
 class _Session:
@@ -376,8 +280,8 @@ class _Session:
         self.queued_bytes = 0
         self.held: Responder | None = None
         self.held_request: HTTPRequest | None = None
-        self.ws: _WSChannel | None = None
-        self.probe: _WSChannel | None = None
+        self.ws: _WSLink | None = None
+        self.probe: _WSLink | None = None
         self.probed = False
         self.ping_timer: asyncio.TimerHandle | None = None
         self.upgrade_timer: asyncio.TimerHandle | None = None
@@ -489,7 +393,7 @@ class EngineIOServer:
         self.hub: Any = None
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._sessions: dict[str, _Session] = {}
-        self._channels: set[_WSChannel] = set()
+        self._channels: set[WSChannel] = set()
         # Polling sessions closed by the server whose last packets (ending with
         # the close packet) wait for the client's next GET.
         self._closing: dict[str, _Session] = {}
@@ -727,7 +631,7 @@ class EngineIOServer:
             self.logger.info("Refused a WebSocket from %s: %s", _addr(request), result.message)
             handle.write_raw_and_close(result.serialize())
             return
-        channel = _WSChannel(self, result)
+        channel = _WSLink(self, result)
         if redundant:
             self.logger.info(
                 "Closing a second WebSocket for %s from %s: %s",
@@ -735,8 +639,8 @@ class EngineIOServer:
                 _addr(request),
                 "upgrade under way" if session and session.probe else "already on a WebSocket",
             )
-            handle.switch(channel)
-            channel.close(1000)
+            handle.switch(channel.channel)
+            channel.channel.close(CloseCode.NORMAL)
             return
         if session is not None:
             channel.probe = True
@@ -745,12 +649,12 @@ class EngineIOServer:
             session.upgrade_timer = self.loop.call_later(
                 self.upgrade_timeout, self._upgrade_timed_out, session, channel
             )
-            handle.switch(channel)
+            handle.switch(channel.channel)
             return
         assert new_sid is not None
         session = _Session(new_sid, self._environ(request), "websocket")
-        handle.switch(channel)
-        if channel.finished or channel.transport is None:
+        handle.switch(channel.channel)
+        if channel.channel.finished or channel.channel.transport is None:
             return
         session.ws = channel
         channel.session = session
@@ -960,7 +864,7 @@ class EngineIOServer:
             # Measured (and checked) when the channel flushes, later in this
             # loop iteration.
             if frames is not None:
-                ws.write_frames(frames)
+                ws.channel.send_frames(frames)
             else:
                 for item in items:
                     ws.send_item(item)
@@ -980,24 +884,33 @@ class EngineIOServer:
         if session.closed:
             return
         ws = session.ws
-        size = ws.buffered() if ws is not None else session.queued_bytes
+        size = ws.channel.buffered() if ws is not None else session.queued_bytes
+        old = self._set_output(session, size)
+        self._act(session, size, old)
+
+    def _set_output(self, session: _Session, size: int) -> int:
+        """Set ``session``'s output to ``size`` bytes; return the old figure.
+
+        While it is not zero its WebSocket reports every write (``tracked``).
+        """
         old = session.loop_bytes
         session.loop_bytes = size
         self._loop_total += size - old
-        self._act(session, size, old)
+        ws = session.ws
+        if ws is not None:
+            ws.channel.tracked = size != 0
+        return old
 
-    def _written(self, channel: _WSChannel, session: _Session, size: int, n: int) -> None:
+    def _written(self, channel: _WSLink, session: _Session, size: int, n: int) -> None:
         """After a write of ``n`` bytes on ``channel``: ``size`` bytes wait in its
         transport. Only called while a backlog is tracked (see ``_UNTRACKED``),
         which covers every write while the session is watched."""
-        channel.written += n
+        channel.channel.written += n
         if channel.probe or session.closed:
             return
         if size <= _UNTRACKED:
             size = 0
-        old = session.loop_bytes
-        session.loop_bytes = size
-        self._loop_total += size - old
+        old = self._set_output(session, size)
         if size > self.max_send_buffer or (
             size < old and (session.waiters or self._total_waiters)
         ):
@@ -1041,7 +954,7 @@ class EngineIOServer:
 
     def _progress(self, session: _Session) -> int:
         ws = session.ws
-        return ws.accepted() if ws is not None else session.polled
+        return ws.channel.accepted() if ws is not None else session.polled
 
     def _watch(self, session: _Session) -> None:
         """Check ``session`` every tick while it is over its bound."""
@@ -1056,9 +969,8 @@ class EngineIOServer:
         if session.closed:
             return
         ws = session.ws
-        size = ws.buffered() if ws is not None else session.queued_bytes
-        self._loop_total += size - session.loop_bytes
-        session.loop_bytes = size
+        size = ws.channel.buffered() if ws is not None else session.queued_bytes
+        self._set_output(session, size)
         total = size
         self._notify(session)
         if total <= self.max_send_buffer:
@@ -1093,8 +1005,7 @@ class EngineIOServer:
         if session.watch_timer is not None:
             session.watch_timer.cancel()
             session.watch_timer = None
-        self._loop_total -= session.loop_bytes
-        session.loop_bytes = 0
+        self._set_output(session, 0)
         self._notify(session)
 
     def _overflow(self, session: _Session) -> None:
@@ -1105,7 +1016,7 @@ class EngineIOServer:
             session.ws = None
             ws.session = None
             self._close(session, "transport error", notify=False)
-            ws.abort()
+            ws.channel.abort()
         else:
             self._close(session, "transport error", notify=True)
 
@@ -1221,7 +1132,7 @@ class EngineIOServer:
 
     # -- WebSocket (loop) ----------------------------------------------------------------
 
-    def _ws_packet(self, channel: _WSChannel, packet: Packet) -> None:
+    def _ws_packet(self, channel: _WSLink, packet: Packet) -> None:
         session = channel.session
         if session is None or session.closed:
             return
@@ -1230,7 +1141,7 @@ class EngineIOServer:
         elif session.ws is channel:
             self._packet(session, packet, channel)
 
-    def _probe_packet(self, session: _Session, channel: _WSChannel, packet: Packet) -> None:
+    def _probe_packet(self, session: _Session, channel: _WSLink, packet: Packet) -> None:
         ptype = packet.type
         if ptype == _PING and packet.data == "probe" and not session.probed:
             channel.send_item(encode_control(_PONG, "probe"))
@@ -1255,11 +1166,12 @@ class EngineIOServer:
 
         session.noop_timer = self.loop.call_later(_UPGRADE_NOOP_INTERVAL, tick)
 
-    def _finish_upgrade(self, session: _Session, channel: _WSChannel) -> None:
+    def _finish_upgrade(self, session: _Session, channel: _WSLink) -> None:
         self._clear_upgrade(session)
         channel.probe = False
         session.transport = "websocket"
         session.ws = channel
+        channel.channel.tracked = session.loop_bytes != 0
         self._send_noop(session)
         queue, session.queue = session.queue, []
         session.queued_bytes = 0
@@ -1276,21 +1188,21 @@ class EngineIOServer:
                 timer.cancel()
                 setattr(session, name, None)
 
-    def _cancel_upgrade(self, session: _Session, channel: _WSChannel) -> None:
+    def _cancel_upgrade(self, session: _Session, channel: _WSLink) -> None:
         if session.probe is channel:
             self._clear_upgrade(session)
             if session.queue and session.held is not None:
                 self._flush_poll(session)
         channel.session = None
-        channel.close(CloseCode.NORMAL)
+        channel.channel.close(CloseCode.NORMAL)
 
-    def _upgrade_timed_out(self, session: _Session, channel: _WSChannel) -> None:
+    def _upgrade_timed_out(self, session: _Session, channel: _WSLink) -> None:
         session.upgrade_timer = None
         if session.probe is channel:
             self.logger.info("Upgrade of %s timed out", session.sid)
             self._cancel_upgrade(session, channel)
 
-    def _ws_closed(self, channel: _WSChannel, code: int) -> None:
+    def _ws_closed(self, channel: _WSLink, code: int) -> None:
         session = channel.session
         channel.session = None
         if session is None:
@@ -1306,7 +1218,7 @@ class EngineIOServer:
 
     # -- packets and heartbeat (loop) -------------------------------------------------------
 
-    def _packet(self, session: _Session, packet: Packet, channel: _WSChannel | None) -> None:
+    def _packet(self, session: _Session, packet: Packet, channel: _WSLink | None) -> None:
         ptype = packet.type
         if ptype == _MESSAGE:
             data = packet.data if packet.data is not None else ""
@@ -1329,7 +1241,7 @@ class EngineIOServer:
             self.logger.info("Closing %s: unexpected %s packet", session.sid, ptype.name)
             self._close(session, "parse error", notify=True, linger=False)
 
-    def _parse_error(self, session: _Session, exc: ProtocolError, channel: _WSChannel) -> None:
+    def _parse_error(self, session: _Session, exc: ProtocolError, channel: _WSLink) -> None:
         self.logger.info("Closing %s: %s", session.sid, exc.reason)
         if channel.probe:
             self._cancel_upgrade(session, channel)
@@ -1410,14 +1322,14 @@ class EngineIOServer:
         self._clear_upgrade(session)
         if probe is not None:
             probe.session = None
-            probe.close(CloseCode.NORMAL)
+            probe.channel.close(CloseCode.NORMAL)
         ws = session.ws
         if ws is not None:
             session.ws = None
             ws.session = None
-            if notify and ws.conn.open:
+            if notify and ws.channel.conn.open:
                 ws.send_item(encode_control(_CLOSE))
-            ws.close(CloseCode.NORMAL)
+            ws.channel.close(CloseCode.NORMAL)
         elif client:
             # The client closed: release its GET (if any) with a noop.
             self._send_noop(session)
@@ -1449,13 +1361,13 @@ class EngineIOServer:
         self._clear_upgrade(session)
         if probe is not None:
             probe.session = None
-            probe.close(CloseCode.GOING_AWAY, "server shutting down")
+            probe.channel.close(CloseCode.GOING_AWAY, "server shutting down")
         ws = session.ws
         if ws is not None:
             # What was sent is already in the socket's output, before the close frame.
             session.ws = None
             ws.session = None
-            ws.close(CloseCode.GOING_AWAY, "server shutting down")
+            ws.channel.close(CloseCode.GOING_AWAY, "server shutting down")
         elif session.held is not None and session.held_request is not None:
             if session.queue:
                 # Deliver what is queued; the next poll finds the session gone.

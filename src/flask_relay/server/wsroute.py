@@ -1,12 +1,12 @@
 """What every door shares to serve WebSocket routes (contracts in :mod:`.wscontract`).
 
-* :class:`RouteChannel`: the loop-side driver of one route connection, an
-  ``asyncio.Protocol`` over :class:`~flask_relay.protocol.websocket.WebSocketConnection`
-  that implements :class:`~flask_relay.server.wscontract.Channel`. Writes are coalesced: the
-  sends a loop iteration brings (a burst from a route thread arrives through one
-  :meth:`Hub.call <flask_relay.server.loop.Hub.call>` drain) leave in one
-  ``transport.write``. Protocol replies (pongs, close frames) are written as soon
-  as the frame that caused them was parsed, before any later message.
+* :func:`route_channel`: the loop-side driver of one route connection, a
+  :class:`~flask_relay.server.wschannel.WSChannel` (which implements
+  :class:`~flask_relay.server.wscontract.Channel`) with the routes' settings:
+  10 s close timeout, its own slow-consumer watch, big sends written at once.
+  A burst from a route thread arrives through one
+  :meth:`Hub.call <flask_relay.server.loop.Hub.call>` drain and leaves in one
+  ``transport.write``.
 * :class:`RouteUpgrader`: the common part of the doors' upgraders (the handshake
   from a WSGI environ); a door adds how the socket reaches the loop.
 * :func:`dispatch_upgrade`: run the Flask dispatch of an upgrade request in a
@@ -26,11 +26,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from ..protocol import websocket as wsproto
 from ..protocol.closecode import CloseCode
 from .request import bodyless_status, response_bytes, response_head
+from .wschannel import WSChannel
 from .wscontract import (
     UPGRADER_KEY,
     ChannelListener,
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RouteChannel",
+    "route_channel",
     "RouteOutcome",
     "RouteUpgrader",
     "dispatch_upgrade",
@@ -64,11 +66,30 @@ CLOSE_TIMEOUT = 10.0
 SLOW_CONSUMER_TIMEOUT = 10.0
 #: Sends that add up to this many bytes are written at once, not at the next flush.
 FLUSH_AT_ONCE = 64 * 1024
-#: WebSocket close code for a slow consumer: a policy violation (RFC 6455 7.4.1).
-CLOSE_SLOW_CONSUMER = 1008
+#: A route connection's channel (one class for every WebSocket user).
+RouteChannel = WSChannel
 
 #: Every route connection whose transport is open, on any loop (for shutdown).
-_live: set[RouteChannel] = set()
+_live: set[WSChannel] = set()
+
+
+def route_channel(
+    conn: wsproto.WebSocketConnection,
+    listener: ChannelListener,
+    loop: asyncio.AbstractEventLoop,
+    *,
+    slow_consumer_timeout: float = SLOW_CONSUMER_TIMEOUT,
+) -> WSChannel:
+    """The channel of one accepted route connection."""
+    return WSChannel(
+        conn,
+        listener,
+        loop,
+        close_timeout=CLOSE_TIMEOUT,
+        slow_consumer_timeout=slow_consumer_timeout,
+        flush_at_once=FLUSH_AT_ONCE,
+        live=_live,
+    )
 
 
 def is_websocket_upgrade(environ: dict[str, Any]) -> bool:
@@ -86,240 +107,6 @@ def environ_headers(environ: dict[str, Any]) -> list[tuple[str, str]]:
         if key.startswith("HTTP_"):
             headers.append((key[5:].replace("_", "-").title(), str(value)))
     return headers
-
-
-class RouteChannel(asyncio.Protocol):
-    """The loop-side driver of one accepted route connection (a :class:`Channel`)."""
-
-    def __init__(
-        self,
-        conn: wsproto.WebSocketConnection,
-        listener: ChannelListener,
-        loop: asyncio.AbstractEventLoop,
-        *,
-        close_timeout: float = CLOSE_TIMEOUT,
-        slow_consumer_timeout: float = SLOW_CONSUMER_TIMEOUT,
-    ) -> None:
-        self._conn = conn
-        self._listener = listener
-        self._loop = loop
-        self._close_timeout = close_timeout
-        self._slow_consumer_timeout = slow_consumer_timeout
-        # Slow-consumer watch: armed while the transport is paused (its write
-        # buffer over the high-water mark); ``_written`` minus the buffer is
-        # what the kernel accepted, which grows while the client reads.
-        self._written = 0
-        self._unflushed = 0  # bytes sent since the last flush
-        self._watch_timer: asyncio.TimerHandle | None = None
-        self._progress_mark = 0
-        self._progress_time = 0.0
-        self._transport: asyncio.Transport | None = None
-        self._flush_scheduled = False
-        self._close_timer: asyncio.TimerHandle | None = None
-        self._reading_paused = False
-        self._finished = False
-
-    # -- asyncio.Protocol --------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports do not subclass asyncio.Transport.
-        self._transport = cast(asyncio.Transport, transport)
-        transport = self._transport
-        _live.add(self)
-        if self._reading_paused:
-            transport.pause_reading()
-        self._flush()  # the 101 response and anything sent meanwhile
-        if self._conn.closed:
-            # Closed before the socket reached the loop (a route that closed
-            # at once): the close frame just went out; wait for the reply.
-            return
-        if self._conn.state is wsproto.State.CLOSING:
-            self._arm_close_timer()
-
-    def data_received(self, data: bytes) -> None:
-        events = self._conn.receive_data(data)
-        self._flush()
-        for event in events:
-            self._dispatch(event)
-
-    def eof_received(self) -> bool | None:
-        events = self._conn.eof_received()
-        self._flush()
-        for event in events:
-            self._dispatch(event)
-        return None  # close the transport
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._transport = None
-        _live.discard(self)
-        self._stop_watch()
-        if self._close_timer is not None:
-            self._close_timer.cancel()
-            self._close_timer = None
-        if not self._conn.closed:
-            for event in self._conn.eof_received():
-                self._dispatch(event)
-        self._finish(CloseCode.ABNORMAL, "")
-
-    def pause_writing(self) -> None:
-        self._listener.pause_writing()
-        if self._watch_timer is None and self._transport is not None:
-            self._progress_mark = self._accepted()
-            self._progress_time = self._loop.time()
-            self._watch_timer = self._loop.call_later(self._watch_tick(), self._watch)
-
-    def resume_writing(self) -> None:
-        self._stop_watch()
-        self._listener.resume_writing()
-
-    # -- slow consumers ----------------------------------------------------
-
-    def _accepted(self) -> int:
-        transport = self._transport
-        return self._written - (transport.get_write_buffer_size() if transport else 0)
-
-    def _watch_tick(self) -> float:
-        return min(0.5, self._slow_consumer_timeout / 4)
-
-    def _stop_watch(self) -> None:
-        if self._watch_timer is not None:
-            self._watch_timer.cancel()
-            self._watch_timer = None
-
-    def _watch(self) -> None:
-        self._watch_timer = None
-        transport = self._transport
-        if transport is None or self._finished:
-            return
-        mark = self._accepted()
-        now = self._loop.time()
-        if mark != self._progress_mark:
-            self._progress_mark, self._progress_time = mark, now
-        elif now - self._progress_time >= self._slow_consumer_timeout:
-            self._slow_consumer(transport, now - self._progress_time)
-            return
-        self._watch_timer = self._loop.call_later(self._watch_tick(), self._watch)
-
-    def _slow_consumer(self, transport: asyncio.Transport, idle: float) -> None:
-        peer = transport.get_extra_info("peername")
-        logger.warning(
-            "Closing a WebSocket route connection from %s: slow consumer: %d bytes "
-            "queued, no byte read for %.1f s (slow_consumer_timeout=%g)",
-            f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else peer,
-            transport.get_write_buffer_size(),
-            idle,
-            self._slow_consumer_timeout,
-        )
-        if self._conn.open:
-            # Queued behind the unread data: a client that wakes up may see it.
-            self._conn.close(CLOSE_SLOW_CONSUMER, "slow consumer")
-            self._flush()
-        self._finish(CLOSE_SLOW_CONSUMER, "slow consumer")
-        # The close handshake cannot complete through a full buffer: drop the TCP.
-        transport.abort()
-
-    # -- events ------------------------------------------------------------
-
-    def _dispatch(self, event: wsproto.Event) -> None:
-        if isinstance(event, (wsproto.TextMessage, wsproto.BinaryMessage)):
-            self._listener.message_received(event.data)
-        elif isinstance(event, (wsproto.Pong, wsproto.Ping)):
-            self._listener.pong_received(event.data)
-        elif isinstance(event, wsproto.Closed):
-            self._finish(event.code, event.reason)
-
-    def _finish(self, code: int, reason: str) -> None:
-        if self._finished:
-            return
-        self._finished = True
-        if self._close_timer is not None:
-            self._close_timer.cancel()
-            self._close_timer = None
-        if self._transport is not None and not self._conn.should_close_transport:
-            # The peer went away (1006) or we failed the connection: nothing
-            # more will come that we want; close after the pending writes.
-            self._transport.close()
-        try:
-            self._listener.connection_closed(code, reason)
-        except Exception:  # pragma: no cover - listeners do not raise
-            logger.exception("error in connection_closed")
-
-    # -- output ------------------------------------------------------------
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        transport = self._transport
-        if transport is None:
-            return
-        self._unflushed = 0
-        out = self._conn.data_to_send()
-        if out:
-            transport.write(out)
-            if self._watch_timer is not None:  # only the watch needs it
-                self._written += len(out)
-        if self._conn.should_close_transport:
-            transport.close()
-
-    def _schedule_flush(self) -> None:
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
-
-    def _arm_close_timer(self) -> None:
-        if self._close_timer is None and self._transport is not None:
-            self._close_timer = self._loop.call_later(self._close_timeout, self._close_timed_out)
-
-    def _close_timed_out(self) -> None:
-        self._close_timer = None
-        if self._transport is not None:
-            self._transport.abort()
-
-    # -- Channel -----------------------------------------------------------
-
-    def send(self, data: str | bytes) -> None:
-        if isinstance(data, str):
-            self._conn.send_text(data)
-        else:
-            self._conn.send_binary(data)
-        self._unflushed += len(data)
-        if self._unflushed >= FLUSH_AT_ONCE:
-            # Big output goes to the transport now, so that its pause_writing()
-            # reaches the sender before its next send (an ``async def`` route
-            # that never yields would otherwise queue without bound).
-            self._flush()
-        else:
-            self._schedule_flush()
-
-    def ping(self, data: bytes) -> None:
-        self._conn.send_ping(data)
-        self._schedule_flush()
-
-    def close(self, code: int, reason: str) -> None:
-        self._conn.close(code, reason)
-        self._flush()
-        if not self._conn.closed:
-            self._arm_close_timer()
-
-    def pause_reading(self) -> None:
-        self._reading_paused = True
-        if self._transport is not None:
-            self._transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        self._reading_paused = False
-        if self._transport is not None and not self._finished:
-            self._transport.resume_reading()
-
-    # -- shutdown ----------------------------------------------------------
-
-    def runs_on(self, loop: asyncio.AbstractEventLoop) -> bool:
-        """Whether this connection belongs to ``loop``."""
-        return self._loop is loop
-
-    def abort(self) -> None:
-        """Drop the TCP connection now (the closing handshake took too long)."""
-        if self._transport is not None:
-            self._transport.abort()
 
 
 class RouteUpgrader:
@@ -354,11 +141,8 @@ class RouteUpgrader:
         )
         if isinstance(result, wsproto.Rejection):
             raise HandshakeRejected(result.status, result.headers, result.body)
-        channel = RouteChannel(
-            result,
-            listener,
-            self.hub.loop,
-            slow_consumer_timeout=options.slow_consumer_timeout,
+        channel = route_channel(
+            result, listener, self.hub.loop, slow_consumer_timeout=options.slow_consumer_timeout
         )
         try:
             self.start(channel)
