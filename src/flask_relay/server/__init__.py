@@ -5,7 +5,8 @@ Nothing here imports Flask; the WSGI application is just a callable.
 
 from __future__ import annotations
 
-from .http import HTTPLimits, Server
+from .httpconn import HTTPLimits
 from .loop import Hub
+from .serve import Server
 
 __all__ = ["HTTPLimits", "Hub", "Server"]

@@ -63,8 +63,9 @@ from typing import Any, Protocol, cast
 
 import httptools
 
-from .http import HTTPConnection, Server
+from .httpconn import HTTPConnection
 from .request import HTTPRequest, Responder, UpgradeHandle
+from .serve import Server
 
 __all__ = ["FORWARDED_HEADER", "Forwarder", "node_of", "private_runtime_dir"]
 

@@ -1,6 +1,6 @@
 """What the HTTP server hands to a mount: a parsed request and a way to answer it.
 
-These types are the seam between the HTTP/1.1 server (``server/http.py``) and
+These types are the seam between the HTTP/1.1 server (``server/httpconn.py``) and
 the endpoints served natively on the loop (the Engine.IO server, WebSocket
 routes). A foreign WSGI server's door can build the same objects, so an
 endpoint is written once for every door.
@@ -19,9 +19,11 @@ __all__ = [
     "Responder",
     "UpgradeHandle",
     "build_environ",
+    "client_address",
     "reason_phrase",
     "response_bytes",
     "response_head",
+    "text_response",
 ]
 
 
@@ -333,3 +335,29 @@ def build_environ(request: HTTPRequest, *, server_name: str | None = None) -> di
         else:
             environ[key] = f"{old}; {value}" if key == "HTTP_COOKIE" else f"{old},{value}"
     return environ
+
+
+def text_response(
+    status: int,
+    message: str,
+    *,
+    close: bool = True,
+    headers: Iterable[tuple[str, str]] = (),
+    head_only: bool = False,
+    http10: bool = False,
+) -> bytes:
+    """A plain-text answer written by the server itself (errors, 404 without an app)."""
+    return response_bytes(
+        status,
+        [*headers, ("Content-Type", "text/plain; charset=utf-8")],
+        (message + "\n").encode(),
+        keep_alive=not close,
+        head_only=head_only,
+        http10=http10,
+    )
+
+
+def client_address(client: tuple[str, int] | None) -> str:
+    """``host:port`` of a client, for log lines."""
+    return f"{client[0]}:{client[1]}" if client else "unknown client"
+

@@ -12,7 +12,7 @@
 * :func:`dispatch_upgrade`: run the Flask dispatch of an upgrade request in a
   thread of its own and report, once, either "accepted" or the HTTP response to
   send instead.
-* :func:`serve_route_upgrade`: the own HTTP server's door (``server/http.py``
+* :func:`serve_route_upgrade`: the own HTTP server's door (``server/httpconn.py``
   calls it for a WebSocket upgrade outside every mount).
 * :func:`shutdown_routes`: close every route connection of the running loop
   with 1001 (the server's graceful shutdown).
