@@ -21,6 +21,8 @@ from eio_helpers import (
 )
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from flask_relay.engine.eio import SessionPhase
+
 # -- handshake ------------------------------------------------------------------------
 
 
@@ -443,6 +445,35 @@ def test_upgrade_sequence(make_engine: Any) -> None:
         assert ws.recv(timeout=5) == "4still here"
     assert wait_for(lambda: rec.of("disconnect"))[0][2] == "transport close"
     assert len(rec.of("connect")) == 1
+
+
+def test_session_phase_follows_the_session(make_engine: Any) -> None:
+    """SessionPhase through a session's life: polling, upgrading, back to polling
+    (probe dropped), upgrading again, websocket, closed; and a polling session
+    closed by the server lingers as CLOSING until its GET takes the close packet."""
+    running = make_engine(echo=False)
+    engine = running.engine
+    sid, _ = handshake(running.port)
+    session = engine._sessions[sid]
+    assert session.phase is SessionPhase.POLLING
+    with ws_connect(running.port, f"EIO=4&transport=websocket&sid={sid}") as ws:
+        wait_for(lambda: session.phase is SessionPhase.UPGRADING)
+    wait_for(lambda: session.phase is SessionPhase.POLLING)
+    with ws_connect(running.port, f"EIO=4&transport=websocket&sid={sid}") as ws:
+        ws.send("2probe")
+        assert ws.recv(timeout=5) == "3probe"
+        assert session.phase is SessionPhase.UPGRADING
+        ws.send("5")
+        wait_for(lambda: session.phase is SessionPhase.WEBSOCKET)
+        assert engine.transport(sid) == "websocket"
+    wait_for(lambda: session.phase is SessionPhase.CLOSED)
+
+    sid, _ = handshake(running.port)
+    session = engine._sessions[sid]
+    engine.disconnect(sid)
+    wait_for(lambda: session.phase is SessionPhase.CLOSING)
+    assert poll(running.port, sid).text == "1"
+    assert session.phase is SessionPhase.CLOSED
 
 
 def test_upgrade_timeout_keeps_polling(make_engine: Any) -> None:

@@ -57,6 +57,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
+from enum import Enum
 from typing import Any, cast
 
 from ..protocol import websocket as wsproto
@@ -78,7 +79,7 @@ from ..server.request import HTTPRequest, Responder, UpgradeHandle, build_enviro
 from ..server.wschannel import WSChannel
 from .interfaces import EngineHandler
 
-__all__ = ["EngineHandler", "EngineIOServer", "Prepared"]
+__all__ = ["EngineHandler", "EngineIOServer", "Prepared", "SessionPhase"]
 
 default_logger = logging.getLogger("flask_relay.engineio")
 
@@ -245,8 +246,28 @@ class _WSLink:
             self.server._written(self, session, buffered, n)
 
 
+class SessionPhase(Enum):
+    """Where an Engine.IO session is in its life (:attr:`_Session.phase`).
+
+    ``POLLING`` -> (``UPGRADING`` -> ``WEBSOCKET`` | back to ``POLLING``) ->
+    ``CLOSING`` -> ``CLOSED``; a session opened on a WebSocket starts in
+    ``WEBSOCKET``. ``CLOSING`` is a closed polling session whose close packet
+    still waits for the client's next GET.
+    """
+
+    POLLING = "polling"
+    UPGRADING = "upgrading"
+    WEBSOCKET = "websocket"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
 class _Session:
-    """One Engine.IO session (loop thread only)."""
+    """One Engine.IO session (loop thread only).
+
+    Its phase (:attr:`phase`) is read from the fields that make it: ``closed``,
+    ``queue``, ``probe`` and ``transport``, so it is always in step with them.
+    """
 
     __slots__ = (
         "closed",
@@ -295,8 +316,18 @@ class _Session:
         self.progress_time = 0.0
         self.watch_timer: asyncio.TimerHandle | None = None
 
+    @property
+    def phase(self) -> SessionPhase:
+        if self.closed:
+            return SessionPhase.CLOSING if self.queue else SessionPhase.CLOSED
+        if self.probe is not None:
+            return SessionPhase.UPGRADING
+        if self.transport == "websocket":
+            return SessionPhase.WEBSOCKET
+        return SessionPhase.POLLING
+
     def __repr__(self) -> str:
-        return f"<Session {self.sid} {self.transport}>"
+        return f"<Session {self.sid} {self.phase.value}>"
 
     def remote(self) -> str:
         environ = self.environ
@@ -609,7 +640,7 @@ class EngineIOServer:
                 return
             # Already on a WebSocket, or an upgrade under way: as the reference
             # (npm engine.io), the handshake is accepted and the socket closed.
-            redundant = session.transport != "polling" or session.probe is not None
+            redundant = session.phase is not SessionPhase.POLLING
         elif self._shutting_down:
             reject(503, BAD_REQUEST, "server shutting down")
             return
@@ -1068,7 +1099,7 @@ class EngineIOServer:
             return
         session.held = None
         session.held_request = None
-        if not session.closed and session.transport == "polling":
+        if session.phase in (SessionPhase.POLLING, SessionPhase.UPGRADING):
             self.logger.info("Closing %s: the client abandoned its GET", session.sid)
             self._close(session, "transport error", notify=False)
 
@@ -1159,7 +1190,7 @@ class EngineIOServer:
     def _arm_noop(self, session: _Session) -> None:
         def tick() -> None:
             session.noop_timer = None
-            if session.closed or session.probe is None:
+            if session.phase is not SessionPhase.UPGRADING:
                 return
             self._send_noop(session)
             self._arm_noop(session)
