@@ -137,7 +137,7 @@ class _MountResponder:
             logger.exception("A mount answered with an invalid response")
             data = text_response(500, "Internal Server Error", head_only=self.head_only)
             self.keep_alive = False
-        self.conn._finish_mount(self, data)
+        self.conn.finish_mount(self, data)
 
 
 class _Upgrade:
@@ -160,7 +160,7 @@ class _Upgrade:
         conn = self.conn
         if conn.transport is not None and not conn.lost:
             conn.transport.write(data)
-            conn._close()
+            conn.close()
 
     def switch(self, protocol: asyncio.BaseProtocol) -> None:
         if self.used:
@@ -172,7 +172,7 @@ class _Upgrade:
             # The client left before the mount answered; tell the new protocol.
             protocol.connection_lost(None)
             return
-        conn._detach()
+        conn.detach()
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
         if self.extra and isinstance(protocol, asyncio.Protocol):
@@ -234,13 +234,13 @@ class HTTPConnection(asyncio.Protocol):
         if transport.get_extra_info("sslcontext") is not None:
             self.scheme = "https"
         transport.set_write_buffer_limits(high=self.limits.write_buffer_high)
-        self.server._connections.add(self)
+        self.server.connections.add(self)
         self._set_timer(self.limits.keep_alive_timeout, self._on_idle_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         self._cancel_timer()
-        self.server._connections.discard(self)
+        self.server.connections.discard(self)
         with self.flow:
             self.flow.notify_all()
         current = self.current
@@ -344,7 +344,7 @@ class HTTPConnection(asyncio.Protocol):
             return None
         # A half-closed client may still wait for the answer to its last request.
         if not self.busy and not self.queue:
-            self._close()
+            self.close()
         return True if (self.busy or self.queue) else None
 
     # -- httptools callbacks --------------------------------------------------------
@@ -549,7 +549,8 @@ class HTTPConnection(asyncio.Protocol):
         self.current = response
         self.server.executor.submit(response.run, app)
 
-    def _finish_mount(self, responder: _MountResponder, data: bytes) -> None:
+    def finish_mount(self, responder: _MountResponder, data: bytes) -> None:
+        """A mount's answer (``data``, a whole response) to the current request."""
         if self.current is not responder or self.lost:
             return
         self.current = None
@@ -563,7 +564,7 @@ class HTTPConnection(asyncio.Protocol):
         self.busy = False
         self.current = None
         if not keep_alive or self.closing:
-            self._close()
+            self.close()
             return
         self._next()
 
@@ -572,18 +573,20 @@ class HTTPConnection(asyncio.Protocol):
         self.busy = True
         if self.transport is not None and not self.lost:
             self.transport.write(text_response(status, message))
-        self._close()
+        self.close()
 
-    # -- WSGI responses (called on the loop by _WSGIResponse) -----------------------------
+    # -- WSGI responses (the bridge's seam: called on the loop by wsgi.py) -----------------
 
-    def _wsgi_write(self, data: bytes) -> None:
+    def wsgi_write(self, data: bytes) -> None:
+        """Write part of a WSGI response; wake the worker waiting for room."""
         if not self.lost and self.transport is not None:
             self.transport.write(data)
         with self.flow:
             self.server_pending_bytes -= len(data)
             self.flow.notify_all()
 
-    def _wsgi_done(self, response: _WSGIResponse, keep_alive: bool) -> None:
+    def wsgi_done(self, response: _WSGIResponse, keep_alive: bool) -> None:
+        """The WSGI response is complete: go on with the next request, or close."""
         if self.current is not response:
             return
         self.current = None
@@ -591,11 +594,12 @@ class HTTPConnection(asyncio.Protocol):
         if self.lost:
             return
         if not keep_alive or self.closing:
-            self._close()
+            self.close()
             return
         self._next()
 
-    def _wsgi_abort(self) -> None:
+    def wsgi_abort(self) -> None:
+        """The application failed mid-response: drop the connection."""
         self.current = None
         if self.transport is not None and not self.lost:
             self.transport.abort()
@@ -615,7 +619,7 @@ class HTTPConnection(asyncio.Protocol):
     def _on_idle_timeout(self) -> None:
         self.timer = None
         if not self.busy and not self.queue and not self._in_request:
-            self._close()
+            self.close()
 
     def _on_header_timeout(self) -> None:
         self.timer = None
@@ -624,7 +628,7 @@ class HTTPConnection(asyncio.Protocol):
             if not self.busy:
                 self._write_error(408, "Request headers not received in time")
             else:
-                self._abort()
+                self.abort()
 
     def _on_body_timeout(self) -> None:
         self.timer = None
@@ -633,7 +637,7 @@ class HTTPConnection(asyncio.Protocol):
             if not self.busy:
                 self._write_error(408, "Request body not received in time")
             else:
-                self._abort()
+                self.abort()
 
     def _pause_reading(self) -> None:
         if not self.reading_paused and self.transport is not None and not self.lost:
@@ -651,29 +655,31 @@ class HTTPConnection(asyncio.Protocol):
             except Exception:
                 pass
 
-    def _close(self) -> None:
+    def close(self) -> None:
+        """Close after the pending writes."""
         self.closing = True
         self._cancel_timer()
         if self.transport is not None and not self.lost:
             self.transport.close()
 
-    def _abort(self) -> None:
+    def abort(self) -> None:
+        """Drop the connection now."""
         self.closing = True
         self._cancel_timer()
         if self.transport is not None and not self.lost:
             self.transport.abort()
 
-    def _detach(self) -> None:
+    def detach(self) -> None:
         """A mount took the transport over: forget it here."""
         self.detached = True
         self._cancel_timer()
-        self.server._connections.discard(self)
+        self.server.connections.discard(self)
 
     def shutdown(self) -> None:
         """Server stopping: close now if idle, else after the current answer."""
         self.closing = True
         if not self.busy:
-            self._close()
+            self.close()
 
 
 

@@ -166,7 +166,8 @@ class Server:
         self._mounts: list[tuple[str, Mount]] = []
         for prefix, mount in (mounts or {}).items():
             self.add_mount(prefix, mount)
-        self._connections: set[HTTPConnection] = set()
+        #: Open client connections (each adds and removes itself; shutdown closes them).
+        self.connections: set[HTTPConnection] = set()
         self._servers: list[asyncio.Server] = []
         self._stopping = False
         self._stopped = asyncio.Event  # type: ignore[assignment]
@@ -345,14 +346,14 @@ class Server:
             except Exception:
                 logger.exception("Error while shutting down the mount at %s", prefix)
         await shutdown_routes(self.shutdown_timeout)
-        for conn in list(self._connections):
+        for conn in list(self.connections):
             conn.shutdown()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.shutdown_timeout
-        while any(c.busy for c in self._connections) and loop.time() < deadline:
+        while any(c.busy for c in self.connections) and loop.time() < deadline:
             await asyncio.sleep(0.05)
-        for conn in list(self._connections):
-            conn._abort()
+        for conn in list(self.connections):
+            conn.abort()
         for server in self._servers:
             try:
                 await asyncio.wait_for(server.wait_closed(), 1.0)

@@ -209,7 +209,7 @@ class _WSGIResponse:
             if conn.lost:
                 raise ConnectionResetError("client disconnected")
             conn.server_pending_bytes += len(data)
-        self.hub.call(conn._wsgi_write, data)
+        self.hub.call(conn.wsgi_write, data)
 
     def run(self, app: WSGIApp) -> None:
         conn = self.conn
@@ -245,12 +245,12 @@ class _WSGIResponse:
                     close()
         except ConnectionResetError:
             logger.info("%r: client went away during the response", self.request)
-            self.hub.call(conn._wsgi_abort)
+            self.hub.call(conn.wsgi_abort)
             return
         except Exception:
             logger.exception("Error in the WSGI app for %r", self.request)
             if self.headers_sent:
-                self.hub.call(conn._wsgi_abort)
+                self.hub.call(conn.wsgi_abort)
                 return
             try:
                 self._send(text_response(500, "Internal Server Error", head_only=self.head))
@@ -268,5 +268,5 @@ class _WSGIResponse:
                 self.request.http_version,
                 (self.status or "500")[:3],
             )
-        self.hub.call(conn._wsgi_done, self, not self.close_after)
+        self.hub.call(conn.wsgi_done, self, not self.close_after)
 
