@@ -234,7 +234,7 @@ class Forwarder:
         their sids get this node's prefix, the internal sockets are bound now
         (the kernel queues connections until the loop serves them)."""
         self.server = server
-        for _, mount in server._mounts:
+        for _, mount in server.mounts:
             if hasattr(mount, "sid_prefix") and hasattr(mount, "forwarder"):
                 mount.sid_prefix = self.node_id + "."  # type: ignore[attr-defined]
                 mount.forwarder = self  # type: ignore[attr-defined]
@@ -284,11 +284,11 @@ class Forwarder:
         loop = asyncio.get_running_loop()
         # After the public listeners (the server's port is its first listener's).
         deadline = loop.time() + 30
-        while not server._servers and loop.time() < deadline:
+        while not server.listening and loop.time() < deadline:
             await asyncio.sleep(0.01)
         for sock in self._sockets:
             internal = await loop.create_server(lambda: HTTPConnection(server), sock=sock)
-            server._servers.append(internal)  # closed with the public listeners
+            server.add_listener(internal)  # closed with the public listeners
 
     def close(self) -> None:
         """Stop announcing (tell the peers), remove the unix socket, end the proxies
@@ -672,7 +672,7 @@ class _Splice:
 
 def find_queue(server: Server) -> MessageQueue | None:
     """The message queue of the Socket.IO server behind ``server``'s mounts, if any."""
-    for _, mount in server._mounts:
+    for _, mount in server.mounts:
         sio = getattr(getattr(mount, "handler", None), "server", None)
         queue = getattr(sio, "queue", None)
         if queue is not None:

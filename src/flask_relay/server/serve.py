@@ -191,6 +191,20 @@ class Server:
         return None
 
     @property
+    def mounts(self) -> list[tuple[str, Mount]]:
+        """The ``(prefix, mount)`` pairs served natively, longest prefix first."""
+        return list(self._mounts)
+
+    @property
+    def listening(self) -> bool:
+        """Whether the public listeners are open (the loop started serving)."""
+        return bool(self._servers)
+
+    def add_listener(self, listener: asyncio.Server) -> None:
+        """Close ``listener`` with the server's own (an internal port it also serves)."""
+        self._servers.append(listener)
+
+    @property
     def port(self) -> int:
         """The bound port (the real one when ``port=0`` was asked)."""
         for server in self._servers:
