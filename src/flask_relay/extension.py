@@ -55,7 +55,7 @@ from .engine.sio import (
 )
 from .namespace import Namespace
 from .protocol.jsonlib import JSONModule
-from .pubsub import MessageQueue, from_url
+from .pubsub import MessageQueue, QueueNotAvailable, check_url, from_url
 
 if TYPE_CHECKING:
     from .server.http import Server
@@ -368,16 +368,15 @@ class SocketIO:
         if manager is not None and not isinstance(manager, MessageQueue):
             raise MessageQueueNotSupported(
                 "client_manager must be a flask_relay.pubsub.MessageQueue (python-socketio "
-                "managers do not plug in here); or give message_queue='redis://...'"
+                "managers do not plug in here); or give message_queue='redis://...' "
+                "(amqp://, nats://, zmq+tcp://)"
             )
         url = options.get("message_queue")
         if url is not None and manager is None:
-            scheme = str(url).split(":", 1)[0].lower()
-            if scheme not in ("redis", "rediss", "unix", "valkey", "valkeys"):
-                raise MessageQueueNotSupported(
-                    f"message_queue scheme {scheme!r} is not supported yet: only Redis "
-                    "(redis://, rediss://, unix://, valkey://) in this release"
-                )
+            try:
+                check_url(str(url))
+            except QueueNotAvailable as exc:
+                raise MessageQueueNotSupported(str(exc)) from None
         serializer = options.get("serializer", "default")
         if serializer not in (None, "default", "json"):
             raise ValueError(
@@ -436,7 +435,9 @@ class SocketIO:
                 channel=str(self._option("channel")),
                 write_only=app is None,
                 json=json,
-                options=self._option("redis_options"),
+                options=self._option("redis_options")
+                if check_url(str(url)) == "redis"
+                else None,
             )
         if previous is not None and previous.queue is not None and previous.queue is not queue:
             previous.queue.close()

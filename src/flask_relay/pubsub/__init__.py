@@ -12,19 +12,43 @@ Flask-SocketIO process and an external emitter such as
 interoperate. Acknowledgement callbacks cross processes too: the process whose
 client acknowledges publishes a ``callback`` message for the emitting process.
 
-Backends: Redis (``redis://``, ``rediss://``, ``unix://``, ``valkey://``,
-``valkeys://``). :func:`from_url` picks one from the URL.
+Publishing never blocks or fails in the caller (an emit inside a handler must
+not raise because the broker is down): messages go to a bounded *outbox* that
+one publisher thread per queue drains in order. When the broker is
+unreachable (a restart, a network cut), the first failure is logged once at
+ERROR, the outbox keeps what is emitted meanwhile (at most
+:attr:`MessageQueue.max_buffered` messages: past that the oldest are dropped,
+with a WARNING), the listener reconnects with a backoff, and once it has
+resubscribed the outbox is published, followed by an INFO line. Local clients
+are served throughout: the local part of an emit never waits for the broker.
+
+Publishing what was buffered right after the broker comes back would lose it
+for the processes whose listeners have not resubscribed yet (pub/sub brokers
+keep nothing for absent subscribers). So Flask-Relay processes announce
+themselves on the channel (``flask-relay-hello`` messages, which
+python-socketio ignores), and after an outage a process holds its outbox until
+every peer it knew has announced itself again, or
+:attr:`MessageQueue.resubscribe_grace` seconds have passed.
+
+Backends (:func:`from_url` picks one from the URL): Redis/Valkey
+(:mod:`.redis`), RabbitMQ/AMQP through kombu (:mod:`.amqp`), NATS
+(:mod:`.nats`) and ZeroMQ (:mod:`.zmq`). Kafka is recognised and refused with
+an explanation. A backend implements :meth:`MessageQueue._publish` and
+:meth:`MessageQueue._listen`.
 """
 
 from __future__ import annotations
 
+import atexit
 import base64
 import collections
 import itertools
 import logging
 import threading
+import time
 import uuid
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..protocol.jsonlib import JSONModule, default_json
@@ -33,11 +57,39 @@ from ..protocol.socketio import _deconstruct, _reconstruct
 if TYPE_CHECKING:
     from ..engine.sio import SocketIOServer
 
-__all__ = ["MessageQueue", "from_url"]
+__all__ = ["SCHEMES", "MessageQueue", "QueueNotAvailable", "check_url", "from_url"]
 
 logger = logging.getLogger("flask_relay.pubsub")
 
 _BINARY = (bytes, bytearray, memoryview)
+
+#: URL scheme -> backend module (under ``flask_relay.pubsub``).
+SCHEMES: dict[str, str] = {
+    "redis": "redis",
+    "rediss": "redis",
+    "unix": "redis",
+    "valkey": "redis",
+    "valkeys": "redis",
+    "redis+sentinel": "redis",
+    "valkey+sentinel": "redis",
+    "amqp": "amqp",
+    "amqps": "amqp",
+    "pyamqp": "amqp",
+    "nats": "nats",
+    "tls": "nats",
+    "zmq+tcp": "zmq",
+    "kafka": "kafka",
+}
+
+# Control messages between Flask-Relay processes (python-socketio ignores
+# methods it does not know).
+HELLO = "flask-relay-hello"
+BYE = "flask-relay-bye"
+PROBE = "flask-relay-probe"
+
+
+class QueueNotAvailable(NotImplementedError):
+    """A message queue URL that this release cannot serve (with the reason)."""
 
 
 def _has_binary(data: Any) -> bool:
@@ -50,12 +102,29 @@ def _has_binary(data: Any) -> bool:
     return False
 
 
-class MessageQueue:
-    """The broker-independent part: message format, routing, remote acks.
+_live: weakref.WeakSet[MessageQueue] = weakref.WeakSet()
 
-    Subclasses implement :meth:`_publish` (any thread) and :meth:`_listen`
-    (an iterator of raw messages, run by the listener thread; it should
-    reconnect by itself and log loudly while the broker is unreachable).
+
+@atexit.register
+def _flush_at_exit() -> None:
+    # A write-only emitter (a script that emits and exits) must not lose what
+    # its publisher thread has not sent yet.
+    for queue in list(_live):
+        try:
+            queue.close()
+        except Exception:  # pragma: no cover - best effort at exit
+            pass
+
+
+class MessageQueue:
+    """The broker-independent part: message format, routing, remote acks, outages.
+
+    Subclasses implement :meth:`_publish` (called by the publisher thread
+    only) and :meth:`_listen` (an iterator of raw messages, run by the
+    listener thread). ``_listen`` reconnects by itself: it calls
+    :meth:`_subscribed` each time it is (again) subscribed and
+    :meth:`_connection_lost` when the connection drops, and waits
+    :meth:`_reconnect_delay` between attempts.
 
     :param channel: the pub/sub channel shared by every process.
     :param write_only: only publish (an external emitter): no listener thread.
@@ -65,6 +134,19 @@ class MessageQueue:
 
     #: Callbacks kept for acknowledgements from other processes.
     max_pending_callbacks = 10_000
+    #: Messages the outbox holds while the broker is unreachable (or slower
+    #: than the emitters); past it the oldest are dropped, with a WARNING.
+    max_buffered = 10_000
+    #: Bytes the outbox holds, the same way.
+    max_buffered_bytes = 64 * 1024 * 1024
+    #: After an outage, seconds to wait for the known peers to resubscribe
+    #: before publishing the outbox anyway.
+    resubscribe_grace = 5.0
+    #: Reconnection backoff: first delay, doubled up to the maximum (seconds).
+    reconnect_delay_initial = 0.25
+    reconnect_delay_max = 5.0
+    #: ``close()`` waits at most this long for the outbox to be published.
+    close_timeout = 5.0
 
     def __init__(
         self,
@@ -88,6 +170,24 @@ class MessageQueue:
         self._closed = threading.Event()
         #: Set once the listener is subscribed (messages published from then on arrive).
         self.ready = threading.Event()
+        # The outbox and the outage state, under _cond.
+        self._cond = threading.Condition()
+        self._outbox: collections.deque[str] = collections.deque()
+        self._outbox_bytes = 0
+        # (method, data): HELLO/BYE/PROBE, sent ahead of the outbox.
+        self._control: collections.deque[tuple[str, str]] = collections.deque(maxlen=64)
+        self._publisher: threading.Thread | None = None
+        self._publishing = False  # the publisher holds a message it is sending
+        self._down_since: float | None = None
+        self._dropped = 0
+        self._listener_up = False
+        self._grace_deadline: float | None = None
+        # Flask-Relay peers (host id -> last heard, monotonic) and, during an
+        # outage, those not heard from since.
+        self._peers: dict[str, float] = {}
+        self._waiting_peers: set[str] = set()
+        self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {}
+        _live.add(self)
 
     # -- wiring --------------------------------------------------------------------
 
@@ -101,8 +201,66 @@ class MessageQueue:
             self._thread.start()
 
     def close(self) -> None:
-        """Stop listening (the thread exits at the next message or reconnect)."""
-        self._closed.set()
+        """Publish what the outbox holds (unless the broker is down), then stop."""
+        if self._closed.is_set():
+            return
+        if not self.write_only and self._thread is not None:
+            self._send_control({"method": BYE})
+        with self._cond:
+            if self._publisher is not None:
+                deadline = time.monotonic() + self.close_timeout
+                while (
+                    (self._outbox or self._control or self._publishing)
+                    and self._down_since is None
+                    and self._publisher.is_alive()
+                ):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+            left_over = len(self._outbox)
+            self._closed.set()
+            self._cond.notify_all()
+        if left_over:
+            logger.warning(
+                "%s message queue closed with %d messages never published", self.name, left_over
+            )
+        self._close_backend()
+
+    def _close_backend(self) -> None:
+        """Release the backend's connections (after :meth:`close`)."""
+
+    # -- extension points for other parts of Flask-Relay ------------------------
+
+    def publish(self, message: dict[str, Any]) -> None:
+        """Publish a message of one's own (a ``method`` python-socketio does not use).
+
+        It goes through the outbox like the emits (buffered during outages).
+        """
+        self._send(dict(message))
+
+    def add_handler(self, method: str, handler: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``handler(message)`` (on the listener thread) for other processes'
+        messages whose ``method`` is ``method``."""
+        self._handlers[method] = handler
+
+    @property
+    def peers(self) -> list[str]:
+        """Host ids of the other Flask-Relay processes heard on the channel."""
+        with self._cond:
+            return list(self._peers)
+
+    @property
+    def buffered(self) -> int:
+        """Messages waiting in the outbox."""
+        with self._cond:
+            return len(self._outbox)
+
+    @property
+    def connected(self) -> bool:
+        """False while an outage is in progress (from its first failure to the flush)."""
+        with self._cond:
+            return self._down_since is None
 
     # -- publishing (called by SocketIOServer after the local part) ----------------
 
@@ -166,8 +324,178 @@ class MessageQueue:
         self._send({"method": "close_room", "room": room, "namespace": namespace})
 
     def _send(self, message: dict[str, Any]) -> None:
+        """Encode (errors raise here, in the caller) and put in the outbox."""
         message.setdefault("host_id", self.host_id)
-        self._publish(self.json.dumps(message))
+        data = self.json_text(message)
+        with self._cond:
+            if self._closed.is_set():
+                logger.warning("%s message queue is closed: message not published", self.name)
+                return
+            self._outbox.append(data)
+            self._outbox_bytes += len(data)
+            if len(self._outbox) > self.max_buffered or (
+                self._outbox_bytes > self.max_buffered_bytes and len(self._outbox) > 1
+            ):
+                dropped = self._outbox.popleft()
+                self._outbox_bytes -= len(dropped)
+                self._dropped += 1
+                if self._dropped == 1:
+                    logger.warning(
+                        "%s message queue outbox full (%d messages, %d bytes): dropping the "
+                        "oldest messages until the broker takes them again",
+                        self.name,
+                        self.max_buffered,
+                        self._outbox_bytes,
+                    )
+            self._start_publisher()
+            self._cond.notify_all()
+
+    def _send_control(self, message: dict[str, Any]) -> None:
+        """A control message: ahead of the outbox, sent even while it is held."""
+        message.setdefault("host_id", self.host_id)
+        data = self.json_text(message)
+        with self._cond:
+            self._control.append((message["method"], data))
+            self._start_publisher()
+            self._cond.notify_all()
+
+    # -- the publisher thread -----------------------------------------------------------
+
+    def _start_publisher(self) -> None:
+        # Under _cond.
+        if self._publisher is None and not self._closed.is_set():
+            self._publisher = threading.Thread(
+                target=self._publish_loop, name=f"flask-relay-{self.name}-publisher", daemon=True
+            )
+            self._publisher.start()
+
+    def _publish_loop(self) -> None:
+        delay = self.reconnect_delay_initial
+        while not self._closed.is_set():
+            with self._cond:
+                kind, item = self._next_item()
+                if item is None:
+                    self._cond.wait(self._wait_time())
+                    continue
+                self._publishing = True
+            try:
+                self._publish(item)
+            except Exception as exc:
+                with self._cond:
+                    self._publishing = False
+                    if kind != "emit" and kind != PROBE:
+                        self._control.appendleft((kind, item))
+                    self._cond.notify_all()
+                self._mark_down(exc, "publish")
+                self._closed.wait(delay)
+                delay = min(delay * 2, self.reconnect_delay_max)
+                continue
+            delay = self.reconnect_delay_initial
+            with self._cond:
+                self._publishing = False
+                if kind == "emit":
+                    # (unless the bound dropped it meanwhile)
+                    if self._outbox and self._outbox[0] is item:
+                        self._outbox_bytes -= len(item)
+                        self._outbox.popleft()
+                elif self._down_since is not None:
+                    if self.write_only:
+                        self._recovered()
+                    elif kind == HELLO and self._grace_deadline is None:
+                        # The broker takes our messages again: give the peers
+                        # the grace period to resubscribe from now.
+                        self._grace_deadline = time.monotonic() + self.resubscribe_grace
+                self._cond.notify_all()
+
+    def _next_item(self) -> tuple[str, str | None]:
+        """What to publish now (under _cond): a control message, else the outbox head."""
+        if self._down_since is not None:
+            if self.write_only:
+                # Nobody to wait for: probe until the broker answers.
+                if self._control:
+                    return self._control.popleft()
+                return PROBE, self.json_text({"method": PROBE, "host_id": self.host_id})
+            if not self._listener_up:
+                return "", None  # the listener tells when the broker is back
+            if self._control:
+                return self._control.popleft()
+            if self._grace_deadline is None:
+                # Announce ourselves (the peers answer): that also tests the
+                # publishing connection.
+                hello = {"method": HELLO, "host_id": self.host_id, "reply": True}
+                return HELLO, self.json_text(hello)
+            if self._waiting_peers and time.monotonic() < self._grace_deadline:
+                return "", None
+            self._recovered()
+        if self._control:
+            return self._control.popleft()
+        if self._outbox:
+            return "emit", self._outbox[0]
+        return "", None
+
+    def json_text(self, message: Any) -> str:
+        """``message`` as JSON text."""
+        data = self.json.dumps(message)
+        return data.decode("utf-8") if isinstance(data, bytes) else data
+
+    def _wait_time(self) -> float:
+        if self._down_since is not None and self._grace_deadline is not None and self._listener_up:
+            return max(0.01, min(1.0, self._grace_deadline - time.monotonic()))
+        return 1.0
+
+    def _mark_down(self, exc: BaseException | None, where: str) -> None:
+        """An outage began (logged once), or goes on."""
+        with self._cond:
+            if where == "listen":
+                self._listener_up = False
+                self._grace_deadline = None
+                self.ready.clear()
+            if self._down_since is not None or self._closed.is_set():
+                return
+            self._down_since = time.monotonic()
+            self._waiting_peers = set(self._peers)
+            self._grace_deadline = None
+            self._dropped = 0
+            buffered = len(self._outbox)
+        reason = f"{type(exc).__name__}: {exc}" if exc is not None else "connection lost"
+        logger.error(
+            "%s message queue %s unreachable (%s, on %s): buffering messages for other "
+            "processes (at most %d) until it is back; local clients are still served",
+            self.name,
+            self.describe(),
+            reason,
+            where,
+            self.max_buffered,
+        )
+        if buffered:
+            logger.info("%d messages already waited in the outbox", buffered)
+
+    def _recovered(self) -> None:
+        # Under _cond.
+        assert self._down_since is not None
+        elapsed = time.monotonic() - self._down_since
+        gone = self._waiting_peers
+        for host in gone:
+            self._peers.pop(host, None)
+        logger.info(
+            "%s message queue %s is back after %.1f s: publishing %d buffered messages%s%s",
+            self.name,
+            self.describe(),
+            elapsed,
+            len(self._outbox),
+            f" ({self._dropped} dropped: the outbox was full)" if self._dropped else "",
+            f"; {len(gone)} peers did not come back within {self.resubscribe_grace:.0f} s"
+            if gone
+            else "",
+        )
+        self._down_since = None
+        self._waiting_peers = set()
+        self._grace_deadline = None
+        self._dropped = 0
+
+    def describe(self) -> str:
+        """The broker, for log lines (no password)."""
+        return repr(self.channel)
 
     # -- the backend -----------------------------------------------------------------
 
@@ -176,6 +504,30 @@ class MessageQueue:
 
     def _listen(self) -> Any:
         raise NotImplementedError
+
+    def _reconnect_delays(self) -> Iterator[float]:
+        """Delays between reconnection attempts: doubling up to the maximum."""
+        delay = self.reconnect_delay_initial
+        while True:
+            yield delay
+            delay = min(delay * 2, self.reconnect_delay_max)
+
+    def _subscribed(self) -> None:
+        """The listener is (again) subscribed: announce this process."""
+        with self._cond:
+            again = self._down_since is not None
+            self._listener_up = True
+            self._grace_deadline = None
+            self.ready.set()
+            self._cond.notify_all()
+        logger.info(
+            "%s listening on %s%s", self.name, self.describe(), " again" if again else ""
+        )
+        self._send_control({"method": HELLO, "reply": True})
+
+    def _connection_lost(self, exc: BaseException | None) -> None:
+        """The listener's connection dropped (the backend reconnects)."""
+        self._mark_down(exc, "listen")
 
     # -- receiving ---------------------------------------------------------------------
 
@@ -186,10 +538,12 @@ class MessageQueue:
                     if self._closed.is_set():
                         return
                     self.handle(raw)
-            except Exception:
+                return
+            except Exception as exc:
                 if self._closed.is_set():
                     return
                 logger.exception("%s listener failed; restarting it", self.name)
+                self._mark_down(exc, "listen")
                 self._closed.wait(1.0)
 
     def handle(self, raw: str | bytes | dict[str, Any]) -> None:
@@ -202,6 +556,13 @@ class MessageQueue:
         except Exception:
             logger.warning("ignoring a message that is not JSON on %r", self.channel)
             return
+        if isinstance(message, str):
+            # kombu's JSON serializer wraps python-socketio's JSON text once more.
+            try:
+                message = self.json.loads(message)
+            except Exception:
+                logger.warning("ignoring a message that is not JSON on %r", self.channel)
+                return
         if not isinstance(message, dict) or "method" not in message:
             return
         method = message["method"]
@@ -223,8 +584,34 @@ class MessageQueue:
                 server.leave_room(message["sid"], message["room"], namespace, ignore_queue=True)
             elif method == "close_room":
                 server.close_room(message["room"], namespace, ignore_queue=True)
+            elif method == HELLO:
+                self._peer_hello(message)
+            elif method == BYE:
+                self._peer_bye(message)
+            elif method in self._handlers:
+                self._handlers[method](message)
         except Exception:
             logger.exception("error applying a %r message from the queue", method)
+
+    def _peer_hello(self, message: dict[str, Any]) -> None:
+        host = message.get("host_id")
+        if not isinstance(host, str):
+            return
+        with self._cond:
+            if host not in self._peers and len(self._peers) >= 10_000:
+                return
+            self._peers[host] = time.monotonic()
+            self._waiting_peers.discard(host)
+            self._cond.notify_all()
+        if message.get("reply"):
+            self._send_control({"method": HELLO, "reply": False})
+
+    def _peer_bye(self, message: dict[str, Any]) -> None:
+        host = message.get("host_id")
+        with self._cond:
+            self._peers.pop(host, None)  # type: ignore[arg-type]
+            self._waiting_peers.discard(host)  # type: ignore[arg-type]
+            self._cond.notify_all()
 
     def _apply_emit(self, server: SocketIOServer, message: dict[str, Any], namespace: str) -> None:
         data = message.get("data")
@@ -276,6 +663,26 @@ class MessageQueue:
             callback(*args)
 
 
+def check_url(url: str) -> str:
+    """The backend module for ``url``; :class:`QueueNotAvailable` when there is none."""
+    scheme = url.split(":", 1)[0].lower()
+    backend = SCHEMES.get(scheme)
+    if backend == "kafka":
+        raise QueueNotAvailable(
+            "kafka:// message queues are not available in this release: no Kafka broker "
+            "could be installed where Flask-Relay is tested, so the backend is not written "
+            "yet. A Kafka backend is a flask_relay.pubsub.MessageQueue subclass with "
+            "_publish() and _listen() (topic = channel); pass one as client_manager=..."
+        )
+    if backend is None:
+        raise QueueNotAvailable(
+            f"message queue scheme {scheme!r} is not supported: use redis://, rediss://, "
+            "unix://, valkey://, redis+sentinel://, amqp:// (pyamqp://), nats:// or "
+            "zmq+tcp:// URLs"
+        )
+    return backend
+
+
 def from_url(
     url: str,
     channel: str = "flask-socketio",
@@ -283,13 +690,26 @@ def from_url(
     json: JSONModule | None = None,
     options: dict[str, Any] | None = None,
 ) -> MessageQueue:
-    """The message queue for ``url``; :class:`NotImplementedError` for unknown schemes."""
-    scheme = url.split(":", 1)[0].lower()
-    if scheme in ("redis", "rediss", "unix", "valkey", "valkeys"):
+    """The message queue for ``url``; :class:`QueueNotAvailable` for unknown schemes.
+
+    ``options`` go to the backend's client (``redis.Redis.from_url``,
+    ``kombu.Connection``, ``nats.connect``).
+    """
+    backend = check_url(url)
+    if backend == "redis":
         from .redis import RedisQueue
 
         return RedisQueue(url, channel=channel, write_only=write_only, json=json, options=options)
-    raise NotImplementedError(
-        f"message queue scheme {scheme!r} is not supported yet: use a redis:// "
-        "(rediss://, unix://, valkey://) URL"
-    )
+    if backend == "amqp":
+        from .amqp import AmqpQueue
+
+        return AmqpQueue(
+            url, channel=channel, write_only=write_only, json=json, connection_options=options
+        )
+    if backend == "nats":
+        from .nats import NatsQueue
+
+        return NatsQueue(url, channel=channel, write_only=write_only, json=json, options=options)
+    from .zmq import ZmqQueue
+
+    return ZmqQueue(url, channel=channel, write_only=write_only, json=json)
