@@ -225,3 +225,58 @@ class TcpProxy:
         self.cut()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+
+
+# -- an outage per backend ---------------------------------------------------------------
+
+
+class Outage:
+    """A broker the test may take away (:meth:`down`) and bring back (:meth:`up`)."""
+
+    how = "restart"
+
+    def __init__(self, url: str, broker: Broker | None = None, proxy: TcpProxy | None = None):
+        self.url = url
+        self.broker = broker
+        self.proxy = proxy
+        if proxy is not None:
+            self.how = "network cut"
+
+    def down(self) -> None:
+        if self.proxy is not None:
+            self.proxy.cut()
+        else:
+            assert self.broker is not None
+            self.broker.stop()
+
+    def up(self) -> None:
+        if self.proxy is not None:
+            self.proxy.restore()
+        else:
+            assert self.broker is not None
+            self.broker.start()
+
+
+@contextlib.contextmanager
+def outage(backend: str) -> Iterator[Outage]:
+    """Our own Redis / NATS / ZeroMQ broker (restarted), or RabbitMQ behind a cut proxy."""
+    if backend == "amqp":
+        require(5672, "rabbitmq-server")
+        proxy = TcpProxy(5672)
+        try:
+            yield Outage(f"amqp://guest:guest@127.0.0.1:{proxy.port}//", proxy=proxy)
+        finally:
+            proxy.close()
+        return
+    port = free_port()
+    if backend == "redis":
+        broker, url = redis_broker(port), f"redis://127.0.0.1:{port}/0"
+    elif backend == "nats":
+        broker, url = nats_broker(port), f"nats://127.0.0.1:{port}"
+    elif backend == "zmq":
+        pub = free_port()
+        broker, url = zmq_broker(port, pub), f"zmq+tcp://127.0.0.1:{port}+{pub}"
+    else:
+        raise ValueError(backend)
+    with running(broker):
+        yield Outage(url, broker=broker)

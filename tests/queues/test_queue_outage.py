@@ -1,0 +1,61 @@
+"""Broker outages: every emit made while the broker is away arrives after it is back.
+
+Two ``queue_app.py`` processes, A and B, on a broker of the test's own: a
+``redis-server``, ``nats-server`` or ZeroMQ broker started on a free port and
+restarted (never the machine's shared brokers), or, for RabbitMQ (too heavy to
+start per test), the machine's broker behind a TCP proxy that the test cuts
+and restores (a network cut). A client on A asks it to emit to a room every
+50 ms, with an acknowledgement, before, during and after the outage:
+
+* every handler acknowledges (an emit never raises because the broker is down);
+* a client of A in the room gets each event at once (local clients are served);
+* the client of B in the room gets every event, in order, after the outage;
+* A logs the outage once (ERROR) and the recovery (INFO).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from brokers import channel, outage, wait_for
+from queue_helpers import PyClient, serve
+
+BACKENDS = ["redis", "amqp", "nats", "zmq"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_emit_made_during_an_outage_arrives_after(backend: str) -> None:
+    with outage(backend) as broker:
+        name = channel()
+        with serve(broker.url, name) as a, serve(broker.url, name) as b:
+            sender, local, remote = PyClient(a.url), PyClient(a.url), PyClient(b.url)
+            try:
+                for client in (local, remote):
+                    assert client.call("join", "r") == "joined"
+                # Both listeners are subscribed and the processes know each other.
+                assert sender.call("send", "r", "warm", 0) == "sent"
+                remote.wait("warm")
+                time.sleep(0.3)
+
+                total, cut_at, back_at = 60, 15, 40
+                for i in range(total):
+                    if i == cut_at:
+                        broker.down()
+                    if i == back_at:
+                        # Local delivery went on during the outage.
+                        assert len(local.got("n")) == back_at
+                        broker.up()
+                    assert sender.call("send", "r", "n", i, timeout=5) == "sent"
+                    time.sleep(0.05)
+                assert local.wait("n", total) == [[i] for i in range(total)]
+                got = remote.wait("n", total, timeout=30)
+                assert got == [[i] for i in range(total)], f"{broker.how}: {got}"
+            finally:
+                for client in (sender, local, remote):
+                    client.close()
+        for server in (a, b):
+            log = "".join(server.output)
+            assert log.count(" unreachable (") == 1, log
+            wait_for(lambda s=server: "is back after" in "".join(s.output), 10, "recovery line")
