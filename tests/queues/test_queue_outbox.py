@@ -139,3 +139,25 @@ def test_write_only_emitter_flushes_after_the_outage(
     emitter.emit("job", 1)  # buffered, never raises
     broker.start()
     wait_for(lambda: _received(a, "job") == [1], what="the buffered emit")
+
+
+def test_a_full_outbox_makes_emitters_wait_while_the_broker_is_up(
+    redis_restartable: tuple[Broker, str], made: list[SocketIO], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Back-pressure, not loss: with the broker up, a burst past the bound waits for room."""
+    _, url = redis_restartable
+    name = channel()
+    app_a, sio_a = _node(url, name, made)
+    app_b, sio_b = _node(url, name, made)
+    queue_a = sio_a.server.queue
+    assert queue_a is not None
+    queue_a.max_buffered = 3
+    queue_a.publish_batch = 2
+    b = sio_b.test_client(app_b)
+    with caplog.at_level(logging.WARNING, logger="flask_relay.pubsub"):
+        for i in range(300):
+            sio_a.emit("burst", i)
+            assert queue_a.buffered <= 3
+        wait_for(lambda: len(_received(b, "burst")) == 300, what="the whole burst")
+    assert _received(b, "burst") == list(range(300))
+    assert not [r for r in caplog.records if "dropp" in r.getMessage()]

@@ -92,6 +92,14 @@ class QueueNotAvailable(NotImplementedError):
     """A message queue URL that this release cannot serve (with the reason)."""
 
 
+class PartialPublish(Exception):
+    """Publishing a batch failed after ``done`` messages (the cause is chained)."""
+
+    def __init__(self, done: int) -> None:
+        super().__init__(f"published {done} messages of a batch")
+        self.done = done
+
+
 def _has_binary(data: Any) -> bool:
     if isinstance(data, _BINARY):
         return True
@@ -139,9 +147,14 @@ class MessageQueue:
     max_buffered = 10_000
     #: Bytes the outbox holds, the same way.
     max_buffered_bytes = 64 * 1024 * 1024
+    #: While the broker is up, seconds an emitter waits for room in a full
+    #: outbox before the oldest message is dropped.
+    full_wait = 5.0
     #: After an outage, seconds to wait for the known peers to resubscribe
     #: before publishing the outbox anyway.
     resubscribe_grace = 5.0
+    #: Messages the publisher thread sends at once when the outbox has several.
+    publish_batch = 100
     #: Reconnection backoff: first delay, doubled up to the maximum (seconds).
     reconnect_delay_initial = 0.25
     reconnect_delay_max = 5.0
@@ -331,6 +344,18 @@ class MessageQueue:
             if self._closed.is_set():
                 logger.warning("%s message queue is closed: message not published", self.name)
                 return
+            if self._full() and self._down_since is None:
+                # The broker is up but slower than the emitters: the emitting
+                # thread waits for room (back-pressure), for a while.
+                self._start_publisher()
+                deadline = time.monotonic() + self.full_wait
+                while self._full() and self._down_since is None and not self._closed.is_set():
+                    if threading.current_thread() is self._publisher:
+                        break
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
             self._outbox.append(data)
             self._outbox_bytes += len(data)
             if len(self._outbox) > self.max_buffered or (
@@ -349,6 +374,11 @@ class MessageQueue:
                     )
             self._start_publisher()
             self._cond.notify_all()
+
+    def _full(self) -> bool:
+        return len(self._outbox) >= self.max_buffered or (
+            self._outbox_bytes >= self.max_buffered_bytes and bool(self._outbox)
+        )
 
     def _send_control(self, message: dict[str, Any]) -> None:
         """A control message: ahead of the outbox, sent even while it is held."""
@@ -377,16 +407,28 @@ class MessageQueue:
                 if item is None:
                     self._cond.wait(self._wait_time())
                     continue
+                batch = (
+                    list(itertools.islice(self._outbox, self.publish_batch))
+                    if kind == "emit"
+                    else [item]
+                )
                 self._publishing = True
             try:
-                self._publish(item)
+                if kind == "emit":
+                    self._publish_many(batch)
+                else:
+                    self._publish(item)
             except Exception as exc:
+                done = exc.done if isinstance(exc, PartialPublish) else 0
                 with self._cond:
                     self._publishing = False
-                    if kind != "emit" and kind != PROBE:
+                    if kind == "emit":
+                        self._forget(batch[:done])
+                    elif kind != PROBE:
                         self._control.appendleft((kind, item))
                     self._cond.notify_all()
-                self._mark_down(exc, "publish")
+                cause = exc.__cause__ if isinstance(exc, PartialPublish) else exc
+                self._mark_down(cause or exc, "publish")
                 self._closed.wait(delay)
                 delay = min(delay * 2, self.reconnect_delay_max)
                 continue
@@ -394,10 +436,7 @@ class MessageQueue:
             with self._cond:
                 self._publishing = False
                 if kind == "emit":
-                    # (unless the bound dropped it meanwhile)
-                    if self._outbox and self._outbox[0] is item:
-                        self._outbox_bytes -= len(item)
-                        self._outbox.popleft()
+                    self._forget(batch)
                 elif self._down_since is not None:
                     if self.write_only:
                         self._recovered()
@@ -406,6 +445,21 @@ class MessageQueue:
                         # the grace period to resubscribe from now.
                         self._grace_deadline = time.monotonic() + self.resubscribe_grace
                 self._cond.notify_all()
+
+    def _forget(self, published: list[str]) -> None:
+        # Under _cond: take what was published off the outbox (unless the
+        # bound dropped it meanwhile).
+        for item in published:
+            if self._outbox and self._outbox[0] is item:
+                self._outbox_bytes -= len(item)
+                self._outbox.popleft()
+        if not self._outbox and self._dropped and self._down_since is None:
+            logger.warning(
+                "%s message queue outbox drained; %d messages had been dropped",
+                self.name,
+                self._dropped,
+            )
+            self._dropped = 0
 
     def _next_item(self) -> tuple[str, str | None]:
         """What to publish now (under _cond): a control message, else the outbox head."""
@@ -501,6 +555,17 @@ class MessageQueue:
 
     def _publish(self, data: str) -> None:
         raise NotImplementedError
+
+    def _publish_many(self, items: list[str]) -> None:
+        """Publish ``items`` in order; :class:`PartialPublish` says how many went out.
+
+        Backends override it to send a batch at once (a Redis pipeline).
+        """
+        for done, item in enumerate(items):
+            try:
+                self._publish(item)
+            except Exception as exc:
+                raise PartialPublish(done) from exc
 
     def _listen(self) -> Any:
         raise NotImplementedError

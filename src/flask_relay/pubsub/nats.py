@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ..protocol.jsonlib import JSONModule
-from . import MessageQueue
+from . import MessageQueue, PartialPublish
 
 __all__ = ["NatsQueue", "subject_for"]
 
@@ -148,19 +148,29 @@ class NatsQueue(MessageQueue):
         if self._subscribe:
             self._subscribed()
 
-    async def _publish_async(self, data: bytes) -> None:
+    async def _publish_async(self, items: list[str]) -> None:
         client = self._client
-        if client is None or not client.is_connected:
-            raise ConnectionError(f"not connected to NATS at {self.describe()}")
-        await client.publish(self.subject, data)
+        for done, item in enumerate(items):
+            try:
+                if client is None or not client.is_connected:
+                    raise ConnectionError(f"not connected to NATS at {self.describe()}")
+                await client.publish(self.subject, item.encode("utf-8"))
+            except Exception as exc:
+                raise PartialPublish(done) from exc
 
     # -- the queue's threads ------------------------------------------------------------
 
     def _publish(self, data: str) -> None:
-        future = asyncio.run_coroutine_threadsafe(
-            self._publish_async(data.encode("utf-8")), self._loop
-        )
-        future.result(self.publish_timeout)
+        self._publish_many([data])
+
+    def _publish_many(self, items: list[str]) -> None:
+        future = asyncio.run_coroutine_threadsafe(self._publish_async(items), self._loop)
+        try:
+            future.result(self.publish_timeout)
+        except PartialPublish as exc:
+            if exc.done == 0 and exc.__cause__ is not None:
+                raise exc.__cause__ from None
+            raise
 
     def _listen(self) -> Iterator[Any]:
         while not self._closed.is_set():

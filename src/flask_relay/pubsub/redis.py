@@ -122,6 +122,16 @@ class RedisQueue(MessageQueue):
     def _publish(self, data: str) -> None:
         self._client.publish(self.channel, data)
 
+    def _publish_many(self, items: list[str]) -> None:
+        if len(items) == 1:
+            self._client.publish(self.channel, items[0])
+            return
+        # One round trip; a failure resends the whole batch (rarely twice).
+        pipe = self._client.pipeline(transaction=False)
+        for item in items:
+            pipe.publish(self.channel, item)
+        pipe.execute()
+
     def _close_backend(self) -> None:
         try:
             self._client.close()
