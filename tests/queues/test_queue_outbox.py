@@ -7,6 +7,8 @@ clients); they meet only through the broker, which the tests stop and start.
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -135,10 +137,14 @@ def test_write_only_emitter_flushes_after_the_outage(
     a = sio_a.test_client(app_a)
     emitter = SocketIO(message_queue=url, channel=name)
     made.append(emitter)
+    emitter.emit("job", 0)
+    wait_for(lambda: _received(a, "job") == [0], what="the first emit")
     broker.stop()
     emitter.emit("job", 1)  # buffered, never raises
     broker.start()
-    wait_for(lambda: _received(a, "job") == [1], what="the buffered emit")
+    # It hears nobody: it publishes once Redis counts as many subscribers as
+    # before (node A's listener is back), not as soon as Redis is.
+    wait_for(lambda: _received(a, "job") == [0, 1], what="the buffered emit")
 
 
 def test_a_full_outbox_makes_emitters_wait_while_the_broker_is_up(
@@ -161,3 +167,21 @@ def test_a_full_outbox_makes_emitters_wait_while_the_broker_is_up(
         wait_for(lambda: len(_received(b, "burst")) == 300, what="the whole burst")
     assert _received(b, "burst") == list(range(300))
     assert not [r for r in caplog.records if "dropp" in r.getMessage()]
+
+
+def test_an_emitter_script_that_exits_at_once_loses_nothing(
+    redis_restartable: tuple[Broker, str], made: list[SocketIO]
+) -> None:
+    """The outbox is published at exit (as python-socketio's synchronous emitters do)."""
+    _, url = redis_restartable
+    name = channel()
+    app_a, sio_a = _node(url, name, made)
+    a = sio_a.test_client(app_a)
+    script = (
+        "from flask_relay import SocketIO\n"
+        f"emitter = SocketIO(message_queue={url!r}, channel={name!r})\n"
+        "for i in range(50):\n"
+        "    emitter.emit('job', i)\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    wait_for(lambda: _received(a, "job") == list(range(50)), what="every emit of the script")

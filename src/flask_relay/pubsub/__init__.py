@@ -198,6 +198,9 @@ class MessageQueue:
         # Flask-Relay peers (host id -> last heard, monotonic) and, during an
         # outage, those not heard from since.
         self._peers: dict[str, float] = {}
+        # Subscribers that got our last publication, when the broker says (Redis).
+        self._receivers: int | None = None
+        self._receivers_before: int | None = None
         self._waiting_peers: set[str] = set()
         self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {}
         _live.add(self)
@@ -400,6 +403,15 @@ class MessageQueue:
             self._publisher.start()
 
     def _publish_loop(self) -> None:
+        try:
+            self._publish_until_closed()
+        finally:
+            self._publisher_stopped()
+
+    def _publisher_stopped(self) -> None:
+        """Called by the publisher thread as it ends: release what only it used."""
+
+    def _publish_until_closed(self) -> None:
         delay = self.reconnect_delay_initial
         while not self._closed.is_set():
             with self._cond:
@@ -414,10 +426,7 @@ class MessageQueue:
                 )
                 self._publishing = True
             try:
-                if kind == "emit":
-                    self._publish_many(batch)
-                else:
-                    self._publish(item)
+                receivers = self._publish_many(batch) if kind == "emit" else self._publish(item)
             except Exception as exc:
                 done = exc.done if isinstance(exc, PartialPublish) else 0
                 with self._cond:
@@ -433,18 +442,41 @@ class MessageQueue:
                 delay = min(delay * 2, self.reconnect_delay_max)
                 continue
             delay = self.reconnect_delay_initial
+            pace = False
             with self._cond:
                 self._publishing = False
                 if kind == "emit":
                     self._forget(batch)
+                    if isinstance(receivers, int):
+                        self._receivers = receivers
                 elif self._down_since is not None:
                     if self.write_only:
-                        self._recovered()
+                        pace = not self._write_only_may_flush(receivers)
                     elif kind == HELLO and self._grace_deadline is None:
                         # The broker takes our messages again: give the peers
                         # the grace period to resubscribe from now.
                         self._grace_deadline = time.monotonic() + self.resubscribe_grace
                 self._cond.notify_all()
+            if pace:
+                self._closed.wait(self.reconnect_delay_initial)
+
+    def _write_only_may_flush(self, receivers: Any) -> bool:
+        """After an outage, may a write-only emitter (which hears nobody) publish?
+
+        When the broker counts the receivers of a publication (Redis), as soon
+        as there are as many as before the outage; otherwise after the grace
+        period. Under _cond; recovers when the answer is yes.
+        """
+        now = time.monotonic()
+        if self._grace_deadline is None:
+            self._grace_deadline = now + self.resubscribe_grace
+        before = self._receivers_before
+        if (
+            isinstance(receivers, int) and before is not None and receivers >= before
+        ) or now >= self._grace_deadline:
+            self._recovered()
+            return True
+        return False
 
     def _forget(self, published: list[str]) -> None:
         # Under _cond: take what was published off the outbox (unless the
@@ -507,6 +539,7 @@ class MessageQueue:
             if self._down_since is not None or self._closed.is_set():
                 return
             self._down_since = time.monotonic()
+            self._receivers_before = self._receivers
             self._waiting_peers = set(self._peers)
             self._grace_deadline = None
             self._dropped = 0
@@ -553,19 +586,23 @@ class MessageQueue:
 
     # -- the backend -----------------------------------------------------------------
 
-    def _publish(self, data: str) -> None:
+    def _publish(self, data: str) -> Any:
+        """Publish one message; may return the number of subscribers that got it."""
         raise NotImplementedError
 
-    def _publish_many(self, items: list[str]) -> None:
+    def _publish_many(self, items: list[str]) -> Any:
         """Publish ``items`` in order; :class:`PartialPublish` says how many went out.
 
         Backends override it to send a batch at once (a Redis pipeline).
+        Returns what the last ``_publish`` returned.
         """
+        result = None
         for done, item in enumerate(items):
             try:
-                self._publish(item)
+                result = self._publish(item)
             except Exception as exc:
                 raise PartialPublish(done) from exc
+        return result
 
     def _listen(self) -> Any:
         raise NotImplementedError

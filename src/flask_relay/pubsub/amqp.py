@@ -130,7 +130,7 @@ class AmqpQueue(MessageQueue):
             except Exception:
                 pass
 
-    def _close_backend(self) -> None:
+    def _publisher_stopped(self) -> None:
         self._drop_producer()
 
     # -- listening ------------------------------------------------------------------

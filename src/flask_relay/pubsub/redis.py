@@ -119,18 +119,18 @@ class RedisQueue(MessageQueue):
     def describe(self) -> str:
         return f"{_redact(self.url)} channel {self.channel!r}"
 
-    def _publish(self, data: str) -> None:
-        self._client.publish(self.channel, data)
+    def _publish(self, data: str) -> int:
+        # PUBLISH answers how many subscribers got the message.
+        return int(self._client.publish(self.channel, data))
 
-    def _publish_many(self, items: list[str]) -> None:
+    def _publish_many(self, items: list[str]) -> int:
         if len(items) == 1:
-            self._client.publish(self.channel, items[0])
-            return
+            return self._publish(items[0])
         # One round trip; a failure resends the whole batch (rarely twice).
         pipe = self._client.pipeline(transaction=False)
         for item in items:
             pipe.publish(self.channel, item)
-        pipe.execute()
+        return int(pipe.execute()[-1])
 
     def _close_backend(self) -> None:
         try:

@@ -154,8 +154,8 @@ class ZmqQueue(MessageQueue):
             return envelope["data"]
         return None
 
-    def _close_backend(self) -> None:
-        # The publisher thread has stopped using the socket (the queue is closed).
+    def _publisher_stopped(self) -> None:
+        # On the publisher thread: a ZeroMQ socket is closed by the thread using it.
         push, self._push = self._push, None
         if push is not None:
             push.close(0)
