@@ -258,13 +258,18 @@ class Outage:
 
 
 @contextlib.contextmanager
-def outage(backend: str) -> Iterator[Outage]:
-    """Our own Redis / NATS / ZeroMQ broker (restarted), or RabbitMQ behind a cut proxy."""
-    if backend == "amqp":
-        require(5672, "rabbitmq-server")
-        proxy = TcpProxy(5672)
+def outage(backend: str, how: str = "restart") -> Iterator[Outage]:
+    """Our own Redis / NATS / ZeroMQ broker (restarted), or a machine's broker behind a proxy.
+
+    RabbitMQ is always cut (too heavy to start per test); ``how="cut"`` cuts
+    Redis or NATS the same way.
+    """
+    if backend == "amqp" or how == "cut":
+        port = {"amqp": 5672, "redis": 6379, "nats": 4222}[backend]
+        url = machine_url(backend)
+        proxy = TcpProxy(port)
         try:
-            yield Outage(f"amqp://guest:guest@127.0.0.1:{proxy.port}//", proxy=proxy)
+            yield Outage(url.replace(f":{port}", f":{proxy.port}"), proxy=proxy)
         finally:
             proxy.close()
         return
