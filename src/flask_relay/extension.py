@@ -129,7 +129,7 @@ _RESERVED_EVENTS = frozenset(("connect", "connect_error", "disconnect", "__disco
 
 
 class MessageQueueNotSupported(NotImplementedError):
-    """``message_queue`` / ``client_manager`` were given: not in this release."""
+    """A ``message_queue`` URL (Kafka, unknown schemes) or ``client_manager`` refused."""
 
 
 class _ManagedSession(dict[str, Any], SessionMixin):
@@ -285,9 +285,11 @@ class SocketIO:
         HTTP routes. May be changed at run time.
     ``message_queue`` (``None``), ``channel`` (``"flask-socketio"``), ``client_manager``
         Rooms and broadcasts across processes through a broker: a Redis URL
-        (``redis://``, ``rediss://``, ``unix://``, ``valkey://``), with
-        ``redis_options`` for the client; or a
-        :class:`flask_relay.pubsub.MessageQueue` as ``client_manager``.
+        (``redis://``, ``rediss://``, ``unix://``, ``valkey://``,
+        ``redis+sentinel://``, with ``redis_options`` for the client), a
+        RabbitMQ (``amqp://``), NATS (``nats://``) or ZeroMQ (``zmq+tcp://``)
+        URL; or a :class:`flask_relay.pubsub.MessageQueue` as
+        ``client_manager``. See ``docs/queues.md``.
         ``SocketIO(message_queue=url)`` without an app is a write-only
         emitter for other programs (Celery workers, scripts). The messages
         are python-socketio's, so Flask-SocketIO processes and external
