@@ -132,7 +132,7 @@ class MessageQueue:
     listener thread). ``_listen`` reconnects by itself: it calls
     :meth:`_subscribed` each time it is (again) subscribed and
     :meth:`_connection_lost` when the connection drops, and waits
-    :meth:`_reconnect_delay` between attempts.
+    the delays of :meth:`_reconnect_delays` between attempts.
 
     :param channel: the pub/sub channel shared by every process.
     :param write_only: only publish (an external emitter): no listener thread.
