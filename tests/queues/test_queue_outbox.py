@@ -185,3 +185,25 @@ def test_an_emitter_script_that_exits_at_once_loses_nothing(
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
     wait_for(lambda: _received(a, "job") == list(range(50)), what="every emit of the script")
+
+
+def test_messages_of_ones_own_through_the_queue(
+    redis_restartable: tuple[Broker, str], made: list[SocketIO]
+) -> None:
+    """publish() / add_handler(): other parts of Flask-Relay use the channel (and outbox)."""
+    _, url = redis_restartable
+    name = channel()
+    _, sio_a = _node(url, name, made)
+    _, sio_b = _node(url, name, made)
+    queue_a, queue_b = sio_a.server.queue, sio_b.server.queue
+    assert queue_a is not None and queue_b is not None
+    got: list[dict[str, Any]] = []
+    queue_b.add_handler("test-custom", got.append)
+    queue_a.add_handler("test-custom", got.append)  # its own messages do not come back
+    queue_a.publish({"method": "test-custom", "value": [1, "x"]})
+    wait_for(lambda: got, what="the custom message")
+    time.sleep(0.2)
+    assert got == [{"method": "test-custom", "value": [1, "x"], "host_id": queue_a.host_id}]
+    wait_for(lambda: queue_a.peers == [queue_b.host_id], what="A to know B")
+    queue_b.close()
+    wait_for(lambda: queue_a.peers == [], what="B's goodbye")
