@@ -438,6 +438,10 @@ class SocketIOServer:
         binding = EngineBinding(self, engine, dispatcher or self.dispatcher)
         with self._lock:
             self.bindings.append(binding)
+        if self.queue is not None:
+            # In a process forked after the queue was made (gunicorn --preload,
+            # forked workers), the listener starts again here.
+            self.queue.ensure_listening()
         return binding
 
     def detach(self, binding: EngineBinding) -> None:

@@ -44,6 +44,7 @@ import base64
 import collections
 import itertools
 import logging
+import os
 import threading
 import time
 import uuid
@@ -113,6 +114,18 @@ def _has_binary(data: Any) -> bool:
 _live: weakref.WeakSet[MessageQueue] = weakref.WeakSet()
 
 
+def _after_fork_in_child() -> None:
+    for queue in list(_live):
+        try:
+            queue._after_fork()
+        except Exception:  # pragma: no cover - logged, the child goes on
+            logger.exception("%s message queue: cannot restart after fork", queue.name)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 @atexit.register
 def _flush_at_exit() -> None:
     # A write-only emitter (a script that emits and exits) must not lose what
@@ -170,8 +183,15 @@ class MessageQueue:
         self.channel = channel
         self.write_only = write_only
         self.json: JSONModule = json or default_json
-        self.host_id = uuid.uuid4().hex
         self.server: SocketIOServer | None = None
+        self._thread: threading.Thread | None = None
+        self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {}
+        self._init_state()
+        _live.add(self)
+
+    def _init_state(self) -> None:
+        """Identity, locks, outbox and outage state (again in a forked child)."""
+        self.host_id = uuid.uuid4().hex
         self._ack_ids = itertools.count(1)
         # Callbacks waiting for another process's acknowledgement, oldest first;
         # bounded: past max_pending_callbacks the oldest are forgotten.
@@ -179,7 +199,6 @@ class MessageQueue:
             collections.OrderedDict()
         )
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
         self._closed = threading.Event()
         #: Set once the listener is subscribed (messages published from then on arrive).
         self.ready = threading.Event()
@@ -202,15 +221,43 @@ class MessageQueue:
         self._receivers: int | None = None
         self._receivers_before: int | None = None
         self._waiting_peers: set[str] = set()
-        self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {}
-        _live.add(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child (gunicorn ``--preload``, a server forking workers).
+
+        Threads do not survive a fork, and the parent's connections belong to
+        the parent: the child gets a host id, an outbox and connections of its
+        own. It listens again once it serves clients (:meth:`ensure_listening`,
+        called when an endpoint is built), so a child forked for other work
+        (``multiprocessing``) only publishes.
+        """
+        closed = self._closed.is_set()
+        self._init_state()
+        self._thread = None
+        self._reset_backend_after_fork()
+        if closed:
+            self._closed.set()
+
+    def _reset_backend_after_fork(self) -> None:
+        """Forget the parent's connections (without closing them: they are the parent's)."""
 
     # -- wiring --------------------------------------------------------------------
 
     def attach(self, server: SocketIOServer) -> None:
         """Serve ``server``: start listening unless write-only."""
         self.server = server
-        if not self.write_only and self._thread is None:
+        self.ensure_listening()
+
+    def ensure_listening(self) -> None:
+        """Start the listener thread unless write-only, closed or already running."""
+        with self._lock:
+            if (
+                self.write_only
+                or self.server is None
+                or self._closed.is_set()
+                or (self._thread is not None and self._thread.is_alive())
+            ):
+                return
             self._thread = threading.Thread(
                 target=self._run, name=f"flask-relay-{self.name}", daemon=True
             )

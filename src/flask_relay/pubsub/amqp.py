@@ -133,6 +133,10 @@ class AmqpQueue(MessageQueue):
     def _publisher_stopped(self) -> None:
         self._drop_producer()
 
+    def _reset_backend_after_fork(self) -> None:
+        self._connection = self._producer = None
+        self.queue_name = "python-socketio." + str(uuid.uuid4())
+
     # -- listening ------------------------------------------------------------------
 
     def _listen(self) -> Iterator[Any]:

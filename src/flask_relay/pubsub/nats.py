@@ -75,6 +75,10 @@ class NatsQueue(MessageQueue):
         self._nats = nats
         self.url = url
         self.options = dict(options or {})
+        self._subscribe = not write_only
+        self._start_client()
+
+    def _start_client(self) -> None:
         self._inbox: queue.Queue[bytes] = queue.Queue()
         self._client: Any = None
         self._loop = asyncio.new_event_loop()
@@ -82,10 +86,11 @@ class NatsQueue(MessageQueue):
             target=self._loop.run_forever, name="flask-relay-nats-loop", daemon=True
         )
         self._loop_thread.start()
-        self._connected = threading.Event()
-        self._subscribe = not write_only
         started = asyncio.run_coroutine_threadsafe(self._connect(), self._loop)
         started.add_done_callback(self._connect_done)
+
+    def _reset_backend_after_fork(self) -> None:
+        self._start_client()
 
     def _connect_done(self, future: Any) -> None:
         if not future.cancelled() and future.exception() is not None:
@@ -125,7 +130,6 @@ class NatsQueue(MessageQueue):
         if self._subscribe:
             await client.subscribe(self.subject, cb=self._on_message)
             await client.flush()
-        self._connected.set()
         if self._subscribe:
             self._subscribed()
 

@@ -103,18 +103,25 @@ class RedisQueue(MessageQueue):
             from redis.retry import Retry
 
             self._options["retry"] = Retry(NoBackoff(), 1)
-        if scheme.endswith("+sentinel"):
+        self._client = self._make_client()
+
+    def _make_client(self) -> Any:
+        redis = self._redis_module
+        channel, url = self.channel, self.url
+        if url.split(":", 1)[0].lower().endswith("+sentinel"):
             sentinels, service, kwargs = parse_sentinel_url(url)
             options_for_master = dict(self._options)
             options_for_master.update(kwargs)
-            sentinel = self._redis_module.sentinel.Sentinel(
+            sentinel = redis.sentinel.Sentinel(
                 sentinels,
                 sentinel_kwargs={"socket_connect_timeout": 10},
                 **options_for_master,
             )
-            self._client = sentinel.master_for(service or channel)
-        else:
-            self._client = redis.Redis.from_url(url, **self._options)
+            return sentinel.master_for(service or channel)
+        return redis.Redis.from_url(url, **self._options)
+
+    def _reset_backend_after_fork(self) -> None:
+        self._client = self._make_client()
 
     def describe(self) -> str:
         return f"{_redact(self.url)} channel {self.channel!r}"

@@ -154,6 +154,11 @@ class ZmqQueue(MessageQueue):
             return envelope["data"]
         return None
 
+    def _reset_backend_after_fork(self) -> None:
+        # A ZeroMQ context must not be used across a fork.
+        self._context = self._zmq.Context()
+        self._push = None
+
     def _publisher_stopped(self) -> None:
         # On the publisher thread: a ZeroMQ socket is closed by the thread using it.
         push, self._push = self._push, None
