@@ -12,6 +12,7 @@ import argparse
 import os
 import signal
 import sys
+import warnings
 
 from queue_app import build
 
@@ -28,6 +29,9 @@ def main() -> None:
     assert queue is not None
     if not queue.ready.wait(30):
         sys.exit("the message queue listener did not subscribe")
+    # Python warns that threads (the queue's) do not survive the fork: the
+    # queue resets itself in the child (pubsub's at-fork handler).
+    warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
     pid = os.fork()
     if pid == 0:
         print(f"child {os.getpid()}", flush=True)

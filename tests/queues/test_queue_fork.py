@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import sys
 
@@ -46,7 +47,7 @@ def test_a_queue_made_before_fork_serves_both_processes(backend: str) -> None:
             child.close()
     finally:
         server.stop()
-        for line in server.output:  # in case the parent could not stop it
-            if line.startswith("child "):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(line.split()[1]), signal.SIGKILL)
+        for pid in re.findall(r"child (\d+)", "".join(server.output)):
+            # in case the parent could not stop it
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)

@@ -974,18 +974,18 @@ class SocketIOServer:
         """
         with self._lock:
             sock = self._socket(sid, namespace)
-            if sock is None and self.queue is not None and not ignore_queue:
-                self.queue.enter_room(sid, room, namespace or "/")
-                return
-            if sock is None or sock.state > CONNECTED:
-                return
-            sock.rooms[room] = None
-            rooms = self._rooms.setdefault(sock.namespace, {})
-            members = rooms.get(room)
-            if members is None:
-                rooms[room] = {sid: sock}
-            else:
-                members[sid] = sock
+            remote = sock is None and self.queue is not None and not ignore_queue
+            if sock is not None and sock.state <= CONNECTED:
+                sock.rooms[room] = None
+                rooms = self._rooms.setdefault(sock.namespace, {})
+                members = rooms.get(room)
+                if members is None:
+                    rooms[room] = {sid: sock}
+                else:
+                    members[sid] = sock
+        if remote and self.queue is not None:
+            # Outside the lock: publishing may wait for room in the outbox.
+            self.queue.enter_room(sid, room, namespace or "/")
 
     def leave_room(
         self, sid: str, room: Hashable, namespace: str | None = None, ignore_queue: bool = False
@@ -993,20 +993,17 @@ class SocketIOServer:
         """Take ``sid`` out of ``room``; empty rooms disappear."""
         with self._lock:
             sock = self._socket(sid, namespace)
-            if sock is None and self.queue is not None and not ignore_queue:
-                self.queue.leave_room(sid, room, namespace or "/")
-                return
-            if sock is None or sock.state > CONNECTED:
-                return
-            sock.rooms.pop(room, None)
-            rooms = self._rooms.get(sock.namespace)
-            if rooms is None:
-                return
-            members = rooms.get(room)
-            if members is not None:
-                members.pop(sid, None)
-                if not members:
-                    del rooms[room]
+            remote = sock is None and self.queue is not None and not ignore_queue
+            if sock is not None and sock.state <= CONNECTED:
+                sock.rooms.pop(room, None)
+                rooms = self._rooms.get(sock.namespace)
+                members = None if rooms is None else rooms.get(room)
+                if rooms is not None and members is not None:
+                    members.pop(sid, None)
+                    if not members:
+                        del rooms[room]
+        if remote and self.queue is not None:
+            self.queue.leave_room(sid, room, namespace or "/")
 
     def close_room(
         self, room: Hashable, namespace: str | None = None, ignore_queue: bool = False
@@ -1187,9 +1184,13 @@ class SocketIOServer:
         """
         with self._lock:
             sock = self._socket(sid, namespace)
-            if sock is None and self.queue is not None and not ignore_queue:
-                self.queue.disconnect(sid, namespace or "/")
-                return
+            remote = sock is None and self.queue is not None and not ignore_queue
+        if remote and self.queue is not None:
+            # Outside the lock: publishing may wait for room in the outbox.
+            self.queue.disconnect(sid, namespace or "/")
+            return
+        with self._lock:
+            sock = self._socket(sid, namespace)
             if sock is None or sock.state > CONNECTED:
                 return
             if sock.state == CONNECTED:
