@@ -133,6 +133,19 @@ class AmqpQueue(MessageQueue):
     def _publisher_stopped(self) -> None:
         self._drop_producer()
 
+    def _close_backend(self) -> None:
+        # The process's queue would otherwise collect messages until x-expires.
+        if self.write_only or self._thread is None:
+            return
+        connection = self._new_connection()
+        try:
+            connection.connect()
+            self._queue()(connection.default_channel).delete()
+        except Exception as exc:
+            logger.info("could not delete the queue %s: %s", self.queue_name, exc)
+        finally:
+            connection.release()
+
     def _reset_backend_after_fork(self) -> None:
         self._connection = self._producer = None
         self.queue_name = "python-socketio." + str(uuid.uuid4())
