@@ -8,7 +8,7 @@ import sys
 import textwrap
 
 import pytest
-from brokers import channel, free_port, running, zmq_broker
+from brokers import channel, free_port, machine_url, running, zmq_broker
 from queue_helpers import PyClient, serve
 
 from flask_relay.pubsub import QueueNotAvailable, check_url
@@ -96,3 +96,28 @@ def test_python_socketio_zmq_manager_emitter_reaches_our_clients() -> None:
             assert client.wait("from_zmq_manager", 2) == [[{"n": 1}], [b"\x00", "b"]]
         finally:
             client.close()
+
+
+def test_amqp_queue_is_deleted_on_close() -> None:
+    import kombu
+    from flask import Flask
+
+    from flask_relay import SocketIO
+    from flask_relay.pubsub.amqp import AmqpQueue
+
+    url = machine_url("amqp")
+    sio = SocketIO(Flask(__name__), message_queue=url, channel=channel())
+    queue = sio.server.queue
+    assert isinstance(queue, AmqpQueue) and queue.ready.wait(10)
+
+    def exists() -> bool:
+        with kombu.Connection(url) as connection:
+            try:
+                connection.default_channel.queue_declare(queue.queue_name, passive=True)
+                return True
+            except Exception:
+                return False
+
+    assert exists()
+    queue.close()
+    assert not exists()
