@@ -3,12 +3,14 @@ the ZeroMQ broker helper, and python-socketio's ZmqManager as an emitter."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 import pytest
-from brokers import channel, free_port, machine_url, running, zmq_broker
+from brokers import channel, free_port, machine_url, running, wait_for, zmq_broker
 from queue_helpers import PyClient, serve
 
 from flask_relay.pubsub import QueueNotAvailable, check_url
@@ -121,3 +123,45 @@ def test_amqp_queue_is_deleted_on_close() -> None:
     assert exists()
     queue.close()
     assert not exists()
+
+
+@pytest.mark.parametrize("backend", ["redis", "amqp", "nats", "zmq"])
+def test_emitter_script_on_every_backend(backend: str) -> None:
+    """``SocketIO(message_queue=url)`` in a script that emits and exits: no outage, no loss."""
+    from flask import Flask
+
+    from flask_relay import SocketIO
+
+    with contextlib.ExitStack() as stack:
+        if backend == "zmq":
+            push, pub = free_port(), free_port()
+            stack.enter_context(running(zmq_broker(push, pub)))
+            url = f"zmq+tcp://127.0.0.1:{push}+{pub}"
+        else:
+            url = machine_url(backend)
+        name = channel()
+        app = Flask(__name__)
+        sio = SocketIO(app, message_queue=url, channel=name)
+        queue = sio.server.queue
+        assert queue is not None and queue.ready.wait(10)
+        stack.callback(queue.close)
+        client = sio.test_client(app)
+        script = (
+            "import logging\n"
+            "logging.basicConfig(level=logging.INFO)\n"
+            "from flask_relay import SocketIO\n"
+            f"emitter = SocketIO(message_queue={url!r}, channel={name!r})\n"
+            "for i in range(20):\n"
+            "    emitter.emit('job', i)\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        assert "unreachable" not in done.stderr, done.stderr
+
+        def jobs() -> list[Any]:
+            with client._lock:
+                return [e["args"][0] for e in client.queue if e["name"] == "job"]
+
+        wait_for(lambda: jobs() == list(range(20)), what=f"the script's emits on {backend}")

@@ -81,6 +81,7 @@ class NatsQueue(MessageQueue):
     def _start_client(self) -> None:
         self._inbox: queue.Queue[bytes] = queue.Queue()
         self._client: Any = None
+        self._first_connect = threading.Event()
         self._loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(
             target=self._loop.run_forever, name="flask-relay-nats-loop", daemon=True
@@ -127,6 +128,7 @@ class NatsQueue(MessageQueue):
         )
         client = await self._nats.connect(**options)
         self._client = client
+        self._first_connect.set()
         if self._subscribe:
             await client.subscribe(self.subject, cb=self._on_message)
             await client.flush()
@@ -168,6 +170,10 @@ class NatsQueue(MessageQueue):
         self._publish_many([data])
 
     def _publish_many(self, items: list[str]) -> None:
+        if self._client is None:
+            # The first connection is still being made (an emitter that
+            # publishes right away): wait for it rather than call it an outage.
+            self._first_connect.wait(self.publish_timeout)
         future = asyncio.run_coroutine_threadsafe(self._publish_async(items), self._loop)
         try:
             future.result(self.publish_timeout)
