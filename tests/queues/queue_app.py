@@ -83,6 +83,12 @@ def build(queue: str, channel: str) -> tuple[Flask, SocketIO]:
         disconnect(sid=sid)
         return "kicked"
 
+    @socketio.on("peers")
+    def peers() -> int:
+        # The other Flask-Relay processes this one has heard on the channel.
+        assert socketio.server.queue is not None
+        return len(socketio.server.queue.peers)
+
     @socketio.on("participants")
     def participants(room: str) -> int:
         # What this process's manager view shows (its own clients only).

@@ -45,7 +45,10 @@ def test_every_emit_made_during_an_outage_arrives_after(backend: str, how: str) 
                 # Both listeners are subscribed and the processes know each other.
                 assert sender.call("send", "r", "warm", 0) == "sent"
                 remote.wait("warm")
-                time.sleep(0.3)
+                wait_for(
+                    lambda: sender.call("peers") == 1 and remote.call("peers") == 1,
+                    what="the processes to know each other",
+                )
 
                 total, cut_at, back_at = 60, 15, 40
                 for i in range(total):

@@ -8,9 +8,10 @@ Redis, so a process can move from one broker to the other unchanged.
 nats-py is asyncio: one event loop runs in a thread of its own for the
 client; the listener and publisher threads hand their work to it. The client
 reconnects by itself (every 0.5 s, forever) and re-sends the subscription; its
-own reconnection buffer is turned off (``pending_size=0``) so that what is
-published during an outage waits in the queue's outbox, which is held until
-the peers have resubscribed (see :mod:`flask_relay.pubsub`).
+own reconnection buffer is turned off (``pending_size=0``) and each batch is
+confirmed by the server (``flush``: a PING/PONG), so that what is published
+during an outage waits in the queue's outbox, which is held until the peers
+have resubscribed (see :mod:`flask_relay.pubsub`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ..protocol.jsonlib import JSONModule
-from . import MessageQueue, PartialPublish
+from . import MessageQueue
 
 __all__ = ["NatsQueue", "subject_for"]
 
@@ -54,6 +55,8 @@ class NatsQueue(MessageQueue):
 
     #: Seconds a publication may wait for the client's event loop.
     publish_timeout = 10.0
+    #: Seconds to wait for the server to confirm a batch (a PING/PONG).
+    confirm_timeout = 5.0
 
     def __init__(
         self,
@@ -156,13 +159,22 @@ class NatsQueue(MessageQueue):
 
     async def _publish_async(self, items: list[str]) -> None:
         client = self._client
-        for done, item in enumerate(items):
-            try:
-                if client is None or not client.is_connected:
-                    raise ConnectionError(f"not connected to NATS at {self.describe()}")
+        if client is None or not client.is_connected:
+            raise ConnectionError(f"not connected to NATS at {self.describe()}")
+        try:
+            for item in items:
                 await client.publish(self.subject, item.encode("utf-8"))
-            except Exception as exc:
-                raise PartialPublish(done) from exc
+            # The server's PONG: it has the batch. Without it, messages written
+            # as the connection broke would be replayed by nats-py after the
+            # reconnection, out of order with what the outbox still holds.
+            await client.flush(timeout=self.confirm_timeout)
+        except Exception:
+            # The batch stays in the outbox: nats-py must not send it again.
+            pending = getattr(client, "_pending", None)
+            if isinstance(pending, list):
+                pending.clear()
+                client._pending_data_size = 0
+            raise
 
     # -- the queue's threads ------------------------------------------------------------
 
@@ -175,12 +187,7 @@ class NatsQueue(MessageQueue):
             # publishes right away): wait for it rather than call it an outage.
             self._first_connect.wait(self.publish_timeout)
         future = asyncio.run_coroutine_threadsafe(self._publish_async(items), self._loop)
-        try:
-            future.result(self.publish_timeout)
-        except PartialPublish as exc:
-            if exc.done == 0 and exc.__cause__ is not None:
-                raise exc.__cause__ from None
-            raise
+        future.result(self.publish_timeout)
 
     def _listen(self) -> Iterator[Any]:
         while not self._closed.is_set():
