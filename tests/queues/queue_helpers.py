@@ -24,7 +24,11 @@ def serve(url: str, channel: str) -> contextlib.AbstractContextManager[ServerPro
 
 
 class PyClient:
-    """The python-socketio client, recording every event it gets."""
+    """The python-socketio client, recording every event it gets.
+
+    Its Engine.IO client runs each event handler in a thread of its own, so
+    events that arrive close together may be recorded in any order.
+    """
 
     def __init__(self, url: str, **kwargs: Any) -> None:
         import socketio
