@@ -27,6 +27,7 @@ if IMPL == "gevent":
 
     monkey.patch_all()
 
+import logging  # noqa: E402
 from typing import Any  # noqa: E402
 
 from flask import Flask, request  # noqa: E402
@@ -35,6 +36,9 @@ if IMPL == "relay":
     from flask_relay import Sock, SocketIO, join_room
 else:
     from flask_socketio import SocketIO, join_room  # type: ignore[no-redef]
+
+if os.environ.get("BENCH_LOG"):  # e.g. INFO: the server's refusals and closes
+    logging.basicConfig(level=os.environ["BENCH_LOG"], format="%(process)d %(name)s %(message)s")
 
 app = Flask(__name__)
 if IMPL == "relay":
