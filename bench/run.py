@@ -653,6 +653,8 @@ def run_bcast_workers(conf: dict[str, Any], repeat: int, logdir: Path) -> dict[s
                     r["worker_threads"] = [
                         _sum_over([p], lambda p: p.num_threads()) for p in workers_of(server)
                     ]
+                    if r.get("rate") and r.get("server_cpu"):
+                        r["rate_per_cpu"] = r["rate"] / r["server_cpu"]
                     if server.proc.poll() is not None:
                         r["error"] = f"server died (exit {server.proc.returncode})"
                 except RuntimeError as exc:
@@ -677,8 +679,8 @@ def bcast_workers_table(res: dict[str, Any]) -> str:
     def val(r: dict[str, Any], per_cpu: bool) -> float | None:
         if r.get("error") or not r.get("rate"):
             return None
-        if per_cpu:
-            return float(r["rate"]) / r["server_cpu"] if r.get("server_cpu") else None
+        if per_cpu:  # the median over runs of rate / server CPU
+            return float(r["rate_per_cpu"]) if r.get("rate_per_cpu") else None
         return float(r["rate"])
 
     counts = list(res)
@@ -999,7 +1001,8 @@ def median_result(runs: list[dict[str, Any]]) -> dict[str, Any]:
     if not good:
         return runs[0]
     out = dict(good[0])
-    for key in ("rate", "latency_p50_ms", "latency_p99_ms", "kb_per_conn", "threads", "gen_cpu"):
+    keys = ("rate", "latency_p50_ms", "latency_p99_ms", "kb_per_conn", "threads", "gen_cpu")
+    for key in (*keys, "server_cpu", "broker_cpu", "rate_per_cpu"):
         vals = [r[key] for r in good if r.get(key) is not None]
         if vals:
             out[key] = statistics.median(vals)
