@@ -282,6 +282,10 @@ class Server:
     def cpu(self) -> float:
         return self._sum(lambda p: sum(p.cpu_times()[:2]))
 
+    def writes(self) -> int:
+        """write/writev system calls so far (/proc/PID/io syscw), summed over the tree."""
+        return int(self._sum(lambda p: p.io_counters().write_count))
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             try:
@@ -370,6 +374,7 @@ def run_gen(
     (and the broker's, when there is one)."""
     marks: dict[str, tuple[float, float]] = {}
     broker_marks: dict[str, float] = {}
+    write_marks: dict[str, int] = {}
     result: dict[str, Any] = {}
     deadline = time.monotonic() + timeout
     with open(log_path, "ab") as log:
@@ -393,6 +398,10 @@ def run_gen(
                 if event in ("measure_start", "measure_end"):
                     if server is not None and server.proc.poll() is None:
                         marks[event] = (server.cpu(), time.monotonic())
+                        try:
+                            write_marks[event] = server.writes()
+                        except (psutil.Error, AttributeError):
+                            pass  # no /proc/PID/io access
                     if broker is not None:
                         broker_marks[event] = broker.cpu()
                 else:
@@ -410,6 +419,8 @@ def run_gen(
     if "measure_start" in marks and "measure_end" in marks:
         (c0, t0), (c1, t1) = marks["measure_start"], marks["measure_end"]
         result["server_cpu"] = (c1 - c0) / (t1 - t0) if t1 > t0 else None
+        if len(write_marks) == 2:
+            result["server_writes"] = write_marks["measure_end"] - write_marks["measure_start"]
         if len(broker_marks) == 2 and t1 > t0:
             result["broker_cpu"] = (broker_marks["measure_end"] - broker_marks["measure_start"]) / (
                 t1 - t0
@@ -655,6 +666,8 @@ def run_bcast_workers(conf: dict[str, Any], repeat: int, logdir: Path) -> dict[s
                     ]
                     if r.get("rate") and r.get("server_cpu"):
                         r["rate_per_cpu"] = r["rate"] / r["server_cpu"]
+                    if r.get("delivered") and r.get("server_writes") is not None:
+                        r["writes_per_1k"] = 1000 * r["server_writes"] / r["delivered"]
                     if server.proc.poll() is not None:
                         r["error"] = f"server died (exit {server.proc.returncode})"
                 except RuntimeError as exc:
@@ -687,8 +700,9 @@ def bcast_workers_table(res: dict[str, Any]) -> str:
     base = res[counts[0]]
     lines = [
         "| workers | clients per worker | deliveries/s | vs 1 worker | server CPU (cores) "
-        "| deliveries per server CPU-s | vs 1 worker | Redis CPU | generator CPU |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| deliveries per server CPU-s | vs 1 worker | Redis CPU | generator CPU "
+        "| server writes per 1,000 deliveries |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for w in counts:
         r = res[w]
@@ -702,6 +716,8 @@ def bcast_workers_table(res: dict[str, Any]) -> str:
         cells.append(f"{r['broker_cpu']:.2f}" if r.get("broker_cpu") is not None else "-")
         g = r.get("gen_cpu")
         cells.append(f"{g:.2f}" + (" *" if g and g >= 0.9 else "") if g is not None else "-")
+        wr = r.get("writes_per_1k")
+        cells.append(f"{wr:.0f}" if wr is not None else "-")
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     lines.append("")
     lines.append("`*`: the generator used >= 90% of a core, so the figure is a lower bound.")
@@ -1002,7 +1018,7 @@ def median_result(runs: list[dict[str, Any]]) -> dict[str, Any]:
         return runs[0]
     out = dict(good[0])
     keys = ("rate", "latency_p50_ms", "latency_p99_ms", "kb_per_conn", "threads", "gen_cpu")
-    for key in (*keys, "server_cpu", "broker_cpu", "rate_per_cpu"):
+    for key in (*keys, "server_cpu", "broker_cpu", "rate_per_cpu", "writes_per_1k"):
         vals = [r[key] for r in good if r.get(key) is not None]
         if vals:
             out[key] = statistics.median(vals)
