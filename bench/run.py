@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import signal
 import socket
 import statistics
@@ -159,6 +160,7 @@ def settings(quick: bool) -> dict[str, dict[str, Any]]:
             "scale": {"clients": 19000, "procs": 2, "concurrency": 500},
             "bcast_workers": {
                 "workers": "1/2/4",
+                "no_queue_reference": 1,
                 "clients": 1000,
                 "duration": 5,
                 "probes": 10,
@@ -184,6 +186,7 @@ def settings(quick: bool) -> dict[str, dict[str, Any]]:
         "scale": {"clients": 19000, "procs": 2, "concurrency": 500},
         "bcast_workers": {
             "workers": "1/2/4",
+            "no_queue_reference": 1,
             "clients": 1000,
             "duration": 10,
             "probes": 30,
@@ -307,6 +310,9 @@ class Broker:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.log = open(log_path, "ab")  # noqa: SIM115
+        if shutil.which("redis-server") is None:
+            self.log.close()
+            raise RuntimeError("redis-server not found (apt-get install redis-server)")
         self.proc = subprocess.Popen(
             [
                 "redis-server",
@@ -586,7 +592,7 @@ def run_group(
 # several workers (gunicorn -w N, Redis between them)
 
 
-def gunicorn_fixture(workers: int, queue: str, extra_ports: tuple[int, ...] = ()) -> Fixture:
+def gunicorn_fixture(workers: int, queue: str | None, extra_ports: tuple[int, ...] = ()) -> Fixture:
     """The gunicorn fixture with ``workers`` workers and a message queue (and more
     listening ports: every worker accepts on each)."""
     base = next(f for f in FIXTURES if f.key == "gunicorn")
@@ -598,7 +604,7 @@ def gunicorn_fixture(workers: int, queue: str, extra_ports: tuple[int, ...] = ()
         f"gunicorn_w{workers}",
         f"gunicorn -w {workers}",
         cmd,
-        {"BENCH_IMPL": "relay", "BENCH_QUEUE": queue, "BENCH_LOG": "INFO"},
+        {"BENCH_IMPL": "relay", "BENCH_QUEUE": queue or "", "BENCH_LOG": "INFO"},
     )
 
 
@@ -640,20 +646,31 @@ def clients_of(proc: psutil.Process, ports: list[int]) -> int:
     )
 
 
+NO_QUEUE = "1, no queue"
+
+
 def run_bcast_workers(conf: dict[str, Any], repeat: int, logdir: Path) -> dict[str, Any]:
     """Broadcast to one room whose members are spread over 1, 2 and 4 workers.
 
     Nothing is pinned: several workers are only worth measuring if they can use
     both cores. The generator (one Node process) and the private Redis share them.
+    With ``no_queue_reference``, one worker without the queue too (what the queue costs).
     """
     opts = dict(conf)
     counts = [int(w) for w in str(opts.pop("workers")).split("/")]
-    runs: dict[int, list[dict[str, Any]]] = {w: [] for w in counts}
-    broker = Broker(logdir / "redis.bcast_workers.log")
+    configs = [(str(w), w, True) for w in counts]
+    if opts.pop("no_queue_reference", False):
+        configs.insert(0, (NO_QUEUE, 1, False))
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in configs}
+    try:
+        broker = Broker(logdir / "redis.bcast_workers.log")
+    except RuntimeError as exc:
+        print(f"bcast_workers: {exc}", file=sys.stderr)
+        return {label: {"error": str(exc)} for label in runs}
     try:
         for _ in range(repeat):  # alternate 1, 2, 4, 1, 2, 4: a noisy minute hurts all
-            for w in counts:
-                fixture = gunicorn_fixture(w, broker.url)
+            for label, w, queued in configs:
+                fixture = gunicorn_fixture(w, broker.url if queued else None)
                 log_path = logdir / f"{fixture.key}.bcast_workers.log"
                 server = Server(fixture, None, log_path)
                 t0 = time.monotonic()
@@ -676,16 +693,16 @@ def run_bcast_workers(conf: dict[str, Any], repeat: int, logdir: Path) -> dict[s
                     server.stop()
                 r["wall_seconds"] = time.monotonic() - t0
                 r["loadavg_1min"] = os.getloadavg()[0]
-                runs[w].append(r)
+                runs[label].append(r)
                 brief = {
                     k: r.get(k)
                     for k in ("rate", "server_cpu", "broker_cpu", "gen_cpu", "per_process", "error")
                     if r.get(k) is not None
                 }
-                print(f"bcast_workers w={w} {json.dumps(brief)}", file=sys.stderr)
+                print(f"bcast_workers w={label} {json.dumps(brief)}", file=sys.stderr)
     finally:
         broker.stop()
-    return {str(w): median_result(runs[w]) for w in counts}
+    return {label: median_result(rs) for label, rs in runs.items()}
 
 
 def bcast_workers_table(res: dict[str, Any]) -> str:
@@ -697,7 +714,7 @@ def bcast_workers_table(res: dict[str, Any]) -> str:
         return float(r["rate"])
 
     counts = list(res)
-    base = res[counts[0]]
+    base = res[next(c for c in counts if c != NO_QUEUE)]
     lines = [
         "| workers | clients per worker | deliveries/s | vs 1 worker | server CPU (cores) "
         "| deliveries per server CPU-s | vs 1 worker | Redis CPU | generator CPU "
@@ -731,7 +748,12 @@ def run_scale50k(conf: dict[str, Any], logdir: Path) -> dict[str, Any]:
     n = int(conf["clients"])
     w = int(conf["workers"])
     procs = int(conf["procs"])
-    broker = Broker(logdir / "redis.scale50k.log")
+    result: dict[str, Any] = {"clients": n, "workers": w, "generators": procs}
+    try:
+        broker = Broker(logdir / "redis.scale50k.log")
+    except RuntimeError as exc:
+        print(f"scale50k: {exc}", file=sys.stderr)
+        return {**result, "error": str(exc)}
     # One destination port per generator: the ephemeral ports (~28,000) are per source
     # address and destination. (Several source addresses work too, gen.js local_address=,
     # but bind() with an explicit address searches the port space: ~1 ms per connection
@@ -741,7 +763,6 @@ def run_scale50k(conf: dict[str, Any], logdir: Path) -> dict[str, Any]:
     log_path = logdir / f"{fixture.key}.scale50k.log"
     server = Server(fixture, None, log_path)
     gens: list[subprocess.Popen[bytes]] = []
-    result: dict[str, Any] = {"clients": n, "workers": w, "generators": procs}
     try:
         server.wait_ready()
         wait_workers(server, w)
