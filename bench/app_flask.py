@@ -7,6 +7,10 @@ at ``/ws`` uses what each server offers: ``flask_relay.Sock`` for Flask-Relay,
 gevent-websocket's ``wsgi.websocket`` under gevent, and simple-websocket (what Flask-Sock
 wraps; Flask-Sock itself is not installed) under Werkzeug's threaded server.
 
+``BENCH_QUEUE`` (Flask-Relay only) sets ``message_queue`` (e.g. ``redis://127.0.0.1:6379/0``)
+for the several-worker scenarios. ``GET /bench/broadcast?seq=N&size=B`` emits one
+``tick`` to every client (through the queue, so to every worker's clients).
+
 Usage: BENCH_IMPL=relay python bench/app_flask.py PORT
 """
 
@@ -23,6 +27,7 @@ if IMPL == "gevent":
 
     monkey.patch_all()
 
+import logging  # noqa: E402
 from typing import Any  # noqa: E402
 
 from flask import Flask, request  # noqa: E402
@@ -32,14 +37,28 @@ if IMPL == "relay":
 else:
     from flask_socketio import SocketIO, join_room  # type: ignore[no-redef]
 
+if os.environ.get("BENCH_LOG"):  # e.g. INFO: the server's refusals and closes
+    logging.basicConfig(level=os.environ["BENCH_LOG"], format="%(process)d %(name)s %(message)s")
+
 app = Flask(__name__)
-socketio = SocketIO(app) if IMPL == "relay" else SocketIO(app, async_mode=IMPL)
+if IMPL == "relay":
+    socketio = SocketIO(app, message_queue=os.environ.get("BENCH_QUEUE") or None)
+else:
+    socketio = SocketIO(app, async_mode=IMPL)
 
 
 @socketio.on("join")
-def on_join(room: str) -> bool:
+def on_join(room: str) -> int:
     join_room(room)
-    return True
+    return os.getpid()  # the generator counts clients per server process
+
+
+@app.route("/bench/broadcast")
+def broadcast_all() -> str:
+    """One event to every connected client (of every worker, with a queue)."""
+    pad = "x" * int(request.args.get("size", 20))
+    socketio.emit("tick", {"seq": int(request.args.get("seq", 1)), "pad": pad})
+    return "ok"
 
 
 @socketio.on("echo")

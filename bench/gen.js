@@ -12,7 +12,13 @@
 //   storm      N full socket.io-client clients connecting at once (transport=websocket
 //              or transport=upgrade for polling-then-upgrade)
 //   idle       N light clients connect and stay; prints {"event":"connected"} and waits
-//              for a line on stdin before closing (the driver measures the server then)
+//              for a line on stdin before closing (the driver measures the server then).
+//              `wait K SECONDS` on stdin: once every client has received K events (or
+//              after SECONDS), prints {"event":"delivered", ...} with the monotonic time
+//              of the first and last delivery (ns, comparable across processes)
+//
+// Options common to the light clients: local_address=127.0.0.2 binds their source
+// address (one address and destination have ~28,000 ephemeral ports here).
 //
 // Every result carries `gen_cpu`: the generator's CPU time / wall time over the measured
 // window. Close to 1.0 means the generator (pinned to one core) was the bottleneck.
@@ -87,7 +93,8 @@ class Light {
       const timer = setTimeout(() => { reject(new Error('connect timeout')); this.close(); },
         timeoutMs);
       const ws = new WebSocket(`${wsBase}/socket.io/?EIO=4&transport=websocket`,
-        { perMessageDeflate: false });
+        { perMessageDeflate: false,
+          ...(opt.local_address ? { localAddress: String(opt.local_address) } : {}) });
       this.ws = ws;
       ws.on('error', (err) => { clearTimeout(timer); reject(err); });
       ws.on('close', () => { this.closed = true; clearTimeout(timer); reject(new Error('closed')); });
@@ -149,7 +156,7 @@ async function connectLights(n, { join = false, limit = 200, timeoutMs = 60000, 
     const c = new Light(onTick);
     try {
       await c.connect(timeoutMs);
-      if (join) await c.call('join', 'room', timeoutMs);
+      if (join) c.joined = (await c.call('join', 'room', timeoutMs))[0];
       clients.push(c);
     } catch (e) {
       errors.push(String(e.message || e));
@@ -256,9 +263,13 @@ async function scenarioBroadcast() {
     ? opt.connect_timeout * 1000 : 60000 });
   log(`connected ${conn.clients.length}/${n} in ${conn.seconds.toFixed(1)}s`);
   const receivers = conn.clients;
+  // The join ack names the server process (pid) that holds the client: with several
+  // workers, how the clients were spread.
+  const perProcess = {};
+  for (const c of receivers) perProcess[c.joined] = (perProcess[c.joined] || 0) + 1;
   const result = {
     clients: receivers.length, wanted: n, connect_seconds: conn.seconds,
-    connect_errors: firstErrors(conn.errors),
+    connect_errors: firstErrors(conn.errors), per_process: perProcess,
   };
   if (receivers.length < n) {
     for (const c of receivers) c.close();
@@ -413,12 +424,51 @@ async function scenarioStorm() {
 
 async function scenarioIdle() {
   const n = opt.clients || 1000;
-  const conn = await connectLights(n, { join: false, limit: opt.concurrency || 200 });
+  // Deliveries to idle clients (a broadcast to everyone): counted per client; the time
+  // of the first and last one is kept (CLOCK_MONOTONIC, the same clock as the driver's).
+  let firstNs = null;
+  let lastNs = null;
+  let want = Infinity;
+  let complete = 0; // clients that have `want` events
+  let onComplete = null;
+  const onTick = (c) => {
+    const t = process.hrtime.bigint();
+    if (firstNs === null) firstNs = t;
+    lastNs = t;
+    if (c.count === want) {
+      complete++;
+      if (onComplete && complete === conn.clients.length) onComplete();
+    }
+  };
+  const conn = await connectLights(n, { join: false, limit: opt.concurrency || 200, onTick });
   process.stdout.write(JSON.stringify({ event: 'connected', connected: conn.clients.length,
     errors: firstErrors(conn.errors), seconds: conn.seconds }) + '\n');
-  // Wait for the driver to measure the server, then close everything.
+  // Wait for the driver to measure the server (and maybe ask for deliveries), then close.
   await new Promise((resolve) => {
-    process.stdin.on('data', resolve);
+    let buf = '';
+    const onLine = (line) => {
+      const [cmd, k, secs] = line.trim().split(/\s+/);
+      if (cmd !== 'wait') { resolve(); return; }
+      want = Number(k);
+      complete = conn.clients.filter((c) => c.count >= want).length;
+      const report = (timedOut) => {
+        onComplete = null;
+        const alive = conn.clients.filter((c) => !c.closed).length;
+        process.stdout.write(JSON.stringify({
+          event: 'delivered', clients: conn.clients.length, alive, complete,
+          first_ns: firstNs === null ? null : String(firstNs),
+          last_ns: lastNs === null ? null : String(lastNs), timed_out: timedOut,
+        }) + '\n');
+      };
+      if (complete === conn.clients.length) { report(false); return; }
+      const timer = setTimeout(() => report(true), Number(secs || 60) * 1000);
+      onComplete = () => { clearTimeout(timer); report(false); };
+    };
+    process.stdin.on('data', (d) => {
+      buf += d.toString();
+      let i;
+      while ((i = buf.indexOf('\n')) >= 0) { onLine(buf.slice(0, i)); buf = buf.slice(i + 1); }
+    });
     process.stdin.on('end', resolve);
   });
   let alive = 0;

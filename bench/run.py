@@ -8,6 +8,8 @@ JSON to ``bench/results/``.
     python bench/run.py            # full run (several minutes)
     python bench/run.py --quick    # short durations, smaller storms
     python bench/run.py --fixtures relay,node --scenarios ack,echo
+    python bench/run.py --scenarios bcast_workers   # gunicorn -w 1/2/4 + Redis
+    python bench/run.py --scenarios scale50k        # 50,000 clients on 3 workers
 
 Not part of the test suite: nothing here asserts a speed.
 """
@@ -20,6 +22,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import signal
 import socket
 import statistics
@@ -130,8 +133,10 @@ GROUPS = [
     "idle",
     "scale",
 ]
+# Flask-Relay under gunicorn with several workers and a private Redis; not per fixture.
+WORKER_GROUPS = ["bcast_workers", "scale50k"]
 # Run only when asked for with --scenarios (minutes of connecting on slow servers).
-OPTIONAL_GROUPS = {"scale"}
+OPTIONAL_GROUPS = {"scale", *WORKER_GROUPS}
 
 
 def settings(quick: bool) -> dict[str, dict[str, Any]]:
@@ -153,6 +158,15 @@ def settings(quick: bool) -> dict[str, dict[str, Any]]:
             "storm_up": {"clients": 300, "transport": "upgrade"},
             "idle": {"clients": 1000},
             "scale": {"clients": 19000, "procs": 2, "concurrency": 500},
+            "bcast_workers": {
+                "workers": "1/2/4",
+                "no_queue_reference": 1,
+                "clients": 1000,
+                "duration": 5,
+                "probes": 10,
+                "burst_timeout": 30,
+            },
+            "scale50k": {"clients": 6000, "workers": 3, "procs": 3, "concurrency": 200},
         }
     return {
         "ack": {"clients": 100, "warmup": 3, "duration": 15},
@@ -170,6 +184,17 @@ def settings(quick: bool) -> dict[str, dict[str, Any]]:
         "storm_up": {"clients": 1000, "transport": "upgrade"},
         "idle": {"clients": 1000},
         "scale": {"clients": 19000, "procs": 2, "concurrency": 500},
+        "bcast_workers": {
+            "workers": "1/2/4",
+            "no_queue_reference": 1,
+            "clients": 1000,
+            "duration": 10,
+            "probes": 30,
+            "burst_timeout": 30,
+        },
+        # Three workers (20,000 descriptors each), three generators (one source address
+        # each: ~28,000 ephemeral ports per address and destination).
+        "scale50k": {"clients": 50000, "workers": 3, "procs": 3, "concurrency": 150},
     }
 
 
@@ -260,6 +285,10 @@ class Server:
     def cpu(self) -> float:
         return self._sum(lambda p: sum(p.cpu_times()[:2]))
 
+    def writes(self) -> int:
+        """write/writev system calls so far (/proc/PID/io syscw), summed over the tree."""
+        return int(self._sum(lambda p: p.io_counters().write_count))
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             try:
@@ -270,6 +299,66 @@ class Server:
                 self.proc.wait(5)
             except ProcessLookupError:
                 pass
+        self.log.close()
+
+
+class Broker:
+    """A private Redis for the several-worker scenarios: started and stopped here, so
+    other sessions' broker restarts cannot touch a run, and its CPU time is known."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.log = open(log_path, "ab")  # noqa: SIM115
+        if shutil.which("redis-server") is None:
+            self.log.close()
+            raise RuntimeError("redis-server not found (apt-get install redis-server)")
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.ps = psutil.Process(self.proc.pid)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as conn:
+                    conn.sendall(b"PING\r\n")
+                    if conn.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+
+    def cpu(self) -> float:
+        try:
+            return float(sum(self.ps.cpu_times()[:2]))
+        except psutil.Error:
+            return 0.0
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
         self.log.close()
 
 
@@ -285,9 +374,13 @@ def run_gen(
     timeout: float,
     log_path: Path,
     server: Server | None = None,
+    broker: Broker | None = None,
 ) -> dict[str, Any]:
-    """Run one generator scenario; sample the server's CPU time over the measured window."""
+    """Run one generator scenario; sample the server's CPU time over the measured window
+    (and the broker's, when there is one)."""
     marks: dict[str, tuple[float, float]] = {}
+    broker_marks: dict[str, float] = {}
+    write_marks: dict[str, int] = {}
     result: dict[str, Any] = {}
     deadline = time.monotonic() + timeout
     with open(log_path, "ab") as log:
@@ -311,6 +404,12 @@ def run_gen(
                 if event in ("measure_start", "measure_end"):
                     if server is not None and server.proc.poll() is None:
                         marks[event] = (server.cpu(), time.monotonic())
+                        try:
+                            write_marks[event] = server.writes()
+                        except (psutil.Error, AttributeError):
+                            pass  # no /proc/PID/io access
+                    if broker is not None:
+                        broker_marks[event] = broker.cpu()
                 else:
                     result = msg
             gen.wait()
@@ -326,6 +425,12 @@ def run_gen(
     if "measure_start" in marks and "measure_end" in marks:
         (c0, t0), (c1, t1) = marks["measure_start"], marks["measure_end"]
         result["server_cpu"] = (c1 - c0) / (t1 - t0) if t1 > t0 else None
+        if len(write_marks) == 2:
+            result["server_writes"] = write_marks["measure_end"] - write_marks["measure_start"]
+        if len(broker_marks) == 2 and t1 > t0:
+            result["broker_cpu"] = (broker_marks["measure_end"] - broker_marks["measure_start"]) / (
+                t1 - t0
+            )
     return result
 
 
@@ -484,6 +589,321 @@ def run_group(
 
 
 # ---------------------------------------------------------------------------------------
+# several workers (gunicorn -w N, Redis between them)
+
+
+def gunicorn_fixture(workers: int, queue: str | None, extra_ports: tuple[int, ...] = ()) -> Fixture:
+    """The gunicorn fixture with ``workers`` workers and a message queue (and more
+    listening ports: every worker accepts on each)."""
+    base = next(f for f in FIXTURES if f.key == "gunicorn")
+    cmd = list(base.cmd)
+    cmd[cmd.index("-w") + 1] = str(workers)
+    for port in extra_ports:
+        cmd[cmd.index("-b") : cmd.index("-b")] = ["-b", f"127.0.0.1:{port}"]
+    return Fixture(
+        f"gunicorn_w{workers}",
+        f"gunicorn -w {workers}",
+        cmd,
+        {"BENCH_IMPL": "relay", "BENCH_QUEUE": queue or "", "BENCH_LOG": "INFO"},
+    )
+
+
+def workers_of(server: Server) -> list[psutil.Process]:
+    try:
+        return list(server.ps.children())
+    except psutil.Error:
+        return []
+
+
+def wait_workers(server: Server, n: int, timeout: float = 60.0) -> None:
+    """Until gunicorn's ``n`` workers serve (each answers a request on its own)."""
+    deadline = time.monotonic() + timeout
+    while len(workers_of(server)) < n:
+        if server.proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{n} workers did not start")
+        time.sleep(0.1)
+    time.sleep(2.0)  # each worker imports the app and subscribes to the queue
+
+
+def _sum_over(procs: list[psutil.Process], fn: Any) -> float:
+    total = 0.0
+    for p in procs:
+        try:
+            total += fn(p)
+        except psutil.Error:
+            pass
+    return total
+
+
+def clients_of(proc: psutil.Process, ports: list[int]) -> int:
+    """Established connections a worker holds on the server's ports."""
+    try:
+        conns = proc.net_connections(kind="tcp")
+    except psutil.Error:
+        return 0
+    return sum(
+        1 for c in conns if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr[1] in ports
+    )
+
+
+NO_QUEUE = "1, no queue"
+
+
+def run_bcast_workers(conf: dict[str, Any], repeat: int, logdir: Path) -> dict[str, Any]:
+    """Broadcast to one room whose members are spread over 1, 2 and 4 workers.
+
+    Nothing is pinned: several workers are only worth measuring if they can use
+    both cores. The generator (one Node process) and the private Redis share them.
+    With ``no_queue_reference``, one worker without the queue too (what the queue costs).
+    """
+    opts = dict(conf)
+    counts = [int(w) for w in str(opts.pop("workers")).split("/")]
+    configs = [(str(w), w, True) for w in counts]
+    if opts.pop("no_queue_reference", False):
+        configs.insert(0, (NO_QUEUE, 1, False))
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in configs}
+    try:
+        broker = Broker(logdir / "redis.bcast_workers.log")
+    except RuntimeError as exc:
+        print(f"bcast_workers: {exc}", file=sys.stderr)
+        return {label: {"error": str(exc)} for label in runs}
+    try:
+        for _ in range(repeat):  # alternate 1, 2, 4, 1, 2, 4: a noisy minute hurts all
+            for label, w, queued in configs:
+                fixture = gunicorn_fixture(w, broker.url if queued else None)
+                log_path = logdir / f"{fixture.key}.bcast_workers.log"
+                server = Server(fixture, None, log_path)
+                t0 = time.monotonic()
+                try:
+                    server.wait_ready()
+                    wait_workers(server, w)
+                    r = run_gen("broadcast", server.url, opts, None, 600, log_path, server, broker)
+                    r["worker_threads"] = [
+                        _sum_over([p], lambda p: p.num_threads()) for p in workers_of(server)
+                    ]
+                    if r.get("rate") and r.get("server_cpu"):
+                        r["rate_per_cpu"] = r["rate"] / r["server_cpu"]
+                    if r.get("delivered") and r.get("server_writes") is not None:
+                        r["writes_per_1k"] = 1000 * r["server_writes"] / r["delivered"]
+                    if server.proc.poll() is not None:
+                        r["error"] = f"server died (exit {server.proc.returncode})"
+                except RuntimeError as exc:
+                    r = {"error": str(exc)}
+                finally:
+                    server.stop()
+                r["wall_seconds"] = time.monotonic() - t0
+                r["loadavg_1min"] = os.getloadavg()[0]
+                runs[label].append(r)
+                brief = {
+                    k: r.get(k)
+                    for k in ("rate", "server_cpu", "broker_cpu", "gen_cpu", "per_process", "error")
+                    if r.get(k) is not None
+                }
+                print(f"bcast_workers w={label} {json.dumps(brief)}", file=sys.stderr)
+    finally:
+        broker.stop()
+    return {label: median_result(rs) for label, rs in runs.items()}
+
+
+def bcast_workers_table(res: dict[str, Any]) -> str:
+    def val(r: dict[str, Any], per_cpu: bool) -> float | None:
+        if r.get("error") or not r.get("rate"):
+            return None
+        if per_cpu:  # the median over runs of rate / server CPU
+            return float(r["rate_per_cpu"]) if r.get("rate_per_cpu") else None
+        return float(r["rate"])
+
+    counts = list(res)
+    base = res[next(c for c in counts if c != NO_QUEUE)]
+    lines = [
+        "| workers | clients per worker | deliveries/s | vs 1 worker | server CPU (cores) "
+        "| deliveries per server CPU-s | vs 1 worker | Redis CPU | generator CPU "
+        "| server writes per 1,000 deliveries |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for w in counts:
+        r = res[w]
+        cells = [w, " / ".join(str(v) for v in sorted((r.get("per_process") or {}).values()))]
+        for per_cpu in (False, True):
+            v, b = val(r, per_cpu), val(base, per_cpu)
+            cells.append(fmt(v, "/s") if v is not None else "fails")
+            cells.append(f"{v / b:.2f}x" if v is not None and b else "-")
+            if not per_cpu:
+                cells.append(f"{r['server_cpu']:.2f}" if r.get("server_cpu") else "-")
+        cells.append(f"{r['broker_cpu']:.2f}" if r.get("broker_cpu") is not None else "-")
+        g = r.get("gen_cpu")
+        cells.append(f"{g:.2f}" + (" *" if g and g >= 0.9 else "") if g is not None else "-")
+        wr = r.get("writes_per_1k")
+        cells.append(f"{wr:.0f}" if wr is not None else "-")
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    lines.append("")
+    lines.append("`*`: the generator used >= 90% of a core, so the figure is a lower bound.")
+    return "\n".join(lines)
+
+
+def run_scale50k(conf: dict[str, Any], logdir: Path) -> dict[str, Any]:
+    """``clients`` idle WebSocket clients on ``workers`` gunicorn workers, then one
+    broadcast (an HTTP request to one worker, through Redis to all) that must reach
+    every client; RSS per connection from the workers' RSS before and after."""
+    n = int(conf["clients"])
+    w = int(conf["workers"])
+    procs = int(conf["procs"])
+    result: dict[str, Any] = {"clients": n, "workers": w, "generators": procs}
+    try:
+        broker = Broker(logdir / "redis.scale50k.log")
+    except RuntimeError as exc:
+        print(f"scale50k: {exc}", file=sys.stderr)
+        return {**result, "error": str(exc)}
+    # One destination port per generator: the ephemeral ports (~28,000) are per source
+    # address and destination. (Several source addresses work too, gen.js local_address=,
+    # but bind() with an explicit address searches the port space: ~1 ms per connection
+    # at 10,000 sockets here, so the connect rate collapses.)
+    extra_ports = tuple(free_port() for _ in range(procs - 1))
+    fixture = gunicorn_fixture(w, broker.url, extra_ports)
+    log_path = logdir / f"{fixture.key}.scale50k.log"
+    server = Server(fixture, None, log_path)
+    gens: list[subprocess.Popen[bytes]] = []
+    try:
+        server.wait_ready()
+        wait_workers(server, w)
+        workers = workers_of(server)
+        result["worker_pids"] = [p.pid for p in workers]
+        # Warm-up: a few clients on every worker and one broadcast through the queue.
+        warm = subprocess.Popen(
+            gen_cmd("idle", server.url, {"clients": 30 * w}),
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        assert warm.stdout is not None and warm.stdin is not None
+        warm.stdout.readline()
+        warm.stdin.write(b"wait 1 20\n")
+        warm.stdin.flush()
+        urllib.request.urlopen(f"{server.url}/bench/broadcast?seq=0", timeout=30).read()
+        warm.stdout.readline()
+        warm.stdin.write(b"done\n")
+        warm.stdin.flush()
+        warm.communicate(timeout=30)
+        time.sleep(2.0)
+        rss = lambda p: p.memory_info().rss  # noqa: E731
+        result["base_rss"] = [_sum_over([p], rss) for p in workers]
+        result["base_threads"] = [_sum_over([p], lambda p: p.num_threads()) for p in workers]
+
+        per = [n // procs + (1 if k < n % procs else 0) for k in range(procs)]
+        ports = [server.port, *extra_ports]
+        t0 = time.monotonic()
+        with open(log_path, "ab") as log:
+            for k, count in enumerate(per):
+                opts = {"clients": count, "concurrency": conf["concurrency"]}
+                url = f"http://127.0.0.1:{ports[k]}"
+                gens.append(
+                    subprocess.Popen(
+                        gen_cmd("idle", url, opts),
+                        cwd=ROOT,
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        stderr=log,
+                    )
+                )
+        firsts = []
+        for gen in gens:
+            assert gen.stdout is not None
+            firsts.append(json.loads(gen.stdout.readline() or "{}"))
+        result["connect_seconds"] = time.monotonic() - t0
+        connected = sum(int(f.get("connected", 0)) for f in firsts)
+        errors: dict[str, int] = {}
+        for f in firsts:
+            for key, v in (f.get("errors") or {}).items():
+                errors[key] = errors.get(key, 0) + v
+        result.update(connected=connected, connect_errors=errors)
+        time.sleep(3.0)  # let the workers settle (buffers allocated, threads idle)
+        alive = [p.is_running() for p in workers]
+        result["rss"] = [_sum_over([p], rss) for p in workers]
+        result["threads"] = [_sum_over([p], lambda p: p.num_threads()) for p in workers]
+        # Open descriptors per worker: its clients (+ listeners, Redis, epoll...).
+        result["fds"] = [_sum_over([p], lambda p: p.num_fds()) for p in workers]
+        result["per_worker"] = [clients_of(p, ports) for p in workers]
+        if connected:
+            result["kb_per_conn"] = (
+                (sum(result["rss"]) - sum(result["base_rss"])) / connected / 1024
+            )
+
+        # The broadcast: each generator reports when all its clients have it.
+        for gen in gens:
+            assert gen.stdin is not None
+            gen.stdin.write(b"wait 1 120\n")
+            gen.stdin.flush()
+        t_send = time.monotonic_ns()
+        with urllib.request.urlopen(f"{server.url}/bench/broadcast?seq=1", timeout=60) as resp:
+            resp.read()
+        result["trigger_ms"] = (time.monotonic_ns() - t_send) / 1e6
+        deliveries = []
+        for gen in gens:
+            assert gen.stdout is not None
+            deliveries.append(json.loads(gen.stdout.readline() or "{}"))
+        result["deliveries"] = deliveries
+        result["received"] = sum(int(d.get("complete", 0)) for d in deliveries)
+        lasts = [int(d["last_ns"]) for d in deliveries if d.get("last_ns")]
+        firsts_ns = [int(d["first_ns"]) for d in deliveries if d.get("first_ns")]
+        if lasts:
+            result["first_delivery_ms"] = (min(firsts_ns) - t_send) / 1e6
+            result["last_delivery_ms"] = (max(lasts) - t_send) / 1e6
+
+        finals = []
+        for gen in gens:
+            assert gen.stdin is not None
+            gen.stdin.write(b"done\n")
+            gen.stdin.flush()
+        for gen in gens:
+            rest, _ = gen.communicate(timeout=120)
+            finals += [json.loads(ln) for ln in rest.decode().splitlines() if ln.startswith("{")]
+        result["alive_at_end"] = sum(int(f.get("alive_at_end") or 0) for f in finals)
+        if not all(alive) or server.proc.poll() is not None:
+            result["error"] = "a worker died"
+        elif connected < n:
+            result["error"] = f"only {connected}/{n} clients connected"
+        elif result["received"] < connected:
+            result["error"] = f"the broadcast reached {result['received']}/{connected}"
+        elif result["alive_at_end"] < connected:
+            result["error"] = f"{connected - result['alive_at_end']} connections dropped"
+    except (RuntimeError, OSError, ValueError) as exc:
+        result["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        for gen in gens:
+            if gen.poll() is None:
+                gen.kill()
+                gen.wait()
+        server.stop()
+        broker.stop()
+    return result
+
+
+def scale50k_table(r: dict[str, Any]) -> str:
+    def mb(v: float) -> str:
+        return f"{v / 2**20:.0f} MB"
+
+    rows = [
+        ("clients connected / wanted", f"{r.get('connected', 0):,} / {r['clients']:,}"),
+        ("server workers / generator processes", f"{r['workers']} / {r['generators']}"),
+        ("connect time (all generators)", f"{r.get('connect_seconds', 0):.0f} s"),
+        ("clients per worker", " / ".join(f"{v:,}" for v in r.get("per_worker", []))),
+        ("one broadcast reached", f"{r.get('received', 0):,}"),
+        ("trigger -> first delivery", f"{r.get('first_delivery_ms', 0):.0f} ms"),
+        ("trigger -> last delivery", f"{r.get('last_delivery_ms', 0):.0f} ms"),
+        ("RSS per worker before", " / ".join(mb(v) for v in r.get("base_rss", []))),
+        ("RSS per worker with clients", " / ".join(mb(v) for v in r.get("rss", []))),
+        ("RSS per connection (workers' sum)", f"{r.get('kb_per_conn', 0):.1f} KB"),
+        ("threads per worker", " / ".join(f"{v:.0f}" for v in r.get("threads", []))),
+        ("still connected at the end", f"{r.get('alive_at_end', 0):,}"),
+    ]
+    lines = ["| | |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows]
+    if r.get("error"):
+        lines.append(f"\nerror: {r['error']}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------
 # table
 
 
@@ -618,7 +1038,8 @@ def median_result(runs: list[dict[str, Any]]) -> dict[str, Any]:
     if not good:
         return runs[0]
     out = dict(good[0])
-    for key in ("rate", "latency_p50_ms", "latency_p99_ms", "kb_per_conn", "threads", "gen_cpu"):
+    keys = ("rate", "latency_p50_ms", "latency_p99_ms", "kb_per_conn", "threads", "gen_cpu")
+    for key in (*keys, "server_cpu", "broker_cpu", "rate_per_cpu", "writes_per_1k"):
         vals = [r[key] for r in good if r.get(key) is not None]
         if vals:
             out[key] = statistics.median(vals)
@@ -637,7 +1058,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--scenarios",
         default=",".join(g for g in GROUPS if g not in OPTIONAL_GROUPS),
-        help="comma-separated: " + ",".join(GROUPS) + " (scale only when named)",
+        help="comma-separated: "
+        + ",".join(GROUPS + WORKER_GROUPS)
+        + " (scale, bcast_workers, scale50k only when named)",
     )
     parser.add_argument("--repeat", type=int, default=1, help="runs per cell (median)")
     parser.add_argument(
@@ -711,7 +1134,22 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{fixture.key:10} {group:9} {json.dumps(brief)}", file=sys.stderr)
             results[fixture.key][group] = median_result(runs)
 
-    text = table(results, fixtures) + "\n\n" + table(results, fixtures, per_cpu=True)
+    worker_results: dict[str, Any] = {}
+    extra: list[str] = []
+    named = args.scenarios.split(",")
+    if "bcast_workers" in named:
+        res = run_bcast_workers(conf["bcast_workers"], args.repeat, logdir)
+        worker_results["bcast_workers"] = res
+        extra.append("broadcast across workers (Redis):\n\n" + bcast_workers_table(res))
+    if "scale50k" in named:
+        res = run_scale50k(conf["scale50k"], logdir)
+        worker_results["scale50k"] = res
+        extra.append("idle clients on several workers:\n\n" + scale50k_table(res))
+
+    text = "\n\n".join(
+        ([table(results, fixtures), table(results, fixtures, per_cpu=True)] if groups else [])
+        + extra
+    )
     doc = {
         "when": stamp,
         "quick": args.quick,
@@ -728,6 +1166,7 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),
         "results": results,
+        "workers": worker_results,
         "table": text,
     }
     path = outdir / f"bench-{stamp}{'-quick' if args.quick else ''}.json"

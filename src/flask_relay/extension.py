@@ -60,7 +60,7 @@ from .namespace import Namespace
 from .protocol.codecs import SERIALIZERS, make_codec
 from .protocol.errors import FlaskRelayError
 from .protocol.jsonlib import JSONModule
-from .pubsub import MessageQueue, from_url
+from .pubsub import MessageQueue, QueueNotAvailable, check_url, from_url
 
 if TYPE_CHECKING:
     from .engine.admin import AdminUI
@@ -134,7 +134,7 @@ _RESERVED_EVENTS = frozenset(("connect", "connect_error", "disconnect", "__disco
 
 
 class MessageQueueNotSupported(FlaskRelayError, NotImplementedError):
-    """``message_queue`` / ``client_manager`` were given: not in this release."""
+    """A ``message_queue`` URL (Kafka, unknown schemes) or ``client_manager`` refused."""
 
 
 class _ManagedSession(dict[str, Any], SessionMixin):
@@ -298,9 +298,11 @@ class SocketIO:
         HTTP routes. May be changed at run time.
     ``message_queue`` (``None``), ``channel`` (``"flask-socketio"``), ``client_manager``
         Rooms and broadcasts across processes through a broker: a Redis URL
-        (``redis://``, ``rediss://``, ``unix://``, ``valkey://``), with
-        ``redis_options`` for the client; or a
-        :class:`flask_relay.pubsub.MessageQueue` as ``client_manager``.
+        (``redis://``, ``rediss://``, ``unix://``, ``valkey://``,
+        ``redis+sentinel://``, with ``redis_options`` for the client), a
+        RabbitMQ (``amqp://``), NATS (``nats://``) or ZeroMQ (``zmq+tcp://``)
+        URL; or a :class:`flask_relay.pubsub.MessageQueue` as
+        ``client_manager``. See ``docs/queues.md``.
         ``SocketIO(message_queue=url)`` without an app is a write-only
         emitter for other programs (Celery workers, scripts). The messages
         are python-socketio's, so Flask-SocketIO processes and external
@@ -404,16 +406,15 @@ class SocketIO:
         if manager is not None and not isinstance(manager, MessageQueue):
             raise MessageQueueNotSupported(
                 "client_manager must be a flask_relay.pubsub.MessageQueue (python-socketio "
-                "managers do not plug in here); or give message_queue='redis://...'"
+                "managers do not plug in here); or give message_queue='redis://...' "
+                "(amqp://, nats://, zmq+tcp://)"
             )
         url = options.get("message_queue")
         if url is not None and manager is None:
-            scheme = str(url).split(":", 1)[0].lower()
-            if scheme not in ("redis", "rediss", "unix", "valkey", "valkeys"):
-                raise MessageQueueNotSupported(
-                    f"message_queue scheme {scheme!r} is not supported yet: only Redis "
-                    "(redis://, rediss://, unix://, valkey://) in this release"
-                )
+            try:
+                check_url(str(url))
+            except QueueNotAvailable as exc:
+                raise MessageQueueNotSupported(str(exc)) from None
         RecoveryOptions.parse(options.get("connection_state_recovery"))
         serializer = options.get("serializer", "default")
         if serializer is not None and serializer not in SERIALIZERS:
@@ -481,7 +482,9 @@ class SocketIO:
                 channel=str(self._option("channel")),
                 write_only=app is None,
                 json=json,
-                options=self._option("redis_options"),
+                options=self._option("redis_options")
+                if check_url(str(url)) == "redis"
+                else None,
             )
             # Where Flask-SocketIO keeps it (apps and its tests read
             # server_options['client_manager'].write_only).

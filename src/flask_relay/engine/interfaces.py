@@ -95,6 +95,9 @@ class QueuePublisher(Protocol):
     def close(self) -> None:
         """Stop listening (the server got another queue, or shuts down)."""
 
+    def ensure_listening(self) -> None:
+        """Start listening if it does not (again in a forked child)."""
+
 
 class GroupRegistry(Protocol):
     """One app's rooms of WebSocket connections (thread-safe)."""

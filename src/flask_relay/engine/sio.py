@@ -461,6 +461,10 @@ class SocketIOServer:
         binding = EngineBinding(self, engine, dispatcher or self.dispatcher)
         with self._lock:
             self.bindings.append(binding)
+        if self.queue is not None:
+            # In a process forked after the queue was made (gunicorn --preload,
+            # forked workers), the listener starts again here.
+            self.queue.ensure_listening()
         return binding
 
     def detach(self, binding: EngineBinding) -> None:
@@ -1172,20 +1176,21 @@ class SocketIOServer:
         """
         with self._lock:
             sock = self._socket(sid, namespace)
-            if sock is None and self.queue is not None and not ignore_queue:
-                self.queue.enter_room(sid, room, namespace or "/")
-                return
-            if sock is None or sock.state > CONNECTED:
-                return
-            joined = room not in sock.rooms
-            sock.rooms[room] = None
-            rooms = self._rooms.setdefault(sock.namespace, {})
-            members = rooms.get(room)
-            if members is None:
-                rooms[room] = {sid: sock}
-            else:
-                members[sid] = sock
-        if joined and self.observers:
+            remote = sock is None and self.queue is not None and not ignore_queue
+            joined = False
+            if sock is not None and sock.state <= CONNECTED:
+                joined = room not in sock.rooms
+                sock.rooms[room] = None
+                rooms = self._rooms.setdefault(sock.namespace, {})
+                members = rooms.get(room)
+                if members is None:
+                    rooms[room] = {sid: sock}
+                else:
+                    members[sid] = sock
+        if remote and self.queue is not None:
+            # Outside the lock: publishing may wait for room in the outbox.
+            self.queue.enter_room(sid, room, namespace or "/")
+        elif joined and sock is not None and self.observers:
             self._observe("room_joined", sock, room)
 
     def leave_room(
@@ -1194,21 +1199,20 @@ class SocketIOServer:
         """Take ``sid`` out of ``room``; empty rooms disappear."""
         with self._lock:
             sock = self._socket(sid, namespace)
-            if sock is None and self.queue is not None and not ignore_queue:
-                self.queue.leave_room(sid, room, namespace or "/")
-                return
-            if sock is None or sock.state > CONNECTED:
-                return
-            left = room in sock.rooms
-            sock.rooms.pop(room, None)
-            rooms = self._rooms.get(sock.namespace)
-            if rooms is not None:
-                members = rooms.get(room)
-                if members is not None:
+            remote = sock is None and self.queue is not None and not ignore_queue
+            left = False
+            if sock is not None and sock.state <= CONNECTED:
+                left = room in sock.rooms
+                sock.rooms.pop(room, None)
+                rooms = self._rooms.get(sock.namespace)
+                members = None if rooms is None else rooms.get(room)
+                if rooms is not None and members is not None:
                     members.pop(sid, None)
                     if not members:
                         del rooms[room]
-        if left and self.observers:
+        if remote and self.queue is not None:
+            self.queue.leave_room(sid, room, namespace or "/")
+        elif left and sock is not None and self.observers:
             self._observe("room_left", sock, room)
 
     def close_room(
@@ -1412,9 +1416,13 @@ class SocketIOServer:
             # Away, with its session kept for recovery: that ends here.
             if sock is None and store is not None and store.discard(sid, namespace or "/"):
                 self.logger.info("%s: kept session discarded by disconnect()", sid)
-            if sock is None and self.queue is not None and not ignore_queue:
-                self.queue.disconnect(sid, namespace or "/")
-                return
+            remote = sock is None and self.queue is not None and not ignore_queue
+        if remote and self.queue is not None:
+            # Outside the lock: publishing may wait for room in the outbox.
+            self.queue.disconnect(sid, namespace or "/")
+            return
+        with self._lock:
+            sock = self._socket(sid, namespace)
             if sock is None or sock.state > CONNECTED:
                 return
             if sock.state == CONNECTED:
