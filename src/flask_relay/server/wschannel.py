@@ -66,6 +66,30 @@ class WSAccounting(WSListener, Protocol):
 class WSChannel(asyncio.Protocol):
     """The loop-side driver of one accepted WebSocket connection."""
 
+    # Slots: one per connection, touched per recipient of every broadcast.
+    __slots__ = (
+        "_close_timeout",
+        "_close_timer",
+        "_flush_at_once",
+        "_flush_scheduled",
+        "_live",
+        "_progress_mark",
+        "_progress_time",
+        "_reading_paused",
+        "_slow_consumer_timeout",
+        "_unflushed",
+        "_untracked",
+        "_watch_timer",
+        "_write_limits",
+        "conn",
+        "finished",
+        "listener",
+        "loop",
+        "tracked",
+        "transport",
+        "written",
+    )
+
     def __init__(
         self,
         conn: wsproto.WebSocketConnection,
@@ -257,19 +281,20 @@ class WSChannel(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
-        self._unflushed = 0
         out = self.conn.data_to_send()
         if out:
             transport.write(out)
-            if self._watch_timer is not None:  # only the watch needs it
-                self.written += len(out)
-            elif self._untracked is not None:
-                # This runs per recipient of every broadcast: the usual case
-                # (the kernel took it all, as it had taken the previous writes)
-                # costs one call and two tests.
+            untracked = self._untracked
+            if untracked is not None:
+                # An accounting listener's channel. This runs per recipient of
+                # every broadcast: the usual case (the kernel took it all, as it
+                # had taken the previous writes) costs one call and two tests.
                 size = transport.get_write_buffer_size()
-                if size > self._untracked or self.tracked:
+                if size > untracked or self.tracked:
                     cast(WSAccounting, self.listener).data_written(self, size, len(out))
+            elif self._watch_timer is not None:  # only the watch needs it
+                self.written += len(out)
+        self._unflushed = 0
         if self.conn.should_close_transport:
             transport.close()
 
