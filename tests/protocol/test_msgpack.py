@@ -368,7 +368,9 @@ def test_decoder_only_raises_protocol_error(data: bytes | str) -> None:
 def test_deep_nesting() -> None:
     """Nesting the unpacker can hold round-trips; deeper is a ProtocolError, not a crash."""
     head = msgpack.packb({"type": 2, "nsp": "/"})
-    for depth, accepted in ((1000, True), (5000, False), (100_000, False)):
+    # 500, not 1000: comparing the result recurses once per level, and Python
+    # 3.10 stops at 1,000 frames.
+    for depth, accepted in ((500, True), (5000, False), (100_000, False)):
         # The same map with a third key: "data": ["x", [[[...nil...]]]].
         data = b"\x83" + head[1:] + b"\xa4data\x92\xa1x" + b"\x91" * depth + b"\xc0"
         if accepted:
