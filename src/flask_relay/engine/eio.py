@@ -1343,14 +1343,7 @@ class EngineIOServer:
         if going_away:
             self._close_going_away(session, reason)
             return
-        session.closed = True
-        if self._sessions.get(session.sid) is session:
-            del self._sessions[session.sid]
-        if session.ping_timer is not None:
-            session.ping_timer.cancel()
-            session.ping_timer = None
-        probe = session.probe
-        self._clear_upgrade(session)
+        probe = self._detach(session)
         if probe is not None:
             probe.session = None
             probe.channel.close(CloseCode.NORMAL)
@@ -1381,7 +1374,9 @@ class EngineIOServer:
             self._send_noop(session)
         self._disconnected(session, reason)
 
-    def _close_going_away(self, session: _Session, reason: str) -> None:
+    def _detach(self, session: _Session) -> _WSLink | None:
+        """Mark ``session`` closed, forget it, stop its timers and its upgrade;
+        returns the upgrade's probe (or ``None``) for the caller to close."""
         session.closed = True
         if self._sessions.get(session.sid) is session:
             del self._sessions[session.sid]
@@ -1390,6 +1385,10 @@ class EngineIOServer:
             session.ping_timer = None
         probe = session.probe
         self._clear_upgrade(session)
+        return probe
+
+    def _close_going_away(self, session: _Session, reason: str) -> None:
+        probe = self._detach(session)
         if probe is not None:
             probe.session = None
             probe.channel.close(CloseCode.GOING_AWAY, "server shutting down")
