@@ -742,13 +742,15 @@ def test_shutdown_closes_sessions_so_that_clients_reconnect(make_engine: Any) ->
     wait_for(lambda: running.engine._sessions[sid].held is not None)
     running.engine.send(queued, "last words")
     wait_for(lambda: running.engine._sessions[queued].queue)
-    held_queued = Background(poll, running.port, queued)
+    # A GET that finds a queue is answered at once, before the shutdown: waiting
+    # for it here keeps it from racing the stop below (under load it could reach
+    # a listener already closed).
+    assert Background(poll, running.port, queued).result().text == "4last words"
     with ws_connect(running.port) as ws:
         ws_sid = json.loads(ws.recv(timeout=5)[1:])["sid"]
         running.engine.send(ws_sid, "sent before")
         running.server.stop()
         assert error(held.result()) == (503, 3, "server shutting down")  # 3: Bad request
-        assert held_queued.result().text == "4last words"
         assert ws.recv(timeout=5) == "4sent before"
         with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=5)
