@@ -218,6 +218,17 @@ class TcpProxy:
     def cut(self) -> None:
         self._run(self._cut())
 
+    async def _switch(self, target_port: int) -> None:
+        self.target = (self.target[0], target_port)
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    def switch(self, target_port: int) -> None:
+        """Forward new connections to ``target_port``; drop the current ones (a load
+        balancer without affinity sending a reconnecting client elsewhere)."""
+        self._run(self._switch(target_port))
+
     def restore(self) -> None:
         self._run(self._start())
 

@@ -11,7 +11,8 @@
 * :class:`QueuePublisher`: what the Socket.IO server publishes for the other
   processes (``flask_relay.pubsub`` implements it; the engine never imports it).
 * :class:`SessionStore`: where connection state recovery keeps events and
-  disconnected sessions (``recovery.py``'s ``MemorySessionStore``).
+  disconnected sessions (``recovery.py``'s ``MemorySessionStore``, or the
+  Redis Streams store of ``flask_relay.pubsub.streams``, shared by processes).
 
 Only ``typing.Protocol`` classes: an implementation satisfies one by shape.
 """
@@ -19,6 +20,7 @@ Only ``typing.Protocol`` classes: an implementation satisfies one by shape.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -112,16 +114,51 @@ class GroupRegistry(Protocol):
 
 
 class SessionStore(Protocol):
-    """Where recovery keeps events and sessions (called with the server's lock held)."""
+    """Where recovery keeps events and sessions.
 
-    def position(self) -> int:
+    A process-local store (``shared`` false, ``recovery.py``'s
+    ``MemorySessionStore``) hands out offsets itself; every method is called
+    with the server's registry lock held and must not block.
+
+    A store shared between processes (``shared`` true,
+    ``flask_relay.pubsub.streams``) orders emits in one log: the server hands
+    an emit to :meth:`append` instead of delivering it, and delivers it when
+    the log gives it back, through :meth:`record` with the log's offset.
+    :meth:`restore` then does I/O: the server calls it from a worker, without
+    its lock, inside :meth:`replaying`, and registers the socket before
+    leaving that block.
+    """
+
+    shared: bool
+
+    def position(self) -> Any:
         """The current position: events recorded later are after it."""
         ...
 
     def record(
-        self, namespace: str, to: Any, skip_sid: Any, encode: Callable[[str], Items]
+        self,
+        namespace: str,
+        to: Any,
+        skip_sid: Any,
+        encode: Callable[[str], Items],
+        offset: str | None = None,
     ) -> Items:
-        """Give the next offset to ``encode``, keep its packet, return it."""
+        """Give the next offset (or the log's ``offset``) to ``encode``, keep its packet,
+        return it."""
+        ...
+
+    def append(
+        self,
+        event: Any,
+        args: list[Any],
+        *,
+        namespace: str,
+        to: Any,
+        skip_sid: Any,
+        volatile: bool,
+        local: bool,
+    ) -> None:
+        """Put an emit in the shared log (``local``: only this process delivers it)."""
         ...
 
     def persist(self, session: KeptSession) -> None:
@@ -130,6 +167,14 @@ class SessionStore(Protocol):
 
     def restore(self, namespace: str, pid: str, offset: str | None) -> Restored | None:
         """Take back the session ``pid`` with what it missed after ``offset``, or ``None``."""
+        ...
+
+    def replaying(self) -> AbstractContextManager[Any]:
+        """Held while a restored socket is registered: the log is not applied meanwhile."""
+        ...
+
+    def newer(self, offset: str, position: Any) -> bool:
+        """Whether ``offset`` comes after ``position`` (a :attr:`Restored.through`)."""
         ...
 
     def discard(self, sid: str, namespace: str) -> bool:

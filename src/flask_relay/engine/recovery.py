@@ -23,7 +23,8 @@ undo that for a while:
 This module is the storage side, behind the
 :class:`~flask_relay.engine.interfaces.SessionStore` seam, so a
 store shared between processes (Redis Streams, as the reference's
-``@socket.io/redis-streams-adapter``) can replace :class:`MemorySessionStore`.
+``@socket.io/redis-streams-adapter``: :mod:`flask_relay.pubsub.streams`)
+can replace :class:`MemorySessionStore`.
 Everything here is called by :class:`flask_relay.engine.sio.SocketIOServer`
 with its registry lock held, so the in-memory store needs no lock of its own,
 and offsets are handed out in the order the packets are sent.
@@ -43,6 +44,7 @@ import secrets
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,7 +137,8 @@ class KeptSession:
     data: dict[str, Any]
     #: The store's position when the socket connected: the replay starts there
     #: for a client that never received an event (it has no offset to send).
-    mark: int
+    #: An int here, a stream entry id in a shared store.
+    mark: Any
     disconnected_at: float = field(default_factory=time.monotonic)
 
 
@@ -145,6 +148,9 @@ class Restored:
 
     session: KeptSession
     missed: list[Items]
+    #: A shared store: the log position ``missed`` goes up to (the server
+    #: does not deliver to the socket what the log gives back up to there).
+    through: Any = None
 
 
 @dataclass
@@ -167,6 +173,8 @@ def _room_set(value: Any) -> frozenset[Hashable]:
 
 class MemorySessionStore:
     """One process's events and sessions, bounded in count and age."""
+
+    shared = False
 
     def __init__(self, options: RecoveryOptions, clock: Callable[[], float] = time.monotonic):
         self.options = options
@@ -226,7 +234,12 @@ class MemorySessionStore:
             self._dropped = packets.popleft().seq
 
     def record(
-        self, namespace: str, to: Any, skip_sid: Any, encode: Callable[[str], Items]
+        self,
+        namespace: str,
+        to: Any,
+        skip_sid: Any,
+        encode: Callable[[str], Items],
+        offset: str | None = None,
     ) -> Items:
         seq = self._seq + 1
         items = encode(self._offset(seq))  # may raise: nothing is kept then
@@ -273,6 +286,25 @@ class MemorySessionStore:
             and rooms.isdisjoint(packet.skip)
         ]
         return Restored(session, missed)
+
+    def append(
+        self,
+        event: Any,
+        args: list[Any],
+        *,
+        namespace: str,
+        to: Any,
+        skip_sid: Any,
+        volatile: bool,
+        local: bool,
+    ) -> None:
+        raise NotImplementedError("a process-local store has no shared log")
+
+    def replaying(self) -> AbstractContextManager[Any]:
+        return nullcontext()
+
+    def newer(self, offset: str, position: Any) -> bool:
+        return True
 
     def discard(self, sid: str, namespace: str) -> bool:
         pid = self._pids.get((sid, namespace))

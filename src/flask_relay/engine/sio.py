@@ -79,7 +79,13 @@ from .dispatch import (
 )
 from .interfaces import DispatcherLike, EngineLike, QueuePublisher, SessionStore
 from .observers import ServerObserver
-from .recovery import RECOVERABLE_REASONS, KeptSession, MemorySessionStore, RecoveryOptions
+from .recovery import (
+    RECOVERABLE_REASONS,
+    KeptSession,
+    MemorySessionStore,
+    RecoveryOptions,
+    Restored,
+)
 from .views import EngineView, ManagerView
 
 if TYPE_CHECKING:
@@ -224,6 +230,7 @@ class Socket:
         "recovered",
         "mark",
         "keep",
+        "replayed_to",
     )
 
     def __init__(self, sid: str, namespace: str, connection: Connection) -> None:
@@ -244,8 +251,11 @@ class Socket:
         #: at connect, and whether to keep the session when it goes.
         self.pid: str | None = None
         self.recovered = False
-        self.mark = 0
+        self.mark: Any = 0
         self.keep = False
+        #: A socket recovered from a shared store: the log position its replay
+        #: went up to (the log's entries up to there are not delivered again).
+        self.replayed_to: Any = None
 
     @property
     def environ(self) -> dict[str, Any]:
@@ -305,6 +315,15 @@ def _unwrap(args: tuple[Any, ...]) -> Any:
     if len(args) == 1:
         return args[0]
     return args
+
+
+def _recovery_pid(auth: Any) -> str | None:
+    """The private session id a reconnecting client names in its auth, if any."""
+    if isinstance(auth, dict):
+        pid = auth.get("pid")
+        if isinstance(pid, str):
+            return pid
+    return None
 
 
 def _new_sid() -> str:
@@ -613,24 +632,74 @@ class SocketIOServer:
                     Packet(_CONNECT_ERROR, namespace, {"message": "Invalid namespace"}),
                 )
                 return
+            store = self.session_store
+            if store is not None and store.shared and _recovery_pid(auth) is not None:
+                # A shared store does I/O: a worker restores the session (the
+                # client sends nothing on this namespace before the reply).
+                self._submit(conn, self._connect_shared, conn, namespace, auth, barrier=True)
+                return
             sock = self._recover(conn, namespace, auth) if self.recovery else None
             if sock is None:
-                sock = Socket(_new_sid(), namespace, conn)
-                if self.session_store is not None:
-                    sock.pid = _new_sid()
-                    sock.mark = self.session_store.position()
-            conn.sockets[namespace] = sock
-            self._sockets[sock.sid] = sock
-            self._namespace_sockets.setdefault(namespace, {})[sock.sid] = sock
-            rooms = self._rooms.setdefault(namespace, {})
-            for room in sock.rooms:
-                rooms.setdefault(room, {})[sock.sid] = sock
+                sock = self._new_socket(conn, namespace)
+            self._register(conn, sock)
         if sock.recovered and self.recovery is not None and self.recovery.skip_middlewares:
             # The reference skips its middlewares; here that is the connect handler.
             self._submit(conn, self._run_recovered, sock, barrier=True)
             return
         # A barrier: the client's events must not overtake its connect handler.
         self._submit(conn, self._run_connect, sock, auth, barrier=True)
+
+    def _new_socket(self, conn: Connection, namespace: str) -> Socket:
+        sock = Socket(_new_sid(), namespace, conn)
+        if self.session_store is not None:
+            sock.pid = _new_sid()
+            sock.mark = self.session_store.position()
+        return sock
+
+    def _register(self, conn: Connection, sock: Socket) -> None:
+        """Put ``sock`` in the indexes (with the lock held)."""
+        namespace = sock.namespace
+        conn.sockets[namespace] = sock
+        self._sockets[sock.sid] = sock
+        self._namespace_sockets.setdefault(namespace, {})[sock.sid] = sock
+        rooms = self._rooms.setdefault(namespace, {})
+        for room in sock.rooms:
+            rooms.setdefault(room, {})[sock.sid] = sock
+
+    def _connect_shared(self, conn: Connection, namespace: str, auth: Any) -> None:
+        """A ``CONNECT`` naming a kept session of a shared store (in a worker).
+
+        The store restores the session (Redis I/O, off the loop thread) while
+        the log is not applied, and the socket is registered before the log
+        goes on: the events up to the replay's end come in the replay, the
+        later ones from the log, each once.
+        """
+        store = self.session_store
+        assert store is not None
+        pid = _recovery_pid(auth)
+        assert pid is not None
+        offset = auth.get("offset")
+        if not isinstance(offset, str):
+            offset = None
+        with store.replaying():
+            try:
+                restored = store.restore(namespace, pid, offset)
+            except Exception as exc:  # the store is unreachable: a fresh socket
+                self.logger.warning("recovery: cannot restore %.40r: %s", pid, exc)
+                restored = None
+            with self._lock:
+                if conn.closed or namespace in conn.sockets:
+                    if restored is not None:  # not lost: kept again for the window
+                        store.persist(restored.session)
+                    return
+                sock = None if restored is None else self._adopt(conn, namespace, restored)
+                if sock is None:
+                    sock = self._new_socket(conn, namespace)
+                self._register(conn, sock)
+        if sock.recovered and self.recovery is not None and self.recovery.skip_middlewares:
+            self._run_recovered(sock)
+        else:
+            self._run_connect(sock, auth)
 
     def _recover(self, conn: Connection, namespace: str, auth: Any) -> Socket | None:
         """A socket that takes over the kept session named in ``auth``, or ``None``.
@@ -648,6 +717,12 @@ class SocketIOServer:
         restored = store.restore(namespace, auth["pid"], offset)
         if restored is None:
             return None
+        return self._adopt(conn, namespace, restored)
+
+    def _adopt(self, conn: Connection, namespace: str, restored: Restored) -> Socket | None:
+        """The socket taking over ``restored`` (with the lock held), or ``None``."""
+        store = self.session_store
+        assert store is not None
         kept = restored.session
         if kept.sid in self._sockets:  # its old socket is still there: cannot happen twice
             self.logger.warning("recovery: %s is still connected; new socket instead", kept.sid)
@@ -659,6 +734,7 @@ class SocketIOServer:
         sock.recovered = True
         sock.mark = store.position()
         sock.pending = list(restored.missed)
+        sock.replayed_to = restored.through
         self.logger.info(
             "%s recovered on %s: %d missed event(s)", sock.sid, namespace, len(restored.missed)
         )
@@ -948,6 +1024,7 @@ class SocketIOServer:
         callback: Callable[..., Any] | None = None,
         ignore_queue: bool = False,
         volatile: bool = False,
+        offset: str | None = None,
     ) -> int:
         """Emit with the arguments as a list; returns the number of local recipients.
 
@@ -955,9 +1032,29 @@ class SocketIOServer:
         processes' clients, unless ``ignore_queue``. A ``volatile`` emit skips
         the local clients that are over their output bound and never waits
         for room (other processes deliver it as a normal emit).
+
+        With recovery on a shared log (:attr:`SessionStore.shared
+        <flask_relay.engine.interfaces.SessionStore.shared>`), an emit without
+        a callback goes to the log, and is delivered here too when the log
+        gives it back: the log calls this with the entry's ``offset``.
         """
         data = [event, *args]
         store = self.session_store
+        if callback is None and store is not None and store.shared and offset is None:
+            store.append(
+                event,
+                args,
+                namespace=namespace,
+                to=to,
+                skip_sid=skip_sid,
+                volatile=volatile,
+                local=ignore_queue,
+            )
+            with self._lock:
+                socks = self._targets(namespace, to, skip_sid)
+            if not volatile:
+                self._wait_for_room(socks)
+            return len(socks)
         if callback is None and store is not None:
             # Recovery: the offset is the last argument, handed out under the
             # lock so that offsets follow the order of sends.
@@ -965,12 +1062,18 @@ class SocketIOServer:
                 return self._encoder.encode(Packet(_EVENT, namespace, [*data, offset]))
 
             with self._lock:
-                items = store.record(namespace, to, skip_sid, encode)
+                items = store.record(namespace, to, skip_sid, encode, offset)
                 socks = self._targets(namespace, to, skip_sid)
+                if offset is not None:
+                    socks = [
+                        s
+                        for s in socks
+                        if s.replayed_to is None or store.newer(offset, s.replayed_to)
+                    ]
                 if volatile:
                     socks = self._not_over_bound(socks)
                 self._deliver_many(socks, items)
-            if self.queue is not None and not ignore_queue:
+            if self.queue is not None and not ignore_queue and offset is None:
                 self.queue.emit(event, args, namespace=namespace, room=to, skip_sid=skip_sid)
             if not volatile:
                 self._wait_for_room(socks)
@@ -1016,6 +1119,11 @@ class SocketIOServer:
         if not volatile:
             self._wait_for_room(socks)
         return len(socks)
+
+    def encode_event(self, namespace: str, data: list[Any], offset: str) -> list[str | bytes]:
+        """The encoded ``EVENT`` packet of ``data`` (event name first) with ``offset``
+        appended: how a shared recovery store replays a kept event."""
+        return self._encoder.encode(Packet(_EVENT, namespace, [*data, offset]))
 
     def _not_over_bound(self, socks: list[Socket]) -> list[Socket]:
         """The recipients of a volatile emit: those not over their output bound."""

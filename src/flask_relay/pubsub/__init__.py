@@ -31,7 +31,9 @@ every peer it knew has announced itself again, or
 :attr:`MessageQueue.resubscribe_grace` seconds have passed.
 
 Backends (:func:`from_url` picks one from the URL): Redis/Valkey
-(:mod:`.redis`), RabbitMQ/AMQP through kombu (:mod:`.amqp`), NATS
+(:mod:`.redis`; ``redis+streams://`` for one Redis Stream instead, which
+keeps what absent processes miss and carries connection state recovery
+across processes: :mod:`.streams`), RabbitMQ/AMQP through kombu (:mod:`.amqp`), NATS
 (:mod:`.nats`) and ZeroMQ (:mod:`.zmq`). Kafka is recognised and refused with
 an explanation. A backend implements :meth:`MessageQueue._publish` and
 :meth:`MessageQueue._listen`.
@@ -74,6 +76,12 @@ SCHEMES: dict[str, str] = {
     "valkeys": "redis",
     "redis+sentinel": "redis",
     "valkey+sentinel": "redis",
+    # One Redis Stream instead of pub/sub: connection state recovery across
+    # processes (pubsub/streams.py).
+    "redis+streams": "redis",
+    "rediss+streams": "redis",
+    "valkey+streams": "redis",
+    "valkeys+streams": "redis",
     "amqp": "amqp",
     "amqps": "amqp",
     "pyamqp": "amqp",
@@ -347,6 +355,18 @@ class MessageQueue:
         callback: Callable[..., Any] | None = None,
     ) -> None:
         """Publish an emit for the clients of the other processes."""
+        self._send(self._emit_message(event, args, namespace, room, skip_sid, callback))
+
+    def _emit_message(
+        self,
+        event: Any,
+        args: list[Any],
+        namespace: str,
+        room: Any,
+        skip_sid: Any,
+        callback: Callable[..., Any] | None = None,
+    ) -> dict[str, Any]:
+        """The ``emit`` message (python-socketio's format); binary args in base64."""
         callback_ref = None
         if callback is not None:
             if room is None:
@@ -368,20 +388,18 @@ class MessageQueue:
             buffers: list[bytes] = []
             structure = _deconstruct(data, buffers)
             data = [structure, *[base64.b64encode(b).decode("ascii") for b in buffers]]
-        self._send(
-            {
-                "method": "emit",
-                "event": event,
-                "data": data,
-                "binary": binary,
-                "namespace": namespace,
-                "room": list(room) if isinstance(room, (tuple, set, frozenset)) else room,
-                "skip_sid": list(skip_sid)
-                if isinstance(skip_sid, (tuple, set, frozenset))
-                else skip_sid,
-                "callback": callback_ref,
-            }
-        )
+        return {
+            "method": "emit",
+            "event": event,
+            "data": data,
+            "binary": binary,
+            "namespace": namespace,
+            "room": list(room) if isinstance(room, (tuple, set, frozenset)) else room,
+            "skip_sid": list(skip_sid)
+            if isinstance(skip_sid, (tuple, set, frozenset))
+            else skip_sid,
+            "callback": callback_ref,
+        }
 
     def disconnect(self, sid: str, namespace: str) -> None:
         self._send({"method": "disconnect", "sid": sid, "namespace": namespace})
@@ -395,15 +413,19 @@ class MessageQueue:
     def close_room(self, room: Any, namespace: str) -> None:
         self._send({"method": "close_room", "room": room, "namespace": namespace})
 
-    def _send(self, message: dict[str, Any]) -> None:
+    def _send(self, message: dict[str, Any], wait: bool = True) -> None:
         """Encode (errors raise here, in the caller) and put in the outbox."""
         message.setdefault("host_id", self.host_id)
-        data = self.json_text(message)
+        self._enqueue(self.json_text(message), wait)
+
+    def _enqueue(self, data: str, wait: bool = True) -> None:
+        """Put ``data`` in the outbox; with ``wait``, wait a while for room in a
+        full outbox while the broker is up (back-pressure)."""
         with self._cond:
             if self._closed.is_set():
                 logger.warning("%s message queue is closed: message not published", self.name)
                 return
-            if self._full() and self._down_since is None:
+            if wait and self._full() and self._down_since is None:
                 # The broker is up but slower than the emitters: the emitting
                 # thread waits for room (back-pressure), for a while.
                 self._start_publisher()
@@ -678,9 +700,7 @@ class MessageQueue:
             self._grace_deadline = None
             self.ready.set()
             self._cond.notify_all()
-        logger.info(
-            "%s listening on %s%s", self.name, self.describe(), " again" if again else ""
-        )
+        logger.info("%s listening on %s%s", self.name, self.describe(), " again" if again else "")
         self._send_control({"method": HELLO, "reply": True})
 
     def _connection_lost(self, exc: BaseException | None) -> None:
@@ -780,13 +800,19 @@ class MessageQueue:
             self._waiting_peers.discard(host)  # type: ignore[arg-type]
             self._cond.notify_all()
 
-    def _apply_emit(self, server: SocketIOServer, message: dict[str, Any], namespace: str) -> None:
+    @staticmethod
+    def emit_args_of(message: dict[str, Any]) -> list[Any]:
+        """The arguments of an ``emit`` message (binary ones decoded)."""
         data = message.get("data")
         if message.get("binary") and isinstance(data, list) and data:
             buffers = [base64.b64decode(item) for item in data[1:]]
             data = _reconstruct(data[0], buffers)
         if not isinstance(data, list):
             data = [] if data is None else [data]
+        return data
+
+    def _apply_emit(self, server: SocketIOServer, message: dict[str, Any], namespace: str) -> None:
+        data = self.emit_args_of(message)
         callback = None
         remote = message.get("callback")
         if isinstance(remote, list) and len(remote) == 3:
@@ -844,8 +870,8 @@ def check_url(url: str) -> str:
     if backend is None:
         raise QueueNotAvailable(
             f"message queue scheme {scheme!r} is not supported: use redis://, rediss://, "
-            "unix://, valkey://, redis+sentinel://, amqp:// (pyamqp://), nats:// or "
-            "zmq+tcp:// URLs"
+            "unix://, valkey://, redis+sentinel://, redis+streams://, amqp:// (pyamqp://), "
+            "nats:// or zmq+tcp:// URLs"
         )
     return backend
 
@@ -863,6 +889,12 @@ def from_url(
     ``kombu.Connection``, ``nats.connect``).
     """
     backend = check_url(url)
+    if backend == "redis" and url.split(":", 1)[0].lower().endswith("+streams"):
+        from .streams import RedisStreamsQueue
+
+        return RedisStreamsQueue(
+            url, channel=channel, write_only=write_only, json=json, options=options
+        )
     if backend == "redis":
         from .redis import RedisQueue
 
