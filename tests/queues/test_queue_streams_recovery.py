@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from brokers import TcpProxy, channel, free_port, wait_for
+from brokers import TcpProxy, channel, free_port, outage, wait_for
 from nodepeer import NodePeer, ServerProcess, started
 
 APP = str(Path(__file__).resolve().parent / "streams_app.py")
@@ -52,9 +52,11 @@ def redis_client() -> Iterator[Any]:
 
 
 @contextlib.contextmanager
-def _two_servers(name: str, window: float) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+def _two_servers(
+    name: str, window: float, url: str = URL
+) -> Iterator[tuple[ServerProcess, ServerProcess]]:
     def argv(port: int) -> list[str]:
-        return [sys.executable, APP, "--port", str(port), "--queue", URL, "--channel", name] + [
+        return [sys.executable, APP, "--port", str(port), "--queue", url, "--channel", name] + [
             "--window",
             str(window),
         ]
@@ -101,9 +103,7 @@ def _connect_n(peer: NodePeer, cid: str, count: int, timeout: float = 20.0) -> d
 
 @pytest.mark.slow
 @pytest.mark.parametrize("transport", ["websocket", "polling"])
-def test_recovered_on_another_process(
-    peer: NodePeer, redis_client: Any, transport: str
-) -> None:
+def test_recovered_on_another_process(peer: NodePeer, redis_client: Any, transport: str) -> None:
     name = channel()
     try:
         with _two_servers(name, window=60) as (a, b):
@@ -212,3 +212,42 @@ def test_not_recovered_after_the_window(peer: NodePeer, redis_client: Any) -> No
                 proxy.close()
     finally:
         _cleanup(redis_client, name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["cut", "restart"])
+def test_emits_made_during_an_outage_arrive_after_in_log_order(peer: NodePeer, how: str) -> None:
+    """The outbox holds what is emitted while Redis is away, for every process:
+    with one log, even the emitting process's clients get it once it is back."""
+    with outage("redis", how) as broker:
+        name = channel()
+        url = broker.url.replace("redis://", "redis+streams://")
+        with _two_servers(name, window=60, url=url) as (a, b):
+            for cid, server in (("sender", a), ("local", a), ("remote", b)):
+                assert peer.connect(cid, server.url, transports=["websocket"])["ev"] == "connect"
+            for cid in ("local", "remote"):
+                assert peer.call(cid, "join", "r") == ["joined"]
+            assert peer.call("sender", "send", "r", "n", 0) == ["sent"]
+            peer.wait_event("local", "n")
+            peer.wait_event("remote", "n")
+            broker.down()
+            for i in range(1, 6):
+                # The handler acknowledges: an emit never fails for an outage.
+                assert peer.call("sender", "send", "r", "n", i) == ["sent"]
+            time.sleep(0.5)
+            assert [args[0] for args in peer.events("local", "n")] == [0]
+            broker.up()
+            for cid in ("local", "remote"):
+                peer.wait_event(cid, "n", count=6, timeout=30)
+            time.sleep(0.3)
+            local = peer.events("local", "n")
+            remote = peer.events("remote", "n")
+            assert [args[0] for args in local] == [0, 1, 2, 3, 4, 5]
+            # The same offsets (stream entry ids) in both processes, increasing.
+            assert local == remote
+            offsets = [args[1] for args in local]
+            keys = [tuple(int(x) for x in o.split("-")) for o in offsets]
+            assert keys == sorted(keys) and len(set(keys)) == 6
+        for server in (a, b):
+            log = "".join(server.output)
+            assert log.count(" unreachable (") == 1, log
