@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -277,7 +278,7 @@ def test_the_test_client_recovers_on_the_other_process(
         wait_for(lambda: list(redis_client.scan_iter(match=f"{name}:session:*")), 5, "kept")
         (key,) = redis_client.scan_iter(match=f"{name}:session:*")
         pid = key.decode().rsplit(":", 1)[1]
-        a.sio.emit("tick", 2, to="r")
+        a.sio.emit("tick", (2, b"\x00\xff"), to="r")  # binary survives the replay
         b.sio.emit("tick", 3, to=["r", "elsewhere"])
         b.sio.emit("tick", 4, to="elsewhere")  # not its room
         b.sio.emit("tick", 5, to="r", skip_sid=sid)  # excluded
@@ -296,9 +297,16 @@ def test_the_test_client_recovers_on_the_other_process(
         assert again.get_sid() == sid
         b.sio.emit("tick", 7, to="r")
         wait_for(lambda: len(again.queue) >= 4, 5, "the ticks")
+        time.sleep(0.2)  # nothing more comes (each once)
+        got = _events(again, "tick")
         # In the log's order (the two processes' emits interleave there as they came).
-        log = [m["data"][0] for _, m in _entries(redis_client, name) if m.get("event") == "tick"]
-        assert [args[0] for args in _events(again, "tick")] == [v for v in log if v in (2, 3, 6, 7)]
+        log = [
+            RedisStreamsQueue.emit_args_of(m)[0]
+            for _, m in _entries(redis_client, name)
+            if m.get("event") == "tick"
+        ]
+        assert [args[0] for args in got] == [v for v in log if v in (2, 3, 6, 7)]
+        assert [args for args in got if args[0] == 2] == [[2, b"\x00\xff"]]
         socket = b.sio.server.get_socket(sid)
         assert socket is not None and socket.recovered
         assert b.sio.server.rooms(sid) == [sid, "r"]
