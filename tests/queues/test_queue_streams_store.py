@@ -315,3 +315,22 @@ def test_the_test_client_recovers_on_the_other_process(
     finally:
         a.close()
         b.close()
+
+
+def test_without_recovery_it_is_an_ordinary_queue_on_a_stream(name: str, redis_client: Any) -> None:
+    a, b = Node(name, recovery=None), Node(name, recovery=None)
+    try:
+        assert a.sio.server.session_store is None
+        on_a, on_b = a.sio.test_client(a.app), b.sio.test_client(b.app)
+        on_a.emit("join", "r")
+        on_b.emit("join", "r")
+        a.sio.emit("tick", 1, to="r")
+        # Local clients first, at once; no offsets anywhere.
+        assert _events(on_a, "tick") == [[1]]
+        wait_for(lambda: len(on_b.queue) >= 1, 5, "the other process")
+        assert _events(on_b, "tick") == [[1]]
+        (message,) = [m for _, m in _entries(redis_client, name) if m.get("event") == "tick"]
+        assert "log" not in message and message["room"] == "r"
+    finally:
+        a.close()
+        b.close()

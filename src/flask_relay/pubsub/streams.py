@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..engine.recovery import Items, KeptSession, RecoveryOptions, Restored
 from ..protocol.jsonlib import JSONModule
-from .redis import RedisQueue
+from .redis import RedisQueue, _redact
 
 if TYPE_CHECKING:
     from ..engine.sio import SocketIOServer
@@ -149,7 +149,7 @@ class RedisStreamsQueue(RedisQueue):
         self._cursor: str | None = None  # the last entry read
 
     def describe(self) -> str:
-        return f"{super().describe().rsplit(' channel ', 1)[0]} stream {self.stream!r}"
+        return f"{_redact(self.streams_url)} stream {self.stream!r}"
 
     def _reset_backend_after_fork(self) -> None:
         super()._reset_backend_after_fork()
