@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +26,22 @@ from flask_relay.engine.recovery import KeptSession
 from flask_relay.pubsub.streams import RedisStreamsQueue, StreamSessionStore
 
 URL = "redis+streams://127.0.0.1:6379/0"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_keys_left() -> Iterator[None]:
+    """Delete this process's test streams and sessions once the module is done (a
+    queue that closes late, or a server that keeps a session as it shuts down, may
+    write after a test's own cleanup)."""
+    yield
+    import redis
+
+    client = redis.Redis(port=6379)
+    time.sleep(0.5)
+    keys = list(client.scan_iter(match=f"relay-test-{os.getpid()}-*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
 
 
 @pytest.fixture
@@ -102,10 +119,9 @@ def _keep(store: StreamSessionStore, sid: str, data: dict[str, Any] | None = Non
 
 
 def test_the_url_picks_the_streams_queue_and_redis_stays_pubsub(name: str) -> None:
-    assert isinstance(
-        SocketIO(flask.Flask(__name__), message_queue=URL, channel=name).server.queue,
-        RedisStreamsQueue,
-    )
+    streams = SocketIO(flask.Flask(__name__), message_queue=URL, channel=name).server.queue
+    assert isinstance(streams, RedisStreamsQueue)
+    streams.close()
     plain = SocketIO(
         flask.Flask(__name__),
         message_queue="redis://127.0.0.1:6379/0",
