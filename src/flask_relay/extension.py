@@ -40,7 +40,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import flask
@@ -251,13 +251,15 @@ class _Application:
     meaning than the server interface's.
     """
 
-    __slots__ = ("socketio", "trigger")
+    __slots__ = ("on_event", "socketio", "trigger")
 
     def __init__(
-        self, socketio: SocketIO, trigger: Callable[[Socket, Any, tuple[Any, ...]], Any]
+        self, socketio: SocketIO, trigger: Callable[[Socket, Any, Sequence[Any]], Any]
     ) -> None:
         self.socketio = socketio
         self.trigger = trigger  # SocketIO._trigger: find the handler and run it
+        #: An event goes straight to ``trigger`` (no call in between).
+        self.on_event = trigger
 
     @property
     def namespace_handlers(self) -> dict[str, Namespace]:
@@ -276,9 +278,6 @@ class _Application:
     def on_connect(self, socket: Socket, auth: Any) -> Any:
         result = self.trigger(socket, "connect", (socket.environ, auth))
         return True if result is NOT_HANDLED else result
-
-    def on_event(self, socket: Socket, event: Any, args: list[Any]) -> Any:
-        return self.trigger(socket, event, tuple(args))
 
     def on_disconnect(self, socket: Socket, reason: str) -> None:
         self.trigger(socket, "disconnect", (reason,))
@@ -586,7 +585,7 @@ class SocketIO:
 
     # -- dispatch (called by the server in worker threads) -------------------------
 
-    def _trigger(self, sock: Socket, event: Any, args: tuple[Any, ...]) -> Any:
+    def _trigger(self, sock: Socket, event: Any, args: Sequence[Any]) -> Any:
         """Find the handler the way python-socketio does and run it."""
         namespace = sock.namespace
         sid = sock.sid

@@ -68,9 +68,17 @@ def _local_binding(server: SocketIOServer) -> EngineBinding:
     return binding
 
 
+def _server(socketio: SocketIO) -> SocketIOServer:
+    """``socketio``'s Socket.IO server; a clear error before ``init_app``."""
+    server = socketio.server
+    if server is None:
+        raise RuntimeError("SocketIO is not initialized: call init_app(app) first")
+    return server
+
+
 def _local_engine(socketio: SocketIO) -> LocalEngine:
     """The in-process engine of ``socketio``'s current server (one for all test clients)."""
-    engine = _local_binding(socketio._require_server()).engine
+    engine = _local_binding(_server(socketio)).engine
     assert isinstance(engine, LocalEngine)
     return engine
 
@@ -89,7 +97,7 @@ class PendingAck:
 
     def ack(self, *args: Any) -> None:
         """Acknowledge with ``args`` (what the server's callback or ``call()`` gets)."""
-        self.client._acknowledge(self, list(args))
+        self.client.acknowledge(self, *args)
 
     def __repr__(self) -> str:
         return f"<PendingAck {self.name!r} id={self.id} on {self.namespace}>"
@@ -139,7 +147,7 @@ class SocketIOTestClient:
         self._handlers: dict[str, dict[str, Callable[..., Any]]] = {}
         self._pending_acks: list[PendingAck] = []
         self._lock = threading.RLock()
-        codec = socketio._require_server().codec  # the server's serializer
+        codec = _server(socketio).codec  # the server's serializer
         self._encoder: PacketEncoder = codec.encoder
         self._decoder: PacketDecoder = codec.new_decoder()
         self._session: LocalSession | None = None
@@ -183,7 +191,7 @@ class SocketIOTestClient:
         if session is None or session.closed or session.engine is not engine:
             environ = self._environ(query_string, headers)
             with self._lock:
-                self._decoder = self.socketio._require_server().codec.new_decoder()
+                self._decoder = _server(self.socketio).codec.new_decoder()
             session = engine.open(environ, self._receive, self._on_closed)
             self._session = session
             self.eio_sid = session.sid
@@ -191,8 +199,8 @@ class SocketIOTestClient:
         elif query_string or headers:
             # Flask-SocketIO rebuilds the handshake environ on every connect();
             # keep that (and the connection's Flask session copy).
-            binding = _bindings.get(self.socketio.server)
-            conn = binding.connections.get(session.sid) if binding is not None else None
+            server = self.socketio.server
+            conn = server.connection(session.sid) if server is not None else None
             if conn is not None:
                 environ = self._environ(query_string, headers)
                 if "saved_session" in conn.environ:
@@ -339,9 +347,10 @@ class SocketIOTestClient:
     def _send_ack(self, namespace: str, ack_id: int, args: list[Any]) -> None:
         self._send(Packet(PacketType.ACK, namespace, args, ack_id))
 
-    def _acknowledge(self, pending: PendingAck, args: list[Any]) -> None:
-        # PendingAck.ack(): send the ACK, then it is no longer pending.
-        self._send_ack(pending.namespace, pending.id, args)
+    def acknowledge(self, pending: PendingAck, *args: Any) -> None:
+        """Acknowledge ``pending`` with ``args`` (``pending.ack(*args)``): send
+        the ACK, then it is no longer pending."""
+        self._send_ack(pending.namespace, pending.id, list(args))
         with self._lock:
             if pending in self._pending_acks:
                 self._pending_acks.remove(pending)

@@ -180,6 +180,19 @@ class TestWebSocket:
         #: The close reason the server sent.
         self.close_reason: str | None = None
 
+    def handshake(self, app: Any, environ: dict[str, Any]) -> None:
+        """Run the upgrade through ``app`` (the WSGI dispatch of ``environ``, as
+        every door does) and wait for the 101; raises :class:`UpgradeRefused`
+        when the application answers in HTTP. :meth:`WebSocketTestClient.connect` calls it."""
+        upgrader = _TestUpgrader(self._hub, environ, self._connect)
+        environ[UPGRADER_KEY] = upgrader
+        outcome: RouteOutcome = dispatch_upgrade(app, environ, upgrader)
+        if not outcome.ready.wait(self._timeout):
+            raise TimeoutError("the route neither accepted nor refused the upgrade")
+        if not outcome.accepted:
+            raise UpgradeRefused(outcome.status, outcome.headers, outcome.body)
+        self._wait_open(time.monotonic() + self._timeout)
+
     # -- loop side -------------------------------------------------------------
 
     def _connect(self, channel: RouteChannel) -> None:
@@ -397,12 +410,5 @@ class WebSocketTestClient:
             if add_cookies is not None:
                 add_cookies(environ)
         ws = TestWebSocket(hub, protocol, self.timeout)
-        upgrader = _TestUpgrader(hub, environ, ws._connect)
-        environ[UPGRADER_KEY] = upgrader
-        outcome: RouteOutcome = dispatch_upgrade(self.app, environ, upgrader)
-        if not outcome.ready.wait(self.timeout):
-            raise TimeoutError("the route neither accepted nor refused the upgrade")
-        if not outcome.accepted:
-            raise UpgradeRefused(outcome.status, outcome.headers, outcome.body)
-        ws._wait_open(time.monotonic() + self.timeout)
+        ws.handshake(self.app, environ)
         return ws

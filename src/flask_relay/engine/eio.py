@@ -186,7 +186,9 @@ def _error_body(code: int, message: str | None = None) -> bytes:
 
 class _WSLink:
     """The engine's side of one WebSocket (the :class:`WSChannel`'s listener):
-    the session it carries (or probes, during an upgrade); packets in."""
+    the session it carries (or probes, during an upgrade); packets in, each
+    handed to the session's packet handling or to the upgrade's. Output goes
+    straight to :attr:`channel` (``channel.send``/``send_frames``)."""
 
     __slots__ = ("channel", "probe", "server", "session")
 
@@ -205,11 +207,8 @@ class _WSLink:
             # once half of it drained: when the emitters waiting for it may go on.
             write_limits=(bound, bound // 2),
             untracked=_UNTRACKED,
-            live=server._channels,
+            live=server.channels,
         )
-
-    def send_item(self, item: Encoded) -> None:
-        self.channel.send(item[1])
 
     # WSListener
 
@@ -222,7 +221,12 @@ class _WSLink:
         except ProtocolError as exc:
             self.server._parse_error(session, exc, self)
             return
-        self.server._ws_packet(self, packet)
+        if session.closed:
+            return
+        if self.probe:
+            self.server._probe_packet(session, self, packet)
+        elif session.ws is self:
+            self.server._packet(session, packet, self)
 
     def pong_received(self, data: bytes) -> None:
         pass  # Engine.IO has its own heartbeat
@@ -424,7 +428,9 @@ class EngineIOServer:
         self.hub: Any = None
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._sessions: dict[str, _Session] = {}
-        self._channels: set[WSChannel] = set()
+        #: The open WebSocket channels (each adds and removes itself; a
+        #: shutdown aborts those still open after a second).
+        self.channels: set[WSChannel] = set()
         # Polling sessions closed by the server whose last packets (ending with
         # the close packet) wait for the client's next GET.
         self._closing: dict[str, _Session] = {}
@@ -506,7 +512,7 @@ class EngineIOServer:
             # The previous server stopped: start afresh on the new loop.
             self._sessions.clear()
             self._closing.clear()
-            self._channels.clear()
+            self.channels.clear()
         self.hub = hub
         self.loop = hub.loop
         self._shutting_down = False
@@ -518,6 +524,11 @@ class EngineIOServer:
     def session_ids(self) -> list[str]:
         """The open sessions' ids (a snapshot; exact on the loop thread)."""
         return list(self._sessions)
+
+    def session(self, sid: str) -> _Session | None:
+        """The open session ``sid``'s record (read-only outside the loop;
+        ``engine/views.py`` shows it as python-engineio's ``Socket``), or ``None``."""
+        return self._sessions.get(sid)
 
     def transport(self, sid: str) -> str | None:
         """``"polling"`` or ``"websocket"`` for an open session, else ``None``."""
@@ -690,7 +701,7 @@ class EngineIOServer:
         session.ws = channel
         channel.session = session
         self._sessions[new_sid] = session
-        channel.send_item(encode_control(_OPEN, self._open_json(new_sid, [])))
+        channel.channel.send(encode_control(_OPEN, self._open_json(new_sid, []))[1])
         self._opened(session)
 
     async def shutdown(self) -> None:
@@ -710,10 +721,10 @@ class EngineIOServer:
         # is aborted.
         try:
             deadline = self.loop.time() + 1.0
-            while self._channels and self.loop.time() < deadline:
+            while self.channels and self.loop.time() < deadline:
                 await asyncio.sleep(0.02)
         finally:
-            for channel in list(self._channels):
+            for channel in list(self.channels):
                 channel.abort()
 
     # -- the send interface (any thread) ---------------------------------------------
@@ -848,7 +859,11 @@ class EngineIOServer:
         except AttributeError:
             ledger = self._ledger()
         ledger.sent += size
-        self._call(self._deliver, sid, items, size, ledger)
+        hub = self.hub
+        if hub is None:  # as _call(), without its frame on the hottest path
+            self.logger.debug("Engine.IO server not attached: _deliver dropped")
+            return
+        hub.call(self._deliver, sid, items, size, ledger)
 
     def _ledger(self) -> _Ledger:
         """This thread's ledger of bytes sent and not yet taken by the loop."""
@@ -897,8 +912,8 @@ class EngineIOServer:
             if frames is not None:
                 ws.channel.send_frames(frames)
             else:
-                for item in items:
-                    ws.send_item(item)
+                for _, payload in items:
+                    ws.channel.send(payload)
             return
         session.queue.extend(items)
         session.queued_bytes += sum(len(segment) for segment, _ in items)
@@ -1163,19 +1178,10 @@ class EngineIOServer:
 
     # -- WebSocket (loop) ----------------------------------------------------------------
 
-    def _ws_packet(self, channel: _WSLink, packet: Packet) -> None:
-        session = channel.session
-        if session is None or session.closed:
-            return
-        if channel.probe:
-            self._probe_packet(session, channel, packet)
-        elif session.ws is channel:
-            self._packet(session, packet, channel)
-
     def _probe_packet(self, session: _Session, channel: _WSLink, packet: Packet) -> None:
         ptype = packet.type
         if ptype == _PING and packet.data == "probe" and not session.probed:
-            channel.send_item(encode_control(_PONG, "probe"))
+            channel.channel.send(encode_control(_PONG, "probe")[1])
             session.probed = True
             self._send_noop(session)
             self._arm_noop(session)
@@ -1206,8 +1212,8 @@ class EngineIOServer:
         self._send_noop(session)
         queue, session.queue = session.queue, []
         session.queued_bytes = 0
-        for item in queue:
-            channel.send_item(item)
+        for _, payload in queue:
+            channel.channel.send(payload)
         self.logger.debug("%s upgraded to websocket", session.sid)
 
     def _clear_upgrade(self, session: _Session) -> None:
@@ -1267,7 +1273,7 @@ class EngineIOServer:
             pass
         elif ptype == _PING and channel is not None and packet.data == "probe":
             # A probe on the socket already in use: harmless, answer it.
-            channel.send_item(encode_control(_PONG, "probe"))
+            channel.channel.send(encode_control(_PONG, "probe")[1])
         else:
             self.logger.info("Closing %s: unexpected %s packet", session.sid, ptype.name)
             self._close(session, "parse error", notify=True, linger=False)
@@ -1352,7 +1358,7 @@ class EngineIOServer:
             session.ws = None
             ws.session = None
             if notify and ws.channel.conn.open:
-                ws.send_item(encode_control(_CLOSE))
+                ws.channel.send(encode_control(_CLOSE)[1])
             ws.channel.close(CloseCode.NORMAL)
         elif client:
             # The client closed: release its GET (if any) with a noop.

@@ -331,11 +331,21 @@ def _new_sid() -> str:
 
 
 class EngineBinding:
-    """The :class:`EngineHandler` given to one Engine.IO server.
+    """One Engine.IO server served by a :class:`SocketIOServer`: the engine,
+    the dispatcher its clients' handlers run in, and the
+    :class:`~flask_relay.engine.interfaces.EngineHandler` given to the engine.
 
     Create it with :meth:`SocketIOServer.attach`. ``engine`` may be set after
     construction, for Engine.IO servers that need their handler first.
+    ``on_message`` and ``on_disconnect`` are the server's own
+    :meth:`~SocketIOServer.engine_message` and
+    :meth:`~SocketIOServer.engine_disconnected` (an Engine.IO sid is random and
+    names one connection whatever its engine), so a message goes from the
+    engine to the Socket.IO decoder with no call in between; ``on_connect``
+    records which engine the new connection belongs to.
     """
+
+    __slots__ = ("dispatcher", "engine", "on_disconnect", "on_message", "server")
 
     def __init__(
         self, server: SocketIOServer, engine: EngineLike | None, dispatcher: DispatcherLike
@@ -343,22 +353,12 @@ class EngineBinding:
         self.server = server
         self.engine: EngineLike = engine  # type: ignore[assignment]
         self.dispatcher = dispatcher
-        self.connections: dict[str, Connection] = {}
-
-    # EngineHandler: called on the engine's loop (or the test client's thread).
+        # EngineHandler: called on the engine's loop (or the test client's thread).
+        self.on_message = server.engine_message
+        self.on_disconnect = server.engine_disconnected
 
     def on_connect(self, sid: str, environ: dict[str, Any]) -> None:
         self.server.engine_connected(self, sid, environ)
-
-    def on_message(self, sid: str, data: str | bytes) -> None:
-        conn = self.connections.get(sid)
-        if conn is not None:
-            self.server.engine_message(conn, data)
-
-    def on_disconnect(self, sid: str, reason: str) -> None:
-        conn = self.connections.pop(sid, None)
-        if conn is not None:
-            self.server.engine_disconnected(conn, reason)
 
 
 class SocketIOServer:
@@ -448,6 +448,9 @@ class SocketIOServer:
         self.engine_options: dict[str, Any] = {}
         self._dispatcher: Dispatcher | None = None
         self.bindings: list[EngineBinding] = []
+        #: Engine.IO sid -> connection, over every binding (written on the
+        #: engines' loops; sids are random, so engines never share one).
+        self._connections: dict[str, Connection] = {}
         #: The message queue shared with other processes (see :mod:`flask_relay.pubsub`).
         self.queue: QueuePublisher | None = None
         if isinstance(logger, logging.Logger):
@@ -517,7 +520,7 @@ class SocketIOServer:
         return instrument(self, **options)
 
     # -- the loop side -----------------------------------------------------------
-    # Called by EngineBinding (the EngineHandler) on the engine's loop: decode,
+    # Called by the engines (EngineBinding is their EngineHandler) on their loop: decode,
     # update the registry, hand user code to the dispatcher; never block.
 
     def engine_connected(
@@ -525,7 +528,7 @@ class SocketIOServer:
     ) -> None:
         """An Engine.IO connection opened (no namespace yet: wait for CONNECT)."""
         conn = Connection(binding, eio_sid, environ, self.codec.new_decoder())
-        binding.connections[eio_sid] = conn
+        self._connections[eio_sid] = conn
         if self.observers:
             self._observe("connection_opened", conn)
         if self.connect_timeout is not None and self.connect_timeout > 0:
@@ -560,8 +563,16 @@ class SocketIOServer:
             return False
         return True
 
-    def engine_message(self, conn: Connection, data: str | bytes) -> None:
-        """One Engine.IO message of ``conn``: a Socket.IO packet (or a part)."""
+    def connection(self, eio_sid: str) -> Connection | None:
+        """The open Engine.IO connection ``eio_sid`` (of any engine), or ``None``."""
+        return self._connections.get(eio_sid)
+
+    def engine_message(self, eio_sid: str, data: str | bytes) -> None:
+        """One Engine.IO message: a Socket.IO packet (or a part); the engine's
+        ``on_message`` (see :class:`EngineBinding`)."""
+        conn = self._connections.get(eio_sid)
+        if conn is None:
+            return
         if self.observers:
             self._observe("message_received", conn, data)
         try:
@@ -740,8 +751,12 @@ class SocketIOServer:
         )
         return sock
 
-    def engine_disconnected(self, conn: Connection, reason: str) -> None:
-        """``conn``'s Engine.IO connection ended (an Engine.IO close reason)."""
+    def engine_disconnected(self, eio_sid: str, reason: str) -> None:
+        """Engine.IO connection ``eio_sid`` ended (an Engine.IO close reason);
+        the engine's ``on_disconnect`` (see :class:`EngineBinding`)."""
+        conn = self._connections.pop(eio_sid, None)
+        if conn is None:
+            return
         if conn.timer is not None:
             conn.timer.cancel()
             conn.timer = None
@@ -1360,13 +1375,7 @@ class SocketIOServer:
         python-socketio's ``server.environ``; tests written for Flask-SocketIO
         read ``socketio.server.environ[client.eio_sid]``.
         """
-        with self._lock:
-            bindings = list(self.bindings)
-        return {
-            eio_sid: conn.environ
-            for binding in bindings
-            for eio_sid, conn in list(binding.connections.items())
-        }
+        return {eio_sid: conn.environ for eio_sid, conn in list(self._connections.items())}
 
     # -- python-socketio's introspection attributes (engine/views.py) -----------
 

@@ -35,7 +35,7 @@ and applied to the endpoints already serving.
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .eio import EngineIOServer
 
@@ -306,7 +306,7 @@ class _EngineSockets(Mapping[str, EngineSocketView]):
 
     def __getitem__(self, eio_sid: str) -> EngineSocketView:
         for engine in self.network_engines():
-            session = engine._sessions.get(eio_sid)
+            session = engine.session(eio_sid)
             if session is not None:
                 return EngineSocketView(engine, session)
         raise KeyError(eio_sid)
@@ -321,7 +321,8 @@ class _EngineSockets(Mapping[str, EngineSocketView]):
         return sum(engine.session_count for engine in self.network_engines())
 
     def __contains__(self, eio_sid: object) -> bool:
-        return any(eio_sid in engine._sessions for engine in self.network_engines())
+        sid = cast(str, eio_sid)  # any key: an unhashable one raises, as a dict's would
+        return any(engine.session(sid) is not None for engine in self.network_engines())
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({dict(self.items())!r})"

@@ -509,7 +509,7 @@ class Forwarder:
         handle: UpgradeHandle,
         fallback: Callable[[], None],
     ) -> None:
-        splice = _Splice(self)
+        splice = _Splice(self._splices)
         try:
             await self._connect(path, address, lambda: splice.upstream)
         except (OSError, asyncio.TimeoutError) as exc:
@@ -652,8 +652,9 @@ class _Side(asyncio.Protocol):
 class _Splice:
     """A client connection and its owner-side connection, copied both ways."""
 
-    def __init__(self, forwarder: Forwarder) -> None:
-        self.forwarder = forwarder
+    def __init__(self, live: set[_Splice]) -> None:
+        #: The forwarder's open splices (closed at shutdown): this one leaves it on close.
+        self.live = live
         self.client = _Side(self)
         self.upstream = _Side(self)
         self.client.other = self.upstream
@@ -664,7 +665,7 @@ class _Splice:
         if self.closed:
             return
         self.closed = True
-        self.forwarder._splices.discard(self)
+        self.live.discard(self)
         for side in (self.client, self.upstream):
             if side.transport is not None and not side.transport.is_closing():
                 side.transport.close()
