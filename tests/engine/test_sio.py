@@ -355,3 +355,36 @@ def test_malformed_packet_closes_the_connection(app: App, engine: LocalEngine) -
     client.session.send("2[unterminated")
     assert client.closed == "parse error"
     assert app.calls[-1][0] == "disconnect" and app.calls[-1][2] == DisconnectReason.TRANSPORT_ERROR
+
+
+# -- several engines -------------------------------------------------------------
+
+
+def test_two_engines_share_one_server(
+    app: App, server: SocketIOServer, engine: LocalEngine
+) -> None:
+    # Each engine calls the server's own engine_message / engine_disconnected
+    # (EngineBinding holds them); the server finds the connection by sid alone.
+    other = LocalEngine()
+    other.handler = server.attach(other, InlineDispatcher())
+    app.event = lambda sock, event, args: ("echo", sock.connection.binding.engine is other)
+    a, b = Client(engine), Client(other)
+    a.connect()
+    b.connect()
+    conn_a = server.connection(a.session.sid)
+    conn_b = server.connection(b.session.sid)
+    assert conn_a is not None and conn_a.binding.engine is engine
+    assert conn_b is not None and conn_b.binding.engine is other
+    assert set(server.environ) == {a.session.sid, b.session.sid}
+    a.send(Packet(T.EVENT, "/", ["hi"], 1))
+    b.send(Packet(T.EVENT, "/", ["hi"], 2))
+    acks = [(p.id, p.data) for c in (a, b) for p in c.packets if p.type is T.ACK]
+    assert acks == [(1, ["echo", False]), (2, ["echo", True])]
+    server.emit("to all")
+    assert a.events() == [["to all"]] and b.events() == [["to all"]]
+    b.session.close("transport close")
+    assert server.connection(b.session.sid) is None
+    assert set(server.environ) == {a.session.sid}
+    assert [c[1] for c in app.calls if c[0] == "disconnect"] == [b.sid()]
+    server.emit("after b left")
+    assert a.events() == [["to all"], ["after b left"]] and b.events() == [["to all"]]
