@@ -537,7 +537,7 @@ class EngineIOServer:
 
     def handle_request(self, request: HTTPRequest, responder: Responder) -> None:
         """A polling request (or a CORS preflight), on the loop."""
-        cors = self._cors_headers(request)
+        cors = self.cors_headers(request)
         if cors is None:
             responder.respond(*self._refuse_origin(request))
             return
@@ -1417,7 +1417,7 @@ class EngineIOServer:
                     BAD_REQUEST,
                     request,
                     "server shutting down",
-                    self._cors_headers(request) or [],
+                    self.cors_headers(request) or [],
                 )
         self._disconnected(session, reason)
 
@@ -1493,8 +1493,10 @@ class EngineIOServer:
                              request.target, _addr(request))
         return 400, [("Content-Type", "text/plain")], default_json.dumps(message).encode()
 
-    def _cors_headers(self, request: HTTPRequest) -> list[tuple[str, str]] | None:
-        """CORS response headers, or ``None`` when the origin is refused."""
+    def cors_headers(self, request: HTTPRequest) -> list[tuple[str, str]] | None:
+        """CORS response headers for ``request``, or ``None`` when its origin is
+        refused (also for the client files served in front of this endpoint:
+        ``server/clientfiles.py``)."""
         verdict = self._origin_allowed(request)
         if verdict is False:
             return None
@@ -1536,7 +1538,7 @@ class EngineIOServer:
         body: bytes,
     ) -> None:
         """Answer a polling request, with CORS headers and compression if asked."""
-        cors = self._cors_headers(request) or []
+        cors = self.cors_headers(request) or []
         headers = [*headers, *cors]
         if self.http_compression and len(body) >= self.compression_threshold:
             accepted = [

@@ -212,7 +212,7 @@ class ClientFilesMount:
         a module from another origin out by itself."""
         vary = ["Accept-Encoding"]
         headers: list[tuple[str, str]] = []
-        decide = getattr(self.inner, "_cors_headers", None)
+        decide = getattr(self.inner, "cors_headers", None)
         if decide is not None and request.header("origin") is not None:
             for key, value in decide(request) or ():
                 if key.lower() == "vary":
