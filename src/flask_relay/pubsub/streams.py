@@ -151,6 +151,24 @@ class RedisStreamsQueue(RedisQueue):
     def describe(self) -> str:
         return f"{_redact(self.streams_url)} stream {self.stream!r}"
 
+    # -- what the recovery store uses ------------------------------------------------
+
+    @property
+    def client(self) -> Any:
+        """The Redis client (a new one in a forked child)."""
+        return self._client
+
+    @property
+    def response_error(self) -> type[Exception]:
+        """The redis package's ``ResponseError`` (an error answer from Redis)."""
+        error: type[Exception] = self._redis_module.exceptions.ResponseError
+        return error
+
+    def send_operation(self, kind: str, op: dict[str, Any]) -> None:
+        """Put a store operation in the outbox, in order with the emits, without
+        waiting for room (the store is called with the server's lock held)."""
+        self._enqueue(kind + self.json_text(op), wait=False)
+
     def _reset_backend_after_fork(self) -> None:
         super()._reset_backend_after_fork()
         self._cursor = None
@@ -408,17 +426,16 @@ class StreamSessionStore:
             "value": value,
             "pxat": int((time.time() + self.options.max_disconnection_duration) * 1000),
         }
-        # Called with the server's lock held: never wait for room.
-        queue._enqueue(_PERSIST + queue.json_text(op), wait=False)
+        queue.send_operation(_PERSIST, op)
 
     def discard(self, sid: str, namespace: str) -> bool:
         op = {"sid_key": self._sid_key(namespace, sid), "prefix": self._session_key("")}
-        self.queue._enqueue(_FORGET + self.queue.json_text(op), wait=False)
+        self.queue.send_operation(_FORGET, op)
         return False  # not known here: the operation runs in Redis
 
     def restore(self, namespace: str, pid: str, offset: str | None) -> Restored | None:
         queue = self.queue
-        client = queue._client
+        client = queue.client
         pipe = client.pipeline(transaction=True)
         pipe.get(self._session_key(pid))
         pipe.delete(self._session_key(pid))
@@ -457,12 +474,12 @@ class StreamSessionStore:
 
     def _kept_since(self, start: str, exact: bool) -> bool:
         """Whether every entry after ``start`` is still in the stream."""
-        client = self.queue._client
+        client = self.queue.client
         stream = self.queue.stream
         if exact:
             # As the reference: the client's last entry must still be there.
             return bool(client.xrange(stream, start, start, count=1))
-        redis_errors = self.queue._redis_module.exceptions.ResponseError
+        redis_errors = self.queue.response_error
         try:
             info = client.xinfo_stream(stream)
         except redis_errors:
@@ -478,7 +495,7 @@ class StreamSessionStore:
     ) -> tuple[list[Items], str]:
         """The encoded events after ``start`` for these rooms, and the last id read."""
         queue = self.queue
-        client = queue._client
+        client = queue.client
         last = client.xrevrange(queue.stream, count=1)
         end = _text(last[0][0]) if last else start
         missed: list[Items] = []
