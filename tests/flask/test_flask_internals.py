@@ -183,7 +183,10 @@ def _scenario(served: Reference | Ours, made: list[Any]) -> dict[str, Any]:
     b.disconnect()
     wait_until(lambda: "at_disconnect" in served.seen, what="the disconnect handler")
     result["at_disconnect"] = served.seen["at_disconnect"]
-    wait_until(lambda: len(manager.rooms["/"][None]) == 2, what="b gone")
+    # Gone from both namespaces: each has its own disconnect, and "after" reads both.
+    wait_until(
+        lambda: all(len(manager.rooms[ns][None]) == 2 for ns in NAMESPACES), what="b gone"
+    )
     result["after"] = _shape(manager.rooms, labels)
     return result
 
