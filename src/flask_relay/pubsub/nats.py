@@ -11,7 +11,11 @@ reconnects by itself (every 0.5 s, forever) and re-sends the subscription; its
 own reconnection buffer is turned off (``pending_size=0``) and each batch is
 confirmed by the server (``flush``: a PING/PONG), so that what is published
 during an outage waits in the queue's outbox, which is held until the peers
-have resubscribed (see :mod:`flask_relay.pubsub`).
+have resubscribed (see :mod:`flask_relay.pubsub`). A batch whose confirmation
+failed may still sit in nats-py's buffer of unsent publications; it is
+emptied (``Client._pending``, ``Client._pending_data_size``: undocumented, the
+one reliance on nats-py's internals, checked by tests/queues/test_nats_internals.py)
+so that nats-py does not send it again beside the outbox's copy.
 """
 
 from __future__ import annotations
