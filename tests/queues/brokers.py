@@ -4,9 +4,10 @@ The machine's brokers (Redis 6379, RabbitMQ 5672, NATS 4222; ``make test``
 starts any that is not running) serve the cross-process tests, each test on a
 channel of its own. The outage tests never restart those (other tests use
 them): they start their own ``redis-server`` / ``nats-server`` / ZeroMQ broker
-on a free port and restart it, and for RabbitMQ (too heavy to start per test)
-they put a :class:`TcpProxy` between the servers and the machine's broker and
-cut it, which is what a network cut looks like to every backend.
+/ RabbitMQ node (:class:`RabbitBroker`, a node of its own in a temporary
+directory) on free ports and restart it, or put a :class:`TcpProxy` between
+the servers and the machine's broker and cut it, which is what a network cut
+looks like to every backend.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import contextlib
 import itertools
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -109,6 +111,91 @@ class Broker:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+class RabbitBroker(Broker):
+    """A RabbitMQ node of our own: its own node name, ports and data, in ``home``.
+
+    ``/usr/lib/rabbitmq/bin/rabbitmq-server`` run directly (``/usr/sbin``'s
+    wrapper would switch to the ``rabbitmq`` user and the machine's files),
+    as whatever user runs the tests (root in CI): node
+    ``relaytest-<port>@localhost``, AMQP and Erlang distribution on free
+    loopback ports, Mnesia, logs, config, plugins list (none: no management
+    listener) and Erlang cookie (``HOME``) under ``home``. It registers with
+    the machine's ``epmd`` (4369) under that name, which never clashes with
+    the machine's node. Starting takes about 8 s here (the Erlang VM and
+    RabbitMQ's boot steps), a first start or a restart alike.
+
+    :meth:`stop` is a full stop of the node: SIGTERM to the script, which
+    stops the broker the way ``rabbitmqctl stop`` does (the script's own
+    trap) and waits for the VM to exit; a node that did not stop in 30 s is
+    killed (its whole process group). The restart loses every non-durable
+    exchange, queue and binding (Flask-Relay's, like python-socketio's, are
+    all non-durable), which is what a broker restart does in production.
+    """
+
+    def __init__(self, home: Path) -> None:
+        port, dist = free_port(), free_port()
+        super().__init__(["/usr/lib/rabbitmq/bin/rabbitmq-server"], port)
+        self.home = home
+        self.node = f"relaytest-{port}@localhost"
+        (home / "enabled_plugins").write_text("[].\n")
+        (home / "rabbit.conf").write_text(f"listeners.tcp.default = 127.0.0.1:{port}\n")
+        self.env = {
+            **os.environ,
+            "HOME": str(home),
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(port),
+            "RABBITMQ_DIST_PORT": str(dist),
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+            "RABBITMQ_MNESIA_BASE": str(home / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(home / "log"),
+            "RABBITMQ_CONFIG_FILE": str(home / "rabbit"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(home / "advanced.config"),
+            "RABBITMQ_CONF_ENV_FILE": str(home / "rabbitmq-env.conf"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(home / "enabled_plugins"),
+            "RABBITMQ_PLUGINS_EXPAND_DIR": str(home / "plugins-expand"),
+            "RABBITMQ_PID_FILE": str(home / "pid"),
+        }
+        self.url = f"amqp://guest:guest@127.0.0.1:{port}//"
+        #: Seconds each start took until the AMQP port listened.
+        self.start_times: list[float] = []
+
+    def start(self) -> None:
+        assert self.proc is None
+        if not Path(self.argv[0]).exists():
+            pytest.fail("rabbitmq-server is required (scripts/system-deps installs it)")
+        began = time.monotonic()
+        with open(self.home / "console.log", "ab") as console:
+            self.proc = subprocess.Popen(
+                self.argv, stdout=console, stderr=subprocess.STDOUT, cwd=self.home,
+                env=self.env, start_new_session=True,
+            )
+
+        def up() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                log = (self.home / "console.log").read_text(errors="replace")[-3000:]
+                raise AssertionError(f"RabbitMQ node {self.node} exited:\n{log}")
+            return listening(self.port)
+
+        wait_for(up, timeout=90, what=f"RabbitMQ node {self.node} on {self.port}")
+        self.start_times.append(time.monotonic() - began)
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        # The VM is the script's child: make sure it is gone too.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        wait_for(lambda: not listening(self.port), what=f"{self.node} to close its port")
 
 
 def redis_broker(port: int, *extra: str) -> Broker:
@@ -270,12 +357,8 @@ class Outage:
 
 @contextlib.contextmanager
 def outage(backend: str, how: str = "restart") -> Iterator[Outage]:
-    """Our own Redis / NATS / ZeroMQ broker (restarted), or a machine's broker behind a proxy.
-
-    RabbitMQ is always cut (too heavy to start per test); ``how="cut"`` cuts
-    Redis or NATS the same way.
-    """
-    if backend == "amqp" or how == "cut":
+    """Our own broker (restarted), or the machine's broker behind a proxy (``how="cut"``)."""
+    if how == "cut":
         port = {"amqp": 5672, "redis": 6379, "nats": 4222}[backend]
         url = machine_url(backend)
         proxy = TcpProxy(port)
@@ -283,6 +366,10 @@ def outage(backend: str, how: str = "restart") -> Iterator[Outage]:
             yield Outage(url.replace(f":{port}", f":{proxy.port}"), proxy=proxy)
         finally:
             proxy.close()
+        return
+    if backend == "amqp":
+        with temp_dir() as home, running(RabbitBroker(home)) as rabbit:
+            yield Outage(rabbit.url, broker=rabbit)
         return
     port = free_port()
     if backend == "redis":

@@ -1,12 +1,14 @@
 """Broker outages: every emit made while the broker is away arrives after it is back.
 
 Two ``queue_app.py`` processes, A and B, on a broker of the test's own: a
-``redis-server``, ``nats-server`` or ZeroMQ broker started on a free port and
-restarted (never the machine's shared brokers), or the machine's broker behind
-a TCP proxy that the test cuts and restores (a network cut: the only way for
-RabbitMQ, too heavy to start per test; also done for Redis and NATS). A
-client on A asks it to emit to a room every 50 ms, with an acknowledgement,
-before, during and after the outage:
+``redis-server``, ``nats-server``, ZeroMQ broker or RabbitMQ node started on
+free ports and restarted (never the machine's shared brokers; the RabbitMQ
+node is stopped fully and booted again, about 8 s here, and comes back
+without the non-durable exchange and queues, which the backend declares
+again), or the machine's broker behind a TCP proxy that the test cuts and
+restores (a network cut; done for Redis, RabbitMQ and NATS). A client on A
+asks it to emit to a room every 50 ms, with an acknowledgement, before,
+during and after the outage:
 
 * every handler acknowledges (an emit never raises because the broker is down);
 * a client of A in the room gets each event at once (local clients are served);
@@ -27,6 +29,7 @@ from queue_helpers import PyClient, serve
 OUTAGES = [
     ("redis", "restart"),
     ("redis", "cut"),
+    ("amqp", "restart"),
     ("amqp", "cut"),
     ("nats", "restart"),
     ("nats", "cut"),

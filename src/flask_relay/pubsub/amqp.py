@@ -17,6 +17,12 @@ network cut the listener finds in it what was published meanwhile (for up to
 the 300 s of ``x-expires``); and publishing waits for the broker's
 confirmation (``confirm_publish``), so a message is taken out of the outbox
 only once RabbitMQ has it.
+
+A restarted node has forgotten the exchange, the queue and the binding (all
+non-durable): each new connection declares them again (the listener's
+``Consumer`` the queue, exchange and binding, the publisher's ``Producer``
+the exchange), which ``tests/queues/test_queue_outage.py`` checks by
+restarting a RabbitMQ node of its own.
 """
 
 from __future__ import annotations
