@@ -16,7 +16,11 @@ from flask import Flask, request
 
 from flask_relay import Sock, SocketIO, join_room
 
-logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(name)s %(message)s")
+logging.basicConfig(
+    stream=sys.stderr,
+    level=os.environ.get("SCALE_LOG_LEVEL", "WARNING"),
+    format="%(asctime)s %(process)d %(name)s %(message)s",
+)
 logging.getLogger("flask_relay.forward").setLevel(logging.DEBUG)
 
 app = Flask(__name__)

@@ -17,6 +17,9 @@ import os
 import socket
 import subprocess
 import sys
+import threading
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +30,7 @@ from scale_helpers import HERE, PollingClient, env_with_src, free_port, request
 from websockets.sync.client import connect
 
 from flask_relay import SocketIO
+from flask_relay.server import forward
 from flask_relay.server.forward import (
     FORWARDED_HEADER,
     Forwarder,
@@ -218,3 +222,65 @@ def test_run_refuses_a_bad_peer_setup(peer: str, queue: str, message: str) -> No
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("Flask-Relay: peer_address") and message in last, proc.stderr
+
+
+class QueueNode:
+    """A server of its own "host": forwarding over TCP to peers learned on Redis."""
+
+    def __init__(self, channel: str, name: str) -> None:
+        self.app = Flask(name)
+        self.sio = SocketIO(self.app, message_queue="redis://127.0.0.1:6379/0", channel=channel)
+
+        @self.sio.on("echo")
+        def echo(data: object) -> None:
+            self.sio.emit("reply", data, to=flask_request.sid)  # type: ignore[attr-defined]
+
+        self.server = self.sio.make_server(self.app, "127.0.0.1", free_port())
+        self.forwarder = enable(self.server, peer_address="127.0.0.1")
+        self.server.start()
+        self.port = int(self.server.port)
+
+    def stop(self) -> None:
+        self.server.stop()
+        self.forwarder.close()
+
+
+def test_a_request_for_a_node_not_heard_of_yet_waits_for_its_announcement() -> None:
+    """A node that has not heard of a sid's owner yet (it just said hello; the
+    answers are on their way) waits for the owner's announcement instead of
+    answering 400: the cause of a first connect that failed in the multi-host
+    test (a new worker got a POST of another host's session before it had
+    heard of that host)."""
+    channel = f"relay-test-learn-{uuid.uuid4().hex[:8]}"
+    a, b = QueueNode(channel, "a"), QueueNode(channel, "b")
+    try:
+        deadline = time.monotonic() + 10
+        while (
+            a.forwarder.node_id not in b.forwarder.peers
+            or b.forwarder.node_id not in a.forwarder.peers
+        ):
+            assert time.monotonic() < deadline, "a and b never heard of each other"
+            time.sleep(0.02)
+        time.sleep(0.5)  # the answers to both hellos are in
+        client = PollingClient("127.0.0.1", a.port)
+        client.connect()
+        base = "/socket.io/?EIO=4&transport=polling&sid="
+        # b forgets a, as if a's answer to b's hello had not come yet.
+        b.forwarder.peers.clear()
+        b.forwarder._learning_until = time.monotonic() + forward.LEARN_WINDOW
+        timer = threading.Timer(0.3, a.forwarder._announce)
+        timer.start()
+        started = time.monotonic()
+        status, _ = request("127.0.0.1", b.port, "POST", base + client.sid, body=b'42["echo",1]')
+        assert status == 200, "b answered instead of waiting for a's announcement"
+        assert 0.25 < time.monotonic() - started < forward.LEARN_WINDOW
+        assert client.event("reply") == [1]
+        # Once the window is over, an unknown node gets 400 at once, as before.
+        b.forwarder._learning_until = 0.0
+        started = time.monotonic()
+        status, _ = request("127.0.0.1", b.port, "GET", base + "zzzzzzzz.abc")
+        assert status == 400 and time.monotonic() - started < 1.0
+        client.close()
+    finally:
+        a.stop()
+        b.stop()

@@ -20,6 +20,18 @@ How:
   forward only to addresses learned that way, so a client can never make a
   server connect where it wants: a sid whose node is unknown gets the usual
   400 and the client starts a new session.
+* A node says hello (and the others answer with their addresses) only once
+  its queue listener is subscribed, and again after each resubscription:
+  pub/sub brokers keep nothing, so answers sent before it listens are lost
+  and it would know the others only from their next periodic announcement,
+  up to ``ANNOUNCE_INTERVAL`` later. Until those answers had time to come
+  (``LEARN_WINDOW`` after the hello), a request for a sid of a node it has
+  not heard of waits for that node's announcement instead of getting 400: a
+  load balancer sends a node that just started requests of existing
+  sessions at once. (Seen in the multi-host test: a newly started worker
+  answered a POST of a session owned by another host with 400 because the
+  hello's answers had come before it subscribed; the client's namespace
+  connect then timed out.)
 * A polling request for a foreign sid is re-sent to the owner's internal
   socket (same method, target, headers and body; ``Connection: close``;
   marked ``X-Flask-Relay-Forwarded`` so it is never forwarded twice) and the
@@ -73,7 +85,10 @@ logger = logging.getLogger("flask_relay.forward")
 
 class MessageQueue(Protocol):
     """What the forwarder needs of a message queue (``flask_relay.pubsub``'s
-    ``MessageQueue``, a layer above: named here by shape, not imported)."""
+    ``MessageQueue``, a layer above: named here by shape, not imported).
+
+    Its ``ready`` event, when it has one, is set while the listener is
+    subscribed."""
 
     def add_handler(self, method: str, handler: Callable[[dict[str, Any]], None]) -> None: ...
 
@@ -91,6 +106,12 @@ PEER_GONE_METHOD = "flask_relay.peer_gone"
 #: ``PEER_TTL_FACTOR`` announcements is forgotten.
 ANNOUNCE_INTERVAL = 10.0
 PEER_TTL_FACTOR = 3.5
+
+#: Seconds after a node's hello during which a sid of an unknown node waits
+#: for that node's announcement (the answers to the hello) rather than 400.
+LEARN_WINDOW = 2.0
+#: How often the announcer checks the queue's subscription (seconds).
+_ANNOUNCE_TICK = 0.05
 
 #: Longest time a forwarded request may take (a held long-poll lasts up to the
 #: ping interval, 25 s by default).
@@ -223,6 +244,10 @@ class Forwarder:
         self._splices: set[_Splice] = set()
         self._stop = threading.Event()
         self._announcer: threading.Thread | None = None
+        # Until when a sid of an unknown node waits for its announcement
+        # (monotonic): "forever" until the hello is out, then LEARN_WINDOW
+        # after it; 0 without a queue (no peers to learn).
+        self._learning_until = float("inf") if queue is not None else 0.0
         self.server: Server | None = None
         if peer_address is not None and queue is None:
             raise ValueError("peer_address needs a message queue to announce it on")
@@ -315,12 +340,26 @@ class Forwarder:
     # -- peers through the queue ---------------------------------------------------
 
     def _announce_loop(self) -> None:
-        hello = True
+        # A hello once the listener is subscribed (so that the answers are
+        # heard), and again after each resubscription; periodic
+        # announcements in between.
+        ready = getattr(self.queue, "ready", None)
+        subscribed = False
+        next_round = 0.0
         while not self._stop.is_set():
-            if self._announced is not None or hello:
-                self._announce(hello=hello)
-            hello = False
-            self._stop.wait(ANNOUNCE_INTERVAL)
+            now = time.monotonic()
+            if ready is not None and not ready.is_set():
+                subscribed = False
+            elif not subscribed:
+                subscribed = True
+                self._announce(hello=True)
+                self._learning_until = time.monotonic() + LEARN_WINDOW
+                next_round = now + ANNOUNCE_INTERVAL
+            elif now >= next_round:
+                if self._announced is not None:
+                    self._announce()
+                next_round = now + ANNOUNCE_INTERVAL
+            self._stop.wait(_ANNOUNCE_TICK)
 
     def _announce(self, hello: bool = False) -> None:
         queue = self.queue
@@ -374,14 +413,18 @@ class Forwarder:
 
     # -- where a sid's owner is ------------------------------------------------------
 
-    def _route(self, sid: str, request: HTTPRequest) -> tuple[str | None, tuple[str, int] | None]:
-        """(unix path, tcp address) of the owner of ``sid``, both ``None`` when
-        it is not another node we know (or the request was forwarded already)."""
+    def _other_node(self, sid: str, request: HTTPRequest) -> str | None:
+        """The node ``sid`` names when it is another one and the request was
+        not forwarded already."""
         node = node_of(sid)
         if node is None or node == self.node_id:
-            return None, None
+            return None
         if request.header(FORWARDED_HEADER) is not None:
-            return None, None
+            return None
+        return node
+
+    def _locate(self, node: str) -> tuple[str | None, tuple[str, int] | None]:
+        """(unix path, tcp address) of ``node``, both ``None`` when unknown."""
         if self.runtime_dir is not None:
             path = os.path.join(self.runtime_dir, node + ".sock")
             if os.path.exists(path):
@@ -390,6 +433,24 @@ class Forwarder:
         if address is not None:
             return None, address
         return None, None
+
+    def _may_learn(self) -> bool:
+        """Are the answers to this node's hello possibly still on their way?"""
+        return time.monotonic() < self._learning_until
+
+    async def _learn(self, node: str) -> tuple[str | None, tuple[str, int] | None]:
+        """Wait (at most until the learning window closes, and ``LEARN_WINDOW``)
+        for ``node`` to announce itself; its location, or ``(None, None)``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LEARN_WINDOW
+        while True:
+            path, address = self._locate(node)
+            if path is not None or address is not None:
+                logger.info("node %s learned while a request waited for it", node)
+                return path, address
+            if not self._may_learn() or loop.time() >= deadline or self._stop.is_set():
+                return None, None
+            await asyncio.sleep(_ANNOUNCE_TICK)
 
     async def _connect(
         self, path: str | None, address: tuple[str, int] | None, protocol: Callable[[], Any]
@@ -413,18 +474,23 @@ class Forwarder:
         fallback: Callable[[], None],
     ) -> bool:
         """Forward a polling request for ``sid`` to its owner (on the loop);
-        ``False`` when it is not for another known node. ``fallback()`` gives
-        the usual answer when the owner cannot be reached."""
-        path, address = self._route(sid, request)
-        if path is None and address is None:
+        ``False`` when it is not for another known node (or one this node may
+        still hear of: see the module docstring). ``fallback()`` gives the
+        usual answer when the owner cannot be reached."""
+        node = self._other_node(sid, request)
+        if node is None:
+            return False
+        path, address = self._locate(node)
+        if path is None and address is None and not self._may_learn():
             return False
         if request.body_too_large:
             # The body was not read: nothing to forward.
             responder.respond(413, [("Content-Type", "text/plain")], b"Payload too large\n")
             return True
-        logger.debug("forwarding %s %s to %s", request.method, request.target, path or address)
         loop = asyncio.get_running_loop()
-        task = loop.create_task(self._relay(path, address, request, responder, fallback))
+        task = loop.create_task(
+            self._relay(node, path, address, request, responder, fallback)
+        )
 
         def abort() -> None:
             task.cancel()
@@ -434,6 +500,7 @@ class Forwarder:
 
     async def _relay(
         self,
+        node: str,
         path: str | None,
         address: tuple[str, int] | None,
         request: HTTPRequest,
@@ -442,6 +509,15 @@ class Forwarder:
     ) -> None:
         upstream: asyncio.Transport | None = None
         try:
+            if path is None and address is None:
+                path, address = await self._learn(node)
+                if path is None and address is None:
+                    if not responder.done:
+                        fallback()
+                    return
+            logger.debug(
+                "forwarding %s %s to %s", request.method, request.target, path or address
+            )
             reader = _ResponseReader()
             try:
                 upstream, _ = await self._connect(path, address, lambda: reader)
@@ -491,24 +567,34 @@ class Forwarder:
         fallback: Callable[[], None],
     ) -> bool:
         """Proxy a WebSocket upgrade for ``sid`` to its owner (on the loop);
-        ``False`` when it is not for another known node."""
-        path, address = self._route(sid, request)
-        if path is None and address is None:
+        ``False`` when it is not for another known node (or one this node may
+        still hear of)."""
+        node = self._other_node(sid, request)
+        if node is None:
             return False
-        logger.debug("forwarding the upgrade %s to %s", request.target, path or address)
+        path, address = self._locate(node)
+        if path is None and address is None and not self._may_learn():
+            return False
         asyncio.get_running_loop().create_task(
-            self._splice(path, address, request, handle, fallback)
+            self._splice(node, path, address, request, handle, fallback)
         )
         return True
 
     async def _splice(
         self,
+        node: str,
         path: str | None,
         address: tuple[str, int] | None,
         request: HTTPRequest,
         handle: UpgradeHandle,
         fallback: Callable[[], None],
     ) -> None:
+        if path is None and address is None:
+            path, address = await self._learn(node)
+            if path is None and address is None:
+                fallback()
+                return
+        logger.debug("forwarding the upgrade %s to %s", request.target, path or address)
         splice = _Splice(self._splices)
         try:
             await self._connect(path, address, lambda: splice.upstream)
