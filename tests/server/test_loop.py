@@ -30,3 +30,30 @@ def test_calls_run_on_the_loop_in_order() -> None:
         assert hub.run_sync(lambda: "alive", timeout=5) == "alive"
     finally:
         hub.stop()
+
+
+def test_hold_wakes_the_loop_once_at_the_end_and_keeps_order() -> None:
+    """Calls a thread makes inside ``hold()`` run in one loop turn, after the block."""
+    hub = Hub()
+    hub.start()
+    try:
+        seen: list[int] = []
+
+        def record(i: int) -> None:
+            seen.append(i)
+
+        before = hub.wakeups
+        with hub.hold():
+            for i in range(50):
+                hub.call(record, i)
+            time.sleep(0.05)
+            assert seen == []  # nothing woke the loop yet
+        assert hub.run_sync(lambda: list(seen), timeout=5) == list(range(50))
+        # One wakeup for the batch, one for run_sync.
+        assert hub.wakeups - before <= 2
+        # Waiting for the loop inside the block releases what is held first.
+        with hub.hold():
+            hub.call(record, 50)
+            assert hub.run_sync(lambda: seen[-1], timeout=5) == 50
+    finally:
+        hub.stop()

@@ -790,6 +790,7 @@ class EngineIOServer:
             # flushes they scheduled run before a call_soon made after them.
             taken = threading.Event()
             hub.call(self.loop.call_soon, taken.set)
+            hub.release()  # when this thread holds the wakeup (Hub.hold)
             if not taken.wait(timeout):
                 return False
         get = self._sessions.get

@@ -1152,6 +1152,22 @@ class SocketIOServer:
                 kept.append(sock)
         return kept
 
+    @contextlib.contextmanager
+    def batched(self) -> Iterator[None]:
+        """Sends this thread makes inside the block reach the loop in one turn.
+
+        For a thread that applies several messages at once (the message
+        queue's listener): each connection then gets one write for the batch
+        rather than one per message (the engines' hubs' ``hold()``). Order is
+        kept.
+        """
+        with contextlib.ExitStack() as stack:
+            for binding in list(self.bindings):
+                hold = getattr(getattr(binding.engine, "hub", None), "hold", None)
+                if hold is not None:
+                    stack.enter_context(hold())
+            yield
+
     def _wait_for_room(self, socks: list[Socket]) -> None:
         """Back-pressure: wait (outside the lock) while a recipient's output is over its
         bound (see :meth:`EngineIOServer.wait_for_room

@@ -150,8 +150,9 @@ class MessageQueue:
     """The broker-independent part: message format, routing, remote acks, outages.
 
     Subclasses implement :meth:`_publish` (called by the publisher thread
-    only) and :meth:`_listen` (an iterator of raw messages, run by the
-    listener thread). ``_listen`` reconnects by itself: it calls
+    only) and :meth:`_listen` (an iterator of raw messages, or of lists of
+    the raw messages that one read brought, at most :attr:`listen_batch`,
+    run by the listener thread). ``_listen`` reconnects by itself: it calls
     :meth:`_subscribed` each time it is (again) subscribed and
     :meth:`_connection_lost` when the connection drops, and waits
     the delays of :meth:`_reconnect_delays` between attempts.
@@ -177,6 +178,8 @@ class MessageQueue:
     resubscribe_grace = 5.0
     #: Messages the publisher thread sends at once when the outbox has several.
     publish_batch = 100
+    #: Messages the listener applies at once when several arrived together.
+    listen_batch = 1000
     #: Reconnection backoff: first delay, doubled up to the maximum (seconds).
     reconnect_delay_initial = 0.25
     reconnect_delay_max = 5.0
@@ -715,7 +718,10 @@ class MessageQueue:
                 for raw in self._listen():
                     if self._closed.is_set():
                         return
-                    self.handle(raw)
+                    if isinstance(raw, list):
+                        self._handle_batch(raw)
+                    else:
+                        self.handle(raw)
                 return
             except Exception as exc:
                 if self._closed.is_set():
@@ -723,6 +729,19 @@ class MessageQueue:
                 logger.exception("%s listener failed; restarting it", self.name)
                 self._mark_down(exc, "listen")
                 self._closed.wait(1.0)
+
+    def _handle_batch(self, batch: list[Any]) -> None:
+        """Apply messages received together, in order, so that what they send
+        reaches the loop in one turn (one write per connection for the batch:
+        ``SocketIOServer.batched``)."""
+        server = self.server
+        if server is None or len(batch) == 1:
+            for raw in batch:
+                self.handle(raw)
+            return
+        with server.batched():
+            for raw in batch:
+                self.handle(raw)
 
     def handle(self, raw: str | bytes | dict[str, Any]) -> None:
         """Apply one message from the channel to this process's clients."""

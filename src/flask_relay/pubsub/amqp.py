@@ -188,8 +188,21 @@ class AmqpQueue(MessageQueue):
                             connection.drain_events(timeout=1.0)
                         except TimeoutError:
                             connection.heartbeat_check()
-                        while received:
-                            yield received.pop(0)
+                        # Then what is already there (timeout 0: no wait), as one
+                        # batch; a failure meanwhile comes after it (acked: not lost).
+                        failure: Exception | None = None
+                        try:
+                            while received and len(received) < self.listen_batch:
+                                connection.drain_events(timeout=0)
+                        except TimeoutError:
+                            pass
+                        except Exception as exc:
+                            failure = exc
+                        if received:
+                            yield received[:]
+                            received.clear()
+                        if failure is not None:
+                            raise failure
             except Exception as exc:
                 if self._closed.is_set():
                     return

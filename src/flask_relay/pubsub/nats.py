@@ -196,9 +196,16 @@ class NatsQueue(MessageQueue):
     def _listen(self) -> Iterator[Any]:
         while not self._closed.is_set():
             try:
-                yield self._inbox.get(timeout=1.0)
+                batch = [self._inbox.get(timeout=1.0)]
             except queue.Empty:
                 continue
+            # And what else arrived meanwhile, as one batch.
+            while len(batch) < self.listen_batch:
+                try:
+                    batch.append(self._inbox.get_nowait())
+                except queue.Empty:
+                    break
+            yield batch
 
     def _close_backend(self) -> None:
         client = self._client

@@ -154,14 +154,23 @@ class RedisQueue(MessageQueue):
                 pubsub.subscribe(self.channel)
                 while not self._closed.is_set():
                     message = pubsub.get_message(timeout=1.0)
-                    if message is None:
-                        continue
-                    kind = message.get("type")
-                    if kind == "message":
-                        yield message["data"]
-                    elif kind == "subscribe":
-                        delays = self._reconnect_delays()
-                        self._subscribed()
+                    # Then what is already there (timeout 0: no wait), as one batch.
+                    batch: list[Any] = []
+                    while message is not None:
+                        kind = message.get("type")
+                        if kind == "message":
+                            batch.append(message["data"])
+                        elif kind == "subscribe":
+                            if batch:
+                                yield batch
+                                batch = []
+                            delays = self._reconnect_delays()
+                            self._subscribed()
+                        if len(batch) >= self.listen_batch:
+                            break
+                        message = pubsub.get_message(timeout=0)
+                    if batch:
+                        yield batch
             except (self._redis_module.exceptions.RedisError, OSError) as exc:
                 if self._closed.is_set():
                     return

@@ -134,9 +134,21 @@ class ZmqQueue(MessageQueue):
                             ConnectionRefusedError(f"no ZeroMQ broker at {self.sub_url}"), "listen"
                         )
                 if sub in events:
-                    message = self._unwrap(sub.recv())
-                    if message is not None:
-                        yield message
+                    # What is there already, as one batch (NOBLOCK: no wait).
+                    batch: list[Any] = []
+                    raw = sub.recv()
+                    while True:
+                        message = self._unwrap(raw)
+                        if message is not None:
+                            batch.append(message)
+                        if len(batch) >= self.listen_batch:
+                            break
+                        try:
+                            raw = sub.recv(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                    if batch:
+                        yield batch
         finally:
             sub.disable_monitor()
             monitor.close(0)

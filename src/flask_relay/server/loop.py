@@ -7,6 +7,12 @@ only when the deque was empty. A handler that emits to a thousand clients, or a
 burst of emits from many threads, costs one ``call_soon_threadsafe`` (one write
 to the loop's self-pipe) per loop iteration rather than one per emit.
 
+A thread that sends a batch of things at once (the message queue's listener,
+applying every message one read brought) can :meth:`Hub.hold` the wakeup:
+its calls inside the block wake the loop once, at the end, so the loop runs
+them in one turn and each connection gets one write for the batch instead of
+one per message.
+
 The loop runs either in the calling thread (:meth:`Hub.run`, for
 ``serve_forever``) or in a daemon thread (:meth:`Hub.start`, for tests and for
 foreign WSGI servers that own the main thread). uvloop is used when installed.
@@ -16,9 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -67,6 +74,8 @@ class Hub:
         # the drain already scheduled (it appended before reading the flag, so
         # the drain will see it); a stale False costs one extra, harmless wakeup.
         self._wakeup_pending = False
+        # Per thread: depth of hold() blocks, and whether a wakeup is owed.
+        self._held = threading.local()
         self._thread: threading.Thread | None = None
         self._thread_id: int | None = None
         self._started = threading.Event()
@@ -160,16 +169,51 @@ class Hub:
         """
         self._calls.append((fn, args))
         if not self._wakeup_pending:
-            self._wakeup_pending = True
-            if self.in_loop_thread():
-                self.loop.call_soon(self._drain)
+            held = self._held
+            if getattr(held, "depth", 0):
+                held.owed = True  # woken at the end of hold()
                 return
-            self.wakeups += 1
-            try:
-                self.loop.call_soon_threadsafe(self._drain)
-            except RuntimeError:
-                # The loop is closed: nothing will run these any more.
-                self._calls.clear()
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._wakeup_pending:
+            return
+        self._wakeup_pending = True
+        if self.in_loop_thread():
+            self.loop.call_soon(self._drain)
+            return
+        self.wakeups += 1
+        try:
+            self.loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:
+            # The loop is closed: nothing will run these any more.
+            self._calls.clear()
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Calls (:meth:`call`) this thread makes inside the block wake the loop once, at its end.
+
+        What they send then reaches the loop in one turn, so each connection
+        gets one write for the whole batch. Order is kept (one deque); another
+        thread's call may wake the loop meanwhile, which only makes the batch
+        smaller. Waiting for the loop inside the block (:meth:`run_sync`, a
+        back-pressure wait) first releases what is held (:meth:`release`).
+        """
+        held = self._held
+        held.depth = getattr(held, "depth", 0) + 1
+        try:
+            yield
+        finally:
+            held.depth -= 1
+            if not held.depth:
+                self.release()
+
+    def release(self) -> None:
+        """Wake the loop now for the calls this thread holds (see :meth:`hold`)."""
+        held = self._held
+        if getattr(held, "owed", False):
+            held.owed = False
+            self._wake()
 
     def _drain(self) -> None:
         self._wakeup_pending = False
@@ -206,4 +250,5 @@ class Hub:
                 future.set_exception(exc)
 
         self.call(runner)
+        self.release()
         return future.result(timeout)
