@@ -277,6 +277,7 @@ class Client:
             handle_sigint=False,
         )
         self.sio.on("connect", self._on_connect)
+        self.sio.on("disconnect", self._on_disconnect)
         self.sio.on("shout", self._on_shout)
         transports = ["polling", "websocket"] if transport == "upgrade" else [transport]
         eio = self.sio.eio
@@ -306,6 +307,13 @@ class Client:
 
         self.sio.start_background_task(join)
 
+    def _on_disconnect(self, *reason: Any) -> None:
+        # Not on any host until the next connect has joined the room again
+        # (a client of a live host loses its session too when its long-poll
+        # was relayed through the host that is killed).
+        with self.lock:
+            self.host = ""
+
     def _on_shout(self, data: dict[str, Any]) -> None:
         with self.lock:
             self.shouts.append(data)
@@ -313,6 +321,17 @@ class Client:
     def heard(self, tag: str) -> set[str]:
         with self.lock:
             return {s["from"] for s in self.shouts if s["data"] == tag}
+
+
+def _next_request_to(cluster: Cluster, n: int) -> None:
+    """Advance nginx's round-robin (h0, h1, h2, h0, ...) until the next request
+    goes to host ``n``: a connect makes a number of requests that depends on
+    the transport, and a run of connects that each make a multiple of three
+    would otherwise start every session on the same hosts."""
+    before = f"h{(n - 1) % HOSTS}".encode()
+    for _ in range(2 * HOSTS):
+        if request("127.0.0.1", cluster.nginx_port, "GET", "/whoami")[1].split()[0] == before:
+            return
 
 
 def _shout_from_every_host(clients: list[Client], hosts: set[str], tag: str) -> None:
@@ -330,6 +349,9 @@ def test_three_hosts_behind_round_robin_nginx(cluster: Cluster) -> None:
     clients: list[Client] = []
     try:
         for i in range(15):
+            # Each handshake on the next host in turn (one session per host and
+            # transport at least, whatever number of requests a connect makes).
+            _next_request_to(cluster, i % HOSTS)
             clients.append(Client(url, ("polling", "websocket", "upgrade")[i % 3]))
         wait_until(lambda: all(c.host for c in clients), timeout=20, what="every client joined")
         wait_until(
