@@ -37,6 +37,7 @@ from .engine.dispatch import (
     DispatchQueueFull,
 )
 from .engine.eio import EngineIOServer
+from .server.foreign import install
 from .server.http import Server, listen_or_exit
 from .server.monkey import monkey_patch_problem
 from .server.mounts import build_mounts, registry
@@ -122,8 +123,6 @@ class EngineIO:
             found.register(self.path, self._mount)
             if hasattr(app, "wsgi_app"):
                 # Foreign WSGI servers (flask run, gunicorn sync/gthread).
-                from .server.foreign import install
-
                 install(app)
 
     def _mount(self) -> EngineIOServer:

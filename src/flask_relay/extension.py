@@ -37,6 +37,8 @@ import builtins
 import inspect
 import logging
 import os
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -47,6 +49,7 @@ import flask
 from flask.sessions import SessionMixin
 
 from .engine.dispatch import DEFAULT_MAX_WORKERS
+from .engine.eio import EngineIOServer
 from .engine.recovery import RecoveryOptions
 from .engine.sio import (
     NOT_HANDLED,
@@ -61,11 +64,16 @@ from .protocol.codecs import SERIALIZERS, make_codec
 from .protocol.errors import FlaskRelayError
 from .protocol.jsonlib import JSONModule
 from .pubsub import MessageQueue, QueueNotAvailable, check_url, from_url
+from .server.clientfiles import ClientFilesMount
+from .server.foreign import install
+from .server.forward import enable
+from .server.http import Server, listen_or_exit
+from .server.monkey import monkey_patch_problem
+from .server.mounts import build_mounts, registry
+from .test_client import SocketIOTestClient
 
 if TYPE_CHECKING:
     from .engine.admin import AdminUI
-    from .server.http import Server
-    from .test_client import SocketIOTestClient
 
 __all__ = ["DEFAULT_OPTIONS", "SocketIO"]
 
@@ -444,8 +452,6 @@ class SocketIO:
             self._register_mount(app)
             # Serve the endpoint under foreign WSGI servers too (flask run,
             # app.run(), gunicorn sync/gthread): a pass-through otherwise.
-            from .server.foreign import install
-
             install(app)
         previous = self.server
         self.manage_session = bool(self._option("manage_session"))
@@ -500,8 +506,6 @@ class SocketIO:
 
     def _register_mount(self, app: flask.Flask) -> None:
         """Put this endpoint in ``app``'s mount registry (under its current path)."""
-        from .server.mounts import registry
-
         found = registry(app)
         if found is None:
             return
@@ -891,9 +895,6 @@ class SocketIO:
         ``ssl``, ``wsgi_threads``, ``limits``, ``backlog``,
         ``shutdown_timeout``, ``reuse_port``).
         """
-        from .server.http import Server
-        from .server.mounts import build_mounts
-
         if self.server is None or self.app is None:
             self.init_app(app)
         self.app = app
@@ -909,8 +910,6 @@ class SocketIO:
 
     def _engine_mount(self) -> Any:
         """The Engine.IO endpoint bound to this Socket.IO server."""
-        from .engine.eio import EngineIOServer
-
         options = {name: self._option(name) for name in ENGINEIO_OPTIONS}
         for name in ENGINEIO_EXTRA_OPTIONS:
             if name in self.server_options:
@@ -919,8 +918,6 @@ class SocketIO:
         binding = self._require_server().attach(engine)
         engine.handler = binding
         if self._option("serve_client"):
-            from .server.clientfiles import ClientFilesMount
-
             return ClientFilesMount(engine, self.path)
         return engine
 
@@ -946,8 +943,6 @@ class SocketIO:
         development server is not used. A process monkey-patched by eventlet
         or gevent exits with status 1 and a one-line reason.
         """
-        from .server.monkey import monkey_patch_problem
-
         problem = monkey_patch_problem()
         if problem is not None:
             sys.exit(f"Flask-Relay: {problem}")
@@ -993,16 +988,12 @@ class SocketIO:
                 server_logger.addHandler(logging.StreamHandler(sys.stderr))
 
         def serve() -> None:
-            from .server.http import listen_or_exit
-
             server = self.make_server(app, host, port, debug=debug, **server_kwargs)
             listen_or_exit(server)
             forwarder = None
             if peer_address:
                 # Several hosts behind a load balancer without affinity: requests
                 # for sessions of other hosts are forwarded (server/forward.py).
-                from .server.forward import enable
-
                 try:
                     forwarder = enable(server, peer_address=peer_address)
                 except (OSError, ValueError) as exc:
@@ -1080,8 +1071,6 @@ class SocketIO:
         flask_test_client: Any = None,
     ) -> SocketIOTestClient:
         """An in-process client (see :class:`flask_relay.SocketIOTestClient`)."""
-        from .test_client import SocketIOTestClient
-
         return SocketIOTestClient(
             app,
             self,
@@ -1100,10 +1089,6 @@ def _reloader_parent(reloader_type: str) -> int:
     SIGTERM, before the server in it can close its clients. Here SIGINT and
     SIGTERM are passed on to the child as SIGTERM and the parent waits for it.
     """
-    import os
-    import signal
-    import subprocess
-
     from werkzeug._reloader import _get_args_for_reloading, reloader_loops
 
     child: subprocess.Popen[bytes] | None = None

@@ -102,6 +102,7 @@ from .engine.websocket import (
 from .groups import groups_for
 from .protocol.closecode import CloseCode, check_close_code
 from .protocol.origin import OriginPolicy, environ_origin_allowed
+from .pubsub import from_url
 from .server.foreign import install
 from .server.wscontract import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -391,8 +392,6 @@ class Sock:
             app.extensions["sock"] = self
             install(app)
             if self.message_queue is not None:
-                from .pubsub import from_url
-
                 groups_for(app).use_queue(from_url(self.message_queue, channel=self.channel))
         self.app = app
 

@@ -416,6 +416,7 @@ class WebSocketWSGI:
 def __getattr__(name: str) -> Any:
     # ``gunicorn -k flask_relay.sockets.worker``, like ``flask_sockets.worker``.
     if name in ("worker", "Worker"):
+        # Deferred on purpose: flask_relay.gunicorn imports the optional gunicorn package.
         from .gunicorn import Worker
 
         return Worker

@@ -50,8 +50,8 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
+from ..protocol.errors import ConnectionRefusedError
 from .observers import ServerObserver
-from .sio import ConnectionRefusedError
 
 if TYPE_CHECKING:
     from .sio import Connection, Socket, SocketIOServer

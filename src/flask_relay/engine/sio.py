@@ -64,12 +64,14 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from ..protocol.codecs import PacketDecoder, PacketEncoder, make_codec
-from ..protocol.errors import FlaskRelayError, ProtocolError
+from ..protocol.errors import ConnectionRefusedError, ProtocolError
 from ..protocol.jsonlib import JSONModule
 from ..protocol.socketio import Packet, PacketType
+from .admin import AdminUI
+from .admin import instrument as instrument_admin
 from .dispatch import (
     DEFAULT_MAX_WORKERS,
     ORDER_WINDOW,
@@ -87,9 +89,6 @@ from .recovery import (
     Restored,
 )
 from .views import EngineView, ManagerView
-
-if TYPE_CHECKING:
-    from .admin import AdminUI
 
 __all__ = [
     "NOT_HANDLED",
@@ -114,30 +113,6 @@ _CONNECT_ERROR = PacketType.CONNECT_ERROR
 #: acknowledgement is sent (python-socketio does the same).
 NOT_HANDLED: Any = type("NotHandled", (), {"__repr__": lambda self: "NOT_HANDLED"})()
 
-
-class ConnectionRefusedError(FlaskRelayError, builtins.ConnectionRefusedError):
-    """Raise in a connect handler to refuse the connection.
-
-    The positional arguments reach the client in the ``CONNECT_ERROR`` packet,
-    as in python-socketio: none gives ``{"message": "Connection rejected by
-    server"}``, one gives ``{"message": str(arg)}``, two add ``"data": arg2``,
-    more add ``"data": [arg2, arg3, ...]``. It subclasses the built-in
-    :class:`ConnectionRefusedError`, so ``except ConnectionRefusedError``
-    catches both.
-    """
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        error: dict[str, Any]
-        if not args:
-            error = {"message": "Connection rejected by server"}
-        else:
-            error = {"message": str(args[0])}
-            if len(args) == 2:
-                error["data"] = args[1]
-            elif len(args) > 2:
-                error["data"] = list(args[1:])
-        self.error_args = error
 
 
 class DisconnectReason:
@@ -515,9 +490,7 @@ class SocketIOServer:
 
     def instrument(self, **options: Any) -> AdminUI:
         """Serve the Socket.IO Admin UI; see :func:`flask_relay.engine.admin.instrument`."""
-        from .admin import instrument  # imports this module
-
-        return instrument(self, **options)
+        return instrument_admin(self, **options)
 
     # -- the loop side -----------------------------------------------------------
     # Called by the engines (EngineBinding is their EngineHandler) on their loop: decode,

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from . import socketio
 from .jsonlib import JSONModule
 from .socketio import Packet
 
@@ -56,14 +57,13 @@ def make_codec(
     (with the install hint) for ``"msgpack"`` without the ``msgpack`` package.
     """
     if serializer in (None, "default", "json"):
-        from . import socketio
-
         return Codec(
             "default",
             socketio.Encoder(json),
             lambda: socketio.Decoder(json, max_attachments),
         )
     if serializer == "msgpack":
+        # Deferred on purpose: .msgpack imports the optional msgpack package.
         try:
             from . import msgpack
         except ImportError as exc:
