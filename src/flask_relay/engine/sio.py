@@ -114,7 +114,6 @@ _CONNECT_ERROR = PacketType.CONNECT_ERROR
 NOT_HANDLED: Any = type("NotHandled", (), {"__repr__": lambda self: "NOT_HANDLED"})()
 
 
-
 class DisconnectReason:
     """The reasons given to disconnect handlers (python-socketio's strings)."""
 

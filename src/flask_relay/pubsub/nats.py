@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ..protocol.jsonlib import JSONModule
-from . import MessageQueue
+from .base import MessageQueue
 
 __all__ = ["NatsQueue", "subject_for"]
 

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ..protocol.jsonlib import JSONModule
-from . import MessageQueue
+from .base import MessageQueue
 
 __all__ = ["RedisQueue", "parse_sentinel_url"]
 

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..protocol.jsonlib import JSONModule
-from . import MessageQueue
+from .base import MessageQueue
 
 __all__ = ["ZmqQueue", "parse_zmq_url", "run_broker"]
 
