@@ -89,8 +89,9 @@ def from_url(
     # level: not to dodge a cycle (they import .base, not this package), but because
     # ``python -m flask_relay.pubsub.zmq`` (the ZeroMQ broker) runs a module of this
     # package, and runpy warns (RuntimeWarning, "found in sys.modules after import of
-    # package") when the package has already imported it; and a process that never
-    # uses a queue loads none of them.
+    # package") when the package has already imported it (tests/queues/
+    # test_queue_backends.py checks it does not); and a process that never uses a
+    # queue loads none of them.
     if backend == "redis" and url.split(":", 1)[0].lower().endswith("+streams"):
         from .streams import RedisStreamsQueue
 
