@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import http.client
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
 import flask
 import pytest
 
 from flask_relay.server.http import HTTPLimits, Server
+from flask_relay.server.pool import DaemonThreadPool
 
 
 def free_port() -> int:
@@ -332,3 +338,94 @@ def test_stop_waits_for_requests_in_progress(serve: Any) -> None:
     assert result and status_of(result[0]) == 200 and result[0].endswith(b"finished")
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
+
+
+_STUCK_APP = """
+import threading
+from flask import Flask, Response
+from flask_relay import SocketIO
+
+app = Flask(__name__)
+socketio = SocketIO(app)
+
+@app.route("/events")
+def events():
+    def stream():
+        yield "data: first\\n\\n"
+        threading.Event().wait()  # like a Redis pubsub.listen() that never hears anything
+    return Response(stream(), mimetype="text/event-stream")
+
+socketio.run(app, port=PORT, shutdown_timeout=1)
+"""
+
+
+def test_sigterm_exits_while_a_view_never_returns(tmp_path: Path) -> None:
+    """A Server-Sent Events view blocked for ever must not keep a stopped server's
+    process alive: it used to log "Server stopped" and then wait for that thread."""
+    port = free_port()
+    script = tmp_path / "stuck_app.py"
+    script.write_text(_STUCK_APP.replace("PORT", str(port)))
+    log = (tmp_path / "server.log").open("wb")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, (
+                    tmp_path / "server.log"
+                ).read_text()
+                time.sleep(0.1)
+        with sock:
+            sock.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while b"data: first" not in data:
+                chunk = sock.recv(4096)
+                assert chunk, data
+                data += chunk
+            assert status_of(data) == 200
+            proc.send_signal(signal.SIGTERM)
+            # shutdown_timeout=1 for the request in progress, then the process exits.
+            try:
+                code = proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                raise AssertionError(
+                    "still running 10 s after SIGTERM:\n" + (tmp_path / "server.log").read_text()
+                ) from None
+        assert code == 0, (tmp_path / "server.log").read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_daemon_thread_pool_bounds_reuses_and_reports() -> None:
+    pool = DaemonThreadPool(max_workers=2, thread_name_prefix="t-pool")
+    release = threading.Event()
+    names: list[str] = []
+
+    def blocked(i: int) -> int:
+        names.append(threading.current_thread().name)
+        assert threading.current_thread().daemon
+        release.wait(5)
+        return i
+
+    futures = [pool.submit(blocked, i) for i in range(4)]
+    time.sleep(0.2)
+    assert sum(f.running() for f in futures) == 2  # the third and fourth wait for a thread
+    release.set()
+    assert [f.result(5) for f in futures] == [0, 1, 2, 3]
+    assert set(names) == {"t-pool_0", "t-pool_1"}
+
+    def boom() -> None:
+        raise ValueError("boom")
+
+    failed: Future[None] = pool.submit(boom)
+    with pytest.raises(ValueError, match="boom"):
+        failed.result(5)
+    pool.shutdown(wait=True)
+    with pytest.raises(RuntimeError):
+        pool.submit(int)

@@ -16,12 +16,12 @@ import ssl as ssl_module
 import sys
 import threading
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..protocol.errors import FlaskRelayError
 from .httpconn import HTTPConnection, HTTPLimits
 from .loop import Hub
+from .pool import DaemonThreadPool
 from .request import (
     Mount,
 )
@@ -160,7 +160,8 @@ class Server:
         #: Listening sockets to serve instead of binding host:port (gunicorn's).
         self.sockets = list(sockets) if sockets is not None else None
         self.wsgi_threads = wsgi_threads
-        self.executor = ThreadPoolExecutor(
+        # Daemon threads: a view that never returns cannot hold the process at exit.
+        self.executor = DaemonThreadPool(
             max_workers=wsgi_threads, thread_name_prefix="flask-relay-wsgi"
         )
         self._mounts: list[tuple[str, Mount]] = []
