@@ -1082,6 +1082,17 @@ class SocketIO:
         )
 
 
+def _reloader_name(reloader_type: str) -> str:
+    """The name Werkzeug prints for a reloader: ``stat``, ``watchdog (inotify)``...
+
+    The watchdog loop sets its name in ``__init__`` (the class attribute is
+    empty), so an instance is made, as Werkzeug's parent process does too.
+    """
+    from werkzeug._reloader import reloader_loops
+
+    return str(reloader_loops[reloader_type]().name)
+
+
 def _reloader_parent(reloader_type: str) -> int:
     """Werkzeug's restart loop (the reloader's parent process), kinder to the child.
 
@@ -1089,7 +1100,7 @@ def _reloader_parent(reloader_type: str) -> int:
     SIGTERM, before the server in it can close its clients. Here SIGINT and
     SIGTERM are passed on to the child as SIGTERM and the parent waits for it.
     """
-    from werkzeug._reloader import _get_args_for_reloading, reloader_loops
+    from werkzeug._reloader import _get_args_for_reloading
 
     child: subprocess.Popen[bytes] | None = None
 
@@ -1100,7 +1111,7 @@ def _reloader_parent(reloader_type: str) -> int:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         while True:
-            name = reloader_loops[reloader_type].name
+            name = _reloader_name(reloader_type)
             print(f" * Restarting with {name}", file=sys.stderr, flush=True)
             env = {**os.environ, "WERKZEUG_RUN_MAIN": "true"}
             child = subprocess.Popen(_get_args_for_reloading(), env=env, close_fds=False)

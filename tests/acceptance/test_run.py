@@ -169,6 +169,17 @@ def test_debug_reloader_shuts_down_cleanly_on_a_group_signal(start: Any, signum:
     assert [closed for _, closed in clients] == [[("transport error",)]] * 2
 
 
+def test_reloader_banner_names_the_reloader() -> None:
+    """`` * Restarting with watchdog (inotify)``, as Werkzeug prints it: the watchdog
+    loop names itself in ``__init__``, and the banner read its empty class attribute
+    (`` * Restarting with `` under ``debug=True`` wherever watchdog is installed)."""
+    pytest.importorskip("watchdog.observers")
+    from flask_relay.extension import _reloader_name
+
+    assert _reloader_name("stat") == "stat"
+    assert _reloader_name("watchdog").startswith("watchdog (")
+
+
 def test_log_output(start: Any) -> None:
     loud = start("log_output")
     quiet = start("quiet")
