@@ -429,3 +429,85 @@ def test_daemon_thread_pool_bounds_reuses_and_reports() -> None:
     pool.shutdown(wait=True)
     with pytest.raises(RuntimeError):
         pool.submit(int)
+
+
+def test_busy_wsgi_threads_are_logged_and_requests_wait(
+    serve: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Views that do not return (event streams) take every WSGI thread: the next
+    request waits for one, and a WARNING says so (it used to hang without a word)."""
+    app = flask.Flask(__name__)
+    release = threading.Event()
+    entered = threading.Semaphore(0)
+
+    @app.route("/events")
+    def events() -> flask.Response:
+        def stream() -> Iterator[str]:
+            yield "data: first\n\n"
+            entered.release()
+            release.wait(10)
+
+        return flask.Response(stream(), mimetype="text/event-stream")
+
+    @app.route("/hello")
+    def hello() -> str:
+        return "hello"
+
+    server = serve(app, wsgi_threads=2)
+    results: list[bytes] = []
+
+    def get(path: str) -> None:
+        results.append(raw(server.port, f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode()))
+
+    streams = [threading.Thread(target=get, args=("/events",)) for _ in range(2)]
+    for thread in streams:
+        thread.start()
+    assert entered.acquire(timeout=5) and entered.acquire(timeout=5)
+    with caplog.at_level("WARNING", logger="flask_relay.server"):
+        waiting = threading.Thread(target=get, args=("/hello",))
+        waiting.start()
+        waiting.join(0.5)
+        assert waiting.is_alive() and not any(r.endswith(b"hello") for r in results)
+        assert "WSGI threads" not in caplog.text  # reported once it has waited 1 s
+        waiting.join(1.0)
+        assert waiting.is_alive() and not any(r.endswith(b"hello") for r in results)
+        assert "all 2 WSGI threads are busy" in caplog.text
+        assert "1 requests wait" in caplog.text
+    release.set()
+    waiting.join(5)
+    for thread in streams:
+        thread.join(5)
+    assert sum(r.endswith(b"hello") for r in results) == 1
+
+
+def test_daemon_thread_pool_reports_saturation_once_per_episode() -> None:
+    reports: list[int] = []
+    pool = DaemonThreadPool(max_workers=2, on_saturated=reports.append)  # report_after 1 s
+    # A burst of quick work is not reported; two blocking calls then run side by
+    # side (the bound is two), and nothing is reported either.
+    assert [f.result(5) for f in [pool.submit(abs, -i) for i in range(50)]] == list(range(50))
+    time.sleep(0.1)
+    release = threading.Event()
+    blocked = [pool.submit(release.wait, 5) for _ in range(2)]
+    wait_for(lambda: all(f.running() for f in blocked))
+    assert reports == []
+    more = [pool.submit(release.wait, 5) for _ in range(2)]
+    wait_for(lambda: reports == [2])  # the third and fourth waited 1 s: one report
+    time.sleep(1.2)
+    assert reports == [2]
+    release.set()
+    assert all(f.result(5) for f in blocked + more)
+    time.sleep(0.1)  # the threads are idle with nothing queued: re-armed
+    release.clear()
+    again = [pool.submit(release.wait, 5) for _ in range(3)]
+    wait_for(lambda: reports == [2, 1])
+    release.set()
+    assert all(f.result(5) for f in again)
+    pool.shutdown()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)

@@ -162,7 +162,9 @@ class Server:
         self.wsgi_threads = wsgi_threads
         # Daemon threads: a view that never returns cannot hold the process at exit.
         self.executor = DaemonThreadPool(
-            max_workers=wsgi_threads, thread_name_prefix="flask-relay-wsgi"
+            max_workers=wsgi_threads,
+            thread_name_prefix="flask-relay-wsgi",
+            on_saturated=self._warn_wsgi_saturated,
         )
         self._mounts: list[tuple[str, Mount]] = []
         for prefix, mount in (mounts or {}).items():
@@ -176,6 +178,17 @@ class Server:
         self._started = False
         self._bound: list[socket.socket] = []
         self._main_error: BaseException | None = None
+
+    def _warn_wsgi_saturated(self, waiting: int) -> None:
+        logger.warning(
+            "all %d WSGI threads are busy in Flask views that have not returned "
+            "(streaming responses such as Server-Sent Events, slow I/O): %d requests wait "
+            "for a free thread; raise wsgi_threads (socketio.run(app, wsgi_threads=...), "
+            "gunicorn --threads) or make those views return sooner. The Socket.IO and "
+            "WebSocket endpoints do not use these threads.",
+            self.wsgi_threads,
+            waiting,
+        )
 
     # -- configuration -------------------------------------------------------------
 
