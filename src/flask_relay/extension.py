@@ -287,6 +287,10 @@ class _Application:
         result = self.trigger(socket, "connect", (socket.environ, auth))
         return True if result is NOT_HANDLED else result
 
+    def event_coroutine(self, socket: Socket, event: Any) -> Callable[..., Any] | None:
+        """On the loop: the runner of ``event``'s handler if it is ``async def``."""
+        return self.socketio._loop_runner(socket.namespace, event)
+
     def on_disconnect(self, socket: Socket, reason: str) -> None:
         self.trigger(socket, "disconnect", (reason,))
 
@@ -375,6 +379,8 @@ class SocketIO:
         self.server_options: dict[str, Any] = {}
         #: namespace -> event -> handler (decorator handlers)
         self.handlers: dict[str, dict[str, Callable[..., Any]]] = {}
+        # handler (function) -> whether it is ``async def`` (asked on the loop per event)
+        self._async_handlers: dict[Callable[..., Any], bool] = {}
         #: namespace -> :class:`Namespace` instance
         self.namespace_handlers: dict[str, Namespace] = {}
         #: namespace -> error handler
@@ -610,6 +616,63 @@ class SocketIO:
                 return ns_handler.trigger_event(event, sid, *args)
         return NOT_HANDLED
 
+    def _loop_runner(self, namespace: str, event: Any) -> Callable[..., Any] | None:
+        """The runner of an ``async def`` event handler, for the event loop.
+
+        Called on the loop for every event: finds the handler as :meth:`_trigger`
+        would and returns ``runner(sock, event, args)`` (a coroutine) when the
+        handler is a coroutine function, ``None`` otherwise (a worker runs it).
+        A :class:`~flask_relay.Namespace` whose ``trigger_event`` is overridden
+        always runs in a worker: its dispatch is the user's.
+        """
+        if not isinstance(event, str) or event in _RESERVED_EVENTS:
+            return None
+        for ns in (namespace, "*"):
+            handlers = self.handlers.get(ns)
+            if handlers is not None:
+                handler = handlers.get(event)
+                with_name = False
+                if handler is None:
+                    handler = handlers.get("*")
+                    with_name = True
+                if handler is not None:
+                    if not self._is_async(handler):
+                        return None
+                    return self._runner(handler, with_name, None)
+            ns_handler = self.namespace_handlers.get(ns)
+            if ns_handler is not None:
+                if type(ns_handler).trigger_event is not Namespace.trigger_event:
+                    return None
+                method = getattr(ns_handler, "on_" + event, None)
+                if method is None or not self._is_async(method):
+                    return None
+                error_handler = None
+                if type(ns_handler).error is not Namespace.error:
+                    error_handler = ns_handler.error
+                return self._runner(method, False, error_handler)
+        return None
+
+    def _is_async(self, handler: Callable[..., Any]) -> bool:
+        key = getattr(handler, "__func__", handler)  # bound methods: one entry
+        known = self._async_handlers.get(key)
+        if known is None:
+            known = self._async_handlers[key] = inspect.iscoroutinefunction(handler)
+        return known
+
+    def _runner(
+        self,
+        handler: Callable[..., Any],
+        with_name: bool,
+        error_handler: Callable[[BaseException], Any] | None,
+    ) -> Callable[..., Any]:
+        async def run(sock: Socket, event: str, args: list[Any]) -> Any:
+            call_args = (event, *args) if with_name else tuple(args)
+            return await self._handle_event_async(
+                handler, event, sock, call_args, error_handler
+            )
+
+        return run
+
     def _handle_event(
         self,
         handler: Callable[..., Any],
@@ -630,14 +693,63 @@ class SocketIO:
             return "", 400
         namespace = sock.namespace
         environ = sock.environ
+        app, ctx, lock = self._context_for(environ)
+        try:
+            return self._run_in_context(
+                app, ctx, environ, handler, message, namespace, sid, args, error_handler
+            )
+        finally:
+            if lock is not None:
+                lock.release()
+
+    async def _handle_event_async(
+        self,
+        handler: Callable[..., Any],
+        message: str,
+        sock: Socket,
+        args: tuple[Any, ...],
+        error_handler: Callable[[BaseException], Any] | None,
+    ) -> Any:
+        """:meth:`_handle_event` for an ``async def`` event handler, on the loop.
+
+        The request context is pushed inside the handler's own task (each task
+        has its own copy of the context variables Flask keeps it in), so
+        ``request.sid``, ``session`` and ``g`` work as in a blocking handler
+        while other tasks run between its awaits.
+        """
+        environ = sock.environ
+        app, ctx, lock = self._context_for(environ)
+        try:
+            managed, saved = self._session_before_push(ctx, environ)
+            with ctx:
+                session_obj = self._bind_request(
+                    ctx, environ, managed, saved, sock.sid, sock.namespace, message, args
+                )
+                try:
+                    result = await handler(*args)
+                except builtins.ConnectionRefusedError:
+                    raise
+                except Exception as exc:
+                    handled = self._handle_error(exc, error_handler, sock.namespace)
+                    if inspect.iscoroutine(handled):
+                        handled = await handled
+                    return handled
+                self._save_session(app, managed, session_obj)
+                return result
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _context_for(self, environ: dict[str, Any]) -> tuple[flask.Flask, Any, Any]:
+        """The Flask app, a request context of the connection, and the lock to
+        release after use (``None`` for a context built for this call only)."""
         app = environ.get("flask.app") or self.app
         if app is None:
             raise RuntimeError("no Flask application: call init_app(app) or run(app)")
-        # One request context per connection, reused while no other thread has
-        # it (an ack callback may run beside the connection's own handler):
+        # One request context per connection, reused while nobody else has it
+        # (an ack callback may run beside the connection's own handler):
         # building a Request and its URL adapter is most of the per-event cost.
         cached: _CachedContext | None = environ.get(_CTX_KEY)
-        lock: threading.Lock | None = None
         if cached is None:
             cached = _CachedContext(app, app.request_context(environ))
             environ[_CTX_KEY] = cached
@@ -647,17 +759,8 @@ class SocketIO:
             cached.fresh = False
             cached.ctx.match_request = _no_match
         if cached.app is app and cached.lock.acquire(blocking=False):
-            lock = cached.lock
-            ctx = cached.ctx
-        else:
-            ctx = app.request_context(environ)
-        try:
-            return self._run_in_context(
-                app, ctx, environ, handler, message, namespace, sid, args, error_handler
-            )
-        finally:
-            if lock is not None:
-                lock.release()
+            return app, cached.ctx, cached.lock
+        return app, app.request_context(environ), None
 
     def _run_in_context(
         self,
@@ -671,24 +774,11 @@ class SocketIO:
         args: tuple[Any, ...],
         error_handler: Callable[[BaseException], Any] | None,
     ) -> Any:
-        managed = self.manage_session
-        saved: _ManagedSession | None = environ.get("saved_session") if managed else None
-        # Set before push: the connection's copy (Flask does not reopen the
-        # cookie), or None so Flask opens the session afresh.
-        _set_session(ctx, saved)
+        managed, saved = self._session_before_push(ctx, environ)
         with ctx:
-            if managed:
-                if saved is None:
-                    saved = _ManagedSession(flask.session)
-                    environ["saved_session"] = saved
-                    _set_session(ctx, saved)
-                session_obj: Any = saved
-            else:
-                session_obj = ctx.session
-            request: Any = ctx.request
-            request.sid = sid
-            request.namespace = namespace
-            request.event = {"message": message, "args": args}
+            session_obj = self._bind_request(
+                ctx, environ, managed, saved, sid, namespace, message, args
+            )
             try:
                 if message == "connect":
                     auth = args[1] if len(args) > 1 else None
@@ -704,18 +794,67 @@ class SocketIO:
             except builtins.ConnectionRefusedError:
                 raise  # a refusal, never an error for the error handlers
             except Exception as exc:
-                handle = error_handler
-                if handle is None:
-                    handle = self.exception_handlers.get(namespace, self.default_exception_handler)
-                if handle is None:
-                    raise
-                handled = handle(exc)
+                handled = self._handle_error(exc, error_handler, namespace)
                 if inspect.iscoroutine(handled):
                     handled = asyncio.run(handled)
                 return handled
-            if not managed and getattr(session_obj, "modified", True):
-                app.session_interface.save_session(app, session_obj, app.response_class())
+            self._save_session(app, managed, session_obj)
             return result
+
+    def _session_before_push(
+        self, ctx: Any, environ: dict[str, Any]
+    ) -> tuple[bool, _ManagedSession | None]:
+        managed = self.manage_session
+        saved: _ManagedSession | None = environ.get("saved_session") if managed else None
+        # Set before push: the connection's copy (Flask does not reopen the
+        # cookie), or None so Flask opens the session afresh.
+        _set_session(ctx, saved)
+        return managed, saved
+
+    @staticmethod
+    def _bind_request(
+        ctx: Any,
+        environ: dict[str, Any],
+        managed: bool,
+        saved: _ManagedSession | None,
+        sid: str | None,
+        namespace: str,
+        message: str | None,
+        args: tuple[Any, ...],
+    ) -> Any:
+        """After the push: the session in use, and the request's Socket.IO attributes."""
+        if managed:
+            if saved is None:
+                saved = _ManagedSession(flask.session)
+                environ["saved_session"] = saved
+                _set_session(ctx, saved)
+            session_obj: Any = saved
+        else:
+            session_obj = ctx.session
+        request: Any = ctx.request
+        request.sid = sid
+        request.namespace = namespace
+        request.event = {"message": message, "args": args}
+        return session_obj
+
+    def _handle_error(
+        self,
+        exc: Exception,
+        error_handler: Callable[[BaseException], Any] | None,
+        namespace: str,
+    ) -> Any:
+        """The error handler's answer to ``exc`` (re-raised when there is none)."""
+        handle = error_handler
+        if handle is None:
+            handle = self.exception_handlers.get(namespace, self.default_exception_handler)
+        if handle is None:
+            raise exc
+        return handle(exc)
+
+    @staticmethod
+    def _save_session(app: flask.Flask, managed: bool, session_obj: Any) -> None:
+        if not managed and getattr(session_obj, "modified", True):
+            app.session_interface.save_session(app, session_obj, app.response_class())
 
     # -- sending -------------------------------------------------------------------
 

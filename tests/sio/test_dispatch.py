@@ -475,3 +475,98 @@ def test_at_the_cap_work_waits_with_one_warning(caplog: pytest.LogCaptureFixture
         release.set()
         d.shutdown(wait=True)
     assert sorted(ran) == list(range(10))
+
+
+# -- calls run elsewhere (async def handlers on the loop) ------------------------------
+
+
+def test_hold_takes_an_idle_key_and_later_calls_wait_for_release(dispatcher: Dispatcher) -> None:
+    token = dispatcher.hold("k")
+    assert token is not None
+    assert dispatcher.hold("k") is None  # busy: the caller must queue instead
+    ran = threading.Event()
+    dispatcher.submit("k", ran.set)
+    assert not ran.wait(0.1)  # held: strictly serial without an order window
+    assert dispatcher.hold("other") is not None  # other keys are not affected
+    dispatcher.release("k", object())  # a stale token changes nothing
+    assert not ran.wait(0.05)
+    dispatcher.release("k", token)
+    assert ran.wait(2)
+    deadline = time.monotonic() + 2
+    while dispatcher.hold("k") is None and time.monotonic() < deadline:
+        time.sleep(0.005)  # free again once the queued call finished
+
+
+def test_calls_run_elsewhere_keep_their_place_among_worker_calls(
+    dispatcher: Dispatcher,
+) -> None:
+    order: list[str] = []
+    started: list[tuple[object, str, str]] = []  # (token, name, starting thread)
+    lock = threading.Lock()
+
+    def start(token: object, name: str) -> None:
+        # Stands for "hand over to the loop": here the test thread finishes it.
+        with lock:
+            started.append((token, name, threading.current_thread().name))
+
+    def blocking(name: str) -> None:
+        time.sleep(0.02)
+        with lock:
+            order.append(name)
+
+    dispatcher.submit("k", blocking, "b1")
+    dispatcher.submit_elsewhere("k", start, "e1")
+    dispatcher.submit_elsewhere("k", start, "e2")
+    dispatcher.submit("k", blocking, "b2")
+    deadline = time.monotonic() + 2
+    while not started and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert order == ["b1"]  # e1 started only after b1 finished, by a worker
+    token1, name1, thread1 = started[0]
+    assert name1 == "e1" and thread1.startswith("flask-relay-worker")
+    time.sleep(0.05)
+    assert len(started) == 1 and order == ["b1"]  # e2 and b2 wait for e1
+    dispatcher.release("k", token1)
+    # e2 runs elsewhere too: release() started it at once, in this thread.
+    token2, name2, thread2 = started[1]
+    assert name2 == "e2" and thread2 == threading.current_thread().name
+    time.sleep(0.05)
+    assert order == ["b1"]
+    dispatcher.release("k", token2)
+    deadline = time.monotonic() + 2
+    while order != ["b1", "b2"] and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert order == ["b1", "b2"]
+    assert dispatcher.pending() == 0
+
+
+def test_order_window_lets_calls_past_a_long_call_run_elsewhere() -> None:
+    # No worker thread exists when the key is held: the watcher still lets the
+    # queued call through once the held call is past the window.
+    d = Dispatcher(max_workers=2, order_window=0.1)
+    try:
+        token = d.hold("k")
+        assert token is not None
+        ran = threading.Event()
+        began = time.monotonic()
+        d.submit("k", ran.set)
+        assert ran.wait(2)
+        assert 0.09 <= time.monotonic() - began < 1.0
+        d.release("k", token)  # the late release of a released key changes nothing
+        assert d.pending() == 0
+    finally:
+        d.shutdown(wait=True)
+
+
+def test_a_failing_start_releases_the_key(
+    dispatcher: Dispatcher, caplog: pytest.LogCaptureFixture
+) -> None:
+    def start(token: object) -> None:
+        raise RuntimeError("loop closed")
+
+    ran = threading.Event()
+    with caplog.at_level(logging.ERROR, logger="flask_relay.dispatch"):
+        dispatcher.submit_elsewhere("k", start)
+        dispatcher.submit("k", ran.set)
+        assert ran.wait(2)
+    assert any("loop closed" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)

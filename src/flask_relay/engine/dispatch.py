@@ -99,8 +99,10 @@ ORDER_WINDOW = 0.25
 #: is running, so it grows only while handlers block; idle threads exit.
 DEFAULT_MAX_WORKERS = 2000
 
-# (function, arguments, barrier)
-_Call = tuple[Callable[..., Any], tuple[Any, ...], bool]
+# (function, arguments, barrier, elsewhere): an ``elsewhere`` call is started by
+# ``function(token, *arguments)`` and runs outside the pool (on the event loop);
+# its key stays held until :meth:`Dispatcher.release` gets that token.
+_Call = tuple[Callable[..., Any], tuple[Any, ...], bool, bool]
 
 
 class DispatchQueueFull(FlaskRelayError, RuntimeError):
@@ -186,7 +188,7 @@ class Dispatcher:
         Raises :class:`DispatchQueueFull` when a limit is reached and
         :class:`DispatcherClosed` after :meth:`shutdown`.
         """
-        self._submit(key, (fn, args, False))
+        self._submit(key, (fn, args, False, False))
 
     def submit_barrier(self, key: Hashable, fn: Callable[..., Any], *args: Any) -> None:
         """Like :meth:`submit`, but later calls of ``key`` wait until it finished.
@@ -194,7 +196,71 @@ class Dispatcher:
         ``order_window`` does not apply to it: use it for calls whose outcome
         the key's later calls depend on (the Socket.IO connect handler).
         """
-        self._submit(key, (fn, args, True))
+        self._submit(key, (fn, args, True, False))
+
+    # -- calls run elsewhere (``async def`` handlers on the event loop) ---------------
+
+    def hold(self, key: Hashable) -> object | None:
+        """Take an idle ``key`` for a call that runs outside the pool, now.
+
+        Returns a token to give :meth:`release` when that call finished, or
+        ``None`` when ``key`` has calls queued or running (then use
+        :meth:`submit_elsewhere`, so the call keeps its place). While held, the
+        key's later calls wait as behind any running call (``order_window``
+        applies). Raises :class:`DispatcherClosed` after :meth:`shutdown`.
+        """
+        with self._lock:
+            if self._shutdown:
+                raise DispatcherClosed("cannot submit after shutdown")
+            if key in self._queues:
+                return None
+            self._queues[key] = collections.deque()
+            token = object()
+            self._held[key] = (_monotonic(), token, False)
+            return token
+
+    def submit_elsewhere(self, key: Hashable, start: Callable[..., Any], *args: Any) -> None:
+        """Queue a call that runs outside the pool, behind ``key``'s earlier calls.
+
+        When its turn comes the key is held for it and ``start(token, *args)``
+        is called, by a worker thread or by :meth:`release` (in the thread that
+        releases): ``start`` must only hand the call over (to the event loop)
+        and not run it; whatever runs it calls :meth:`release` with ``token``.
+        """
+        self._submit(key, (start, args, False, True))
+
+    def release(self, key: Hashable, token: object) -> None:
+        """The call holding ``key`` with ``token`` (see :meth:`hold`) finished.
+
+        The key's next call starts: at once (``start`` called here) if it runs
+        elsewhere too, so a run of such calls needs no worker thread.
+        """
+        with self._lock:
+            held = self._held.get(key)
+            if held is None or held[1] is not token:
+                return  # released by the watcher: the call ran past the window
+            del self._held[key]
+            queue = self._queues[key]
+            if not queue or not queue[0][3]:
+                self._requeue(key)
+                if self._ready and len(self._threads) == len(self._sleepers):
+                    self._ready_since = _monotonic()
+                    self._wake()
+                return
+            start, args, barrier, _elsewhere = queue.popleft()
+            self._pending -= 1
+            token = object()
+            self._held[key] = (_monotonic(), token, barrier)
+        self._start_elsewhere(key, token, start, args)
+
+    def _start_elsewhere(
+        self, key: Hashable, token: object, start: Callable[..., Any], args: tuple[Any, ...]
+    ) -> None:
+        try:
+            start(token, *args)
+        except BaseException:  # noqa: BLE001 - the key must not stay held
+            logger.exception("Unhandled exception starting %r (key %r)", start, key)
+            self.release(key, token)
 
     def _submit(self, key: Hashable, call: _Call) -> None:
         with self._lock:
@@ -214,6 +280,11 @@ class Dispatcher:
                     )
                 queue.append(call)
                 self._pending += 1
+                if self.order_window is not None and key in self._held:
+                    # Waiting behind a running call: the watcher must be there
+                    # to let it through once that call is past the window (a
+                    # call run elsewhere holds no worker that would start one).
+                    self._ensure_watcher()
                 return
             self._queues[key] = collections.deque([call])
             self._pending += 1
@@ -305,6 +376,10 @@ class Dispatcher:
         )
         self._threads.add(thread)
         thread.start()
+        self._ensure_watcher()
+
+    def _ensure_watcher(self) -> None:
+        self._kick_watcher()
         if self._watcher is None:
             self._watcher = threading.Thread(
                 target=self._watch, name=f"{self._prefix}-watcher", daemon=True
@@ -385,12 +460,19 @@ class Dispatcher:
                 self._pending -= 1
                 now = _monotonic()
                 # The wake lock doubles as this worker's token: unique, and the
-                # worker finishes a call before it takes another.
-                self._held[key] = (now, wake, call[2])
+                # worker finishes a call before it takes another. A call run
+                # elsewhere gets its own: it outlives this turn of the worker.
+                token: object = object() if call[3] else wake
+                self._held[key] = (now, token, call[2])
                 if self._ready:
                     # Progress: the keys left behind wait from now on.
                     self._ready_since = now
-            fn, args, _barrier = call
+            fn, args, _barrier, elsewhere = call
+            if elsewhere:
+                call = None  # finished by release(), not by this worker
+                self._start_elsewhere(key, token, fn, args)
+                del fn, args
+                continue
             try:
                 fn(*args)
             except BaseException:  # noqa: BLE001 - a worker must survive anything
@@ -423,9 +505,11 @@ class Dispatcher:
                         self._wake()  # does nothing when every worker is busy
                     else:
                         timeout = delay - waited
-                elif len(self._threads) > len(self._sleepers):
+                elif len(self._threads) > len(self._sleepers) or self._pending:
+                    # Workers awake, or calls waiting behind held keys (perhaps
+                    # held by calls run elsewhere, past the window soon).
                     idle_since = None
-                elif not self._threads:
+                elif not self._threads and not self._held:
                     break  # the pool is gone; the next thread starts a watcher
                 elif idle_since is None:
                     idle_since = now
@@ -462,12 +546,12 @@ class InlineDispatcher:
             running = self._local.running = {}
         queue = running.get(key)
         if queue is not None:
-            queue.append((fn, args, False))
+            queue.append((fn, args, False, False))
             return
-        queue = running[key] = collections.deque([(fn, args, False)])
+        queue = running[key] = collections.deque([(fn, args, False, False)])
         try:
             while queue:
-                f, a, _barrier = queue.popleft()
+                f, a, _barrier, _elsewhere = queue.popleft()
                 f(*a)
         finally:
             del running[key]

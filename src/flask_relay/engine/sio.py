@@ -60,9 +60,10 @@ import builtins
 import contextlib
 import logging
 import secrets
+import sys
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Hashable, Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, Protocol
 
@@ -142,7 +143,8 @@ _EIO_REASONS = {
 
 
 class SocketIOApplication(Protocol):
-    """The user-facing side: called in worker threads, never on the loop."""
+    """The user-facing side: called in worker threads (except the optional
+    ``event_coroutine`` below and the coroutines it returns, on the loop)."""
 
     def has_namespace(self, namespace: str) -> bool:
         """Whether handlers exist for ``namespace`` (so connecting to it is allowed)."""
@@ -157,6 +159,13 @@ class SocketIOApplication(Protocol):
         ...
 
     def on_disconnect(self, socket: Socket, reason: str) -> None: ...
+
+    # Optional (looked up with getattr, not part of the shape):
+    # ``event_coroutine(socket, event) -> runner | None``, called on the loop for
+    # every event: a ``runner(socket, event, args)`` returning a coroutine that
+    # runs the event's handler and returns its acknowledgement, when that handler
+    # may run on the loop (an ``async def`` handler); ``None`` runs ``on_event``
+    # in a worker.
 
 
 # Socket states.
@@ -300,6 +309,18 @@ def _recovery_pid(auth: Any) -> str | None:
     return None
 
 
+def _start_task(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    """A task on the running loop whose first step runs now (Python 3.12+), so a
+    handler that never waits finishes without a trip through the loop's queue."""
+    loop = asyncio.get_running_loop()
+    if _EAGER:
+        return asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg]
+    return loop.create_task(coro)
+
+
+_EAGER = sys.version_info >= (3, 12)
+
+
 def _new_sid() -> str:
     return secrets.token_urlsafe(15)
 
@@ -421,6 +442,8 @@ class SocketIOServer:
         #: options dict here, so that assignments reach the endpoints it builds).
         self.engine_options: dict[str, Any] = {}
         self._dispatcher: Dispatcher | None = None
+        # ``async def`` handlers running on the loop (strong references).
+        self._loop_tasks: set[asyncio.Task[None]] = set()
         self.bindings: list[EngineBinding] = []
         #: Engine.IO sid -> connection, over every binding (written on the
         #: engines' loops; sids are random, so engines never share one).
@@ -562,7 +585,8 @@ class SocketIOServer:
             if sock is None:
                 self.logger.info("%s: event for unconnected namespace %s", conn.eio_sid, namespace)
                 return
-            self._submit(conn, self._run_event, sock, packet.data, packet.id)
+            if not self._run_on_loop(conn, sock, packet.data, packet.id):
+                self._submit(conn, self._run_event, sock, packet.data, packet.id)
         elif ptype is _ACK:
             sock = conn.sockets.get(namespace)
             if sock is None or packet.id is None:
@@ -833,6 +857,102 @@ class SocketIOServer:
                     self._send_raw(
                         sock.connection, Packet(_ACK, sock.namespace, data_to_args(result), ack_id)
                     )
+
+    # -- ``async def`` event handlers: on the loop, no thread ------------------------
+
+    def _run_on_loop(
+        self, conn: Connection, sock: Socket, data: list[Any], ack_id: int | None
+    ) -> bool:
+        """Start the event's handler on this loop if the application has a coroutine
+        for it (an ``async def`` handler); ``False``: run it in a worker as usual.
+
+        The dispatcher keeps the client's order: the handler starts now only if
+        the client has no call queued or running, else it waits its turn there
+        and starts on the loop when that comes (see ``docs/handlers.md``).
+        """
+        dispatcher: Any = conn.binding.dispatcher  # hold/submit_elsewhere: Dispatcher's
+        hold = getattr(dispatcher, "hold", None)
+        app = self._app_for(sock.namespace)
+        runner_for = getattr(app, "event_coroutine", None)
+        if hold is None or runner_for is None or not data:
+            return False
+        runner = runner_for(sock, data[0])
+        if runner is None:
+            return False
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return False  # no loop here (an in-process engine): a worker runs it
+        try:
+            token = hold(conn)
+            if token is None:
+                dispatcher.submit_elsewhere(
+                    conn, self._start_from_queue, loop, conn, sock, runner, data, ack_id
+                )
+                return True
+        except DispatchQueueFull as exc:
+            self.logger.error("closing %s: %s", conn.eio_sid, exc)
+            conn.binding.engine.disconnect(conn.eio_sid, "forced close")
+            return True
+        except DispatcherClosed as exc:
+            self.logger.warning("dropping work for %s: %s", conn.eio_sid, exc)
+            return True
+        self._start_loop_event(token, conn, sock, runner, data, ack_id)
+        return True
+
+    def _start_from_queue(
+        self, token: object, loop: asyncio.AbstractEventLoop, *args: Any
+    ) -> None:
+        # The dispatcher's turn came (in a worker, or in release() on the loop):
+        # start the handler on the loop, never here and now (no recursion).
+        loop.call_soon_threadsafe(self._start_loop_event, token, *args)
+
+    def _start_loop_event(
+        self,
+        token: object,
+        conn: Connection,
+        sock: Socket,
+        runner: Callable[..., Any],
+        data: list[Any],
+        ack_id: int | None,
+    ) -> None:
+        task = _start_task(self._run_loop_event(token, conn, sock, runner, data, ack_id))
+        if not task.done():  # the loop keeps only weak references to tasks
+            self._loop_tasks.add(task)
+            task.add_done_callback(self._loop_tasks.discard)
+
+    async def _run_loop_event(
+        self,
+        token: object,
+        conn: Connection,
+        sock: Socket,
+        runner: Callable[..., Any],
+        data: list[Any],
+        ack_id: int | None,
+    ) -> None:
+        try:
+            if sock.state != CONNECTED:
+                return
+            if self.observers:
+                self._observe("event_received", sock, data)
+            event = data[0]
+            self.logger.info("%s: event %r on %s (on the loop)", sock.sid, event, sock.namespace)
+            try:
+                result = await runner(sock, event, data[1:])
+            except Exception:
+                self.logger.exception(
+                    "Unhandled exception in the async handler of %r (%s)", event, sock.sid
+                )
+                return
+            if ack_id is not None and result is not NOT_HANDLED:
+                with self._lock:
+                    if sock.state == CONNECTED:
+                        self._send_raw(
+                            sock.connection,
+                            Packet(_ACK, sock.namespace, data_to_args(result), ack_id),
+                        )
+        finally:
+            conn.binding.dispatcher.release(conn, token)  # type: ignore[attr-defined]
 
     def _finish_disconnect(self, sock: Socket, reason: str) -> None:
         app = self._app_for(sock.namespace)
@@ -1223,6 +1343,11 @@ class SocketIOServer:
         """:meth:`call` with the arguments as a list."""
         if to is None:
             raise ValueError("Cannot use call() to broadcast: give a recipient (to=sid)")
+        if self._in_a_loop_thread():
+            raise RuntimeError(
+                "call() waits for the acknowledgement and would block the event loop "
+                "(an async def handler runs on it): use emit(..., callback=...) there"
+            )
         waiter = _Waiter()
         if self.queue is not None and not ignore_queue:
             with self._lock:
@@ -1254,6 +1379,13 @@ class SocketIOServer:
         if waiter.error is not None:
             raise waiter.error
         return _unwrap(waiter.args)
+
+    def _in_a_loop_thread(self) -> bool:
+        for binding in self.bindings:
+            hub = getattr(binding.engine, "hub", None)
+            if hub is not None and hub.in_loop_thread():
+                return True
+        return False
 
     def _call_remote(
         self, event: Any, args: list[Any], to: Any, namespace: str, timeout: float | None
