@@ -538,9 +538,15 @@ class AsyncWebSocket(_BaseWebSocket):
                 raise self._closed_error()
             if timeout is not None and timeout <= 0:
                 return None
-            self._waiter = self._loop.create_future()
+            waiter = self._waiter = self._loop.create_future()
             try:
-                await asyncio.wait_for(asyncio.shield(self._waiter), timeout)
+                if timeout is None:
+                    # The usual call: no timer, no shield (wait_for and shield
+                    # cost ~12% of an echo route's CPU). _wake skips a waiter
+                    # cancelled with the route's task.
+                    await waiter
+                else:
+                    await asyncio.wait_for(asyncio.shield(waiter), timeout)
             except asyncio.TimeoutError:
                 return None
             finally:
