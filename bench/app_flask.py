@@ -66,6 +66,14 @@ def on_echo(data: Any) -> Any:
     return data
 
 
+if IMPL == "relay":
+
+    @socketio.on("echo_async")
+    async def on_echo_async(data: Any) -> Any:
+        """Flask-Relay only: an ``async def`` handler runs on the event loop, no thread."""
+        return data
+
+
 @socketio.on("burst")
 def on_burst(req: dict[str, Any]) -> None:
     pad = "x" * int(req["size"])

@@ -203,6 +203,7 @@ function connectSio(sock, waitUpgrade) {
 
 async function scenarioAck() {
   const n = opt.clients || 100;
+  const event = opt.event || 'echo'; // 'echo_async': Flask-Relay's async def handler
   const sockets = [];
   const errors = [];
   await pool(n, 50, async () => {
@@ -218,7 +219,7 @@ async function scenarioAck() {
   for (const s of sockets) {
     const go = () => {
       const t = now();
-      s.timeout(30000).emit('echo', PAYLOAD, (err, reply) => {
+      s.timeout(30000).emit(event, PAYLOAD, (err, reply) => {
         if (err) { bad++; }
         else if (measuring) {
           count++;

@@ -105,6 +105,11 @@ class Row:
 
 ROWS = [
     Row("ack", "ack round trips/s, 100 clients, ~100 B JSON", "/s"),
+    Row("ack10", "ack round trips/s, 10 clients", "/s"),
+    Row("ack1", "ack round trips/s, 1 client", "/s"),
+    Row("ack_async", "ack round trips/s, 100 clients, Relay `async def` handler", "/s"),
+    Row("ack_async10", "ack round trips/s, 10 clients, Relay `async def` handler", "/s"),
+    Row("ack_async1", "ack round trips/s, 1 client, Relay `async def` handler", "/s"),
     Row("bcast1k", "broadcast deliveries/s, 1,000 clients in a room", "/s"),
     Row("bcast5k", "broadcast deliveries/s, 5,000 clients in a room", "/s"),
     Row("lat_p50", "emit -> last of 1,000 deliveries, p50", "ms", False),
@@ -121,9 +126,23 @@ ROWS = [
     Row("scale_mem", "memory per connection at 19,000", "KB", False),
 ]
 
+# Flask-Relay-only groups (an ``async def`` handler or route): the anchors' cells of
+# these rows are their figures for the group named here (same clients, same work).
+ASYNC_OF = {
+    "ack_async": "ack",
+    "ack_async10": "ack10",
+    "ack_async1": "ack1",
+    "echo_async": "echo",
+}
+
 # Scenario groups: each runs against a freshly started server.
 GROUPS = [
     "ack",
+    "ack10",
+    "ack1",
+    "ack_async",
+    "ack_async10",
+    "ack_async1",
     "bcast1k",
     "bcast5k",
     "echo",
@@ -144,6 +163,11 @@ def settings(quick: bool) -> dict[str, dict[str, Any]]:
     if quick:
         return {
             "ack": {"clients": 100, "warmup": 1, "duration": 3},
+            "ack10": {"clients": 10, "warmup": 1, "duration": 3},
+            "ack1": {"clients": 1, "warmup": 1, "duration": 3},
+            "ack_async": {"clients": 100, "warmup": 1, "duration": 3, "event": "echo_async"},
+            "ack_async10": {"clients": 10, "warmup": 1, "duration": 3, "event": "echo_async"},
+            "ack_async1": {"clients": 1, "warmup": 1, "duration": 3, "event": "echo_async"},
             "bcast1k": {"clients": 1000, "duration": 3, "probes": 15, "burst_timeout": 15},
             "bcast5k": {
                 "clients": 5000,
@@ -170,6 +194,11 @@ def settings(quick: bool) -> dict[str, dict[str, Any]]:
         }
     return {
         "ack": {"clients": 100, "warmup": 3, "duration": 15},
+        "ack10": {"clients": 10, "warmup": 3, "duration": 15},
+        "ack1": {"clients": 1, "warmup": 3, "duration": 15},
+        "ack_async": {"clients": 100, "warmup": 3, "duration": 15, "event": "echo_async"},
+        "ack_async10": {"clients": 10, "warmup": 3, "duration": 15, "event": "echo_async"},
+        "ack_async1": {"clients": 1, "warmup": 3, "duration": 15, "event": "echo_async"},
         "bcast1k": {"clients": 1000, "duration": 10, "probes": 100, "burst_timeout": 30},
         "bcast5k": {
             "clients": 5000,
@@ -571,6 +600,11 @@ def run_group(
             "storm_ws": "storm",
             "storm_up": "storm",
             "echo_async": "echo",
+            "ack10": "ack",
+            "ack1": "ack",
+            "ack_async": "ack",
+            "ack_async10": "ack",
+            "ack_async1": "ack",
         }.get(group, group)
         result = run_gen(scenario, server.url, opts, gen_core, 600, log_path, server)
         result["server_threads"] = server.threads() if server.proc.poll() is None else None
@@ -923,16 +957,27 @@ def cell_values(res: dict[str, Any], per_cpu: bool = False) -> dict[str, float |
             return float(r[key]) / cpu if cpu else None
         return float(r[key])
 
+    def subject_only(group: str) -> float | None:
+        # The subject's own figure; an anchor's for the same work (ASYNC_OF).
+        if group not in res:
+            return None
+        if not _skipped(res[group]):
+            return ok(group)
+        return ok(ASYNC_OF[group])
+
     return {
         "ack": ok("ack"),
+        "ack10": ok("ack10"),
+        "ack1": ok("ack1"),
+        "ack_async": subject_only("ack_async"),
+        "ack_async10": subject_only("ack_async10"),
+        "ack_async1": subject_only("ack_async1"),
         "bcast1k": ok("bcast1k"),
         "bcast5k": ok("bcast5k"),
         "lat_p50": ok("bcast1k", "latency_p50_ms"),
         "lat_p99": ok("bcast1k", "latency_p99_ms"),
         "echo": ok("echo"),
-        "echo_async": ok("echo_async")
-        if "echo_async" in res and not _skipped(res["echo_async"])
-        else (ok("echo") if "echo_async" in res else None),
+        "echo_async": subject_only("echo_async"),
         "storm_ws": ok("storm_ws") if not (res.get("storm_ws") or {}).get("errors") else None,
         "storm_up": ok("storm_up") if not (res.get("storm_up") or {}).get("errors") else None,
         "mem": ok("idle", "kb_per_conn"),
@@ -980,7 +1025,18 @@ def gen_bound(res: dict[str, Any], row: str) -> bool:
     return float(r.get("gen_cpu") or 0) >= 0.9
 
 
-PER_CPU_ROWS = ("ack", "bcast1k", "bcast5k", "echo", "echo_async")
+PER_CPU_ROWS = (
+    "ack",
+    "ack10",
+    "ack1",
+    "ack_async",
+    "ack_async10",
+    "ack_async1",
+    "bcast1k",
+    "bcast5k",
+    "echo",
+    "echo_async",
+)
 
 
 def table(
@@ -1105,7 +1161,7 @@ def main(argv: list[str] | None = None) -> int:
     # hurts every fixture of one row alike instead of one whole column.
     for group in groups:
         for fixture in fixtures:
-            if group == "echo_async" and fixture.key != SUBJECT:
+            if group in ASYNC_OF and fixture.key != SUBJECT:
                 results[fixture.key][group] = {"error": "skipped: Flask-Relay only"}
                 continue
             if group in fixture.skip:
