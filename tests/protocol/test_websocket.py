@@ -850,3 +850,65 @@ def test_deflate_message_from_raw_zlib() -> None:
     assert payload.endswith(b"\x00\x00\xff\xff")
     events = conn.receive_data(raw_frame(1, payload[:-4], rsv=4))
     assert events == [TextMessage("hello zlib")]
+
+
+# ---------------------------------------------------------------------------
+# the fast path for small frames: same events as websockets' parser, however cut
+
+
+def _mixed_stream() -> tuple[bytes, list[Any]]:
+    """Frames the fast path takes and frames it leaves to websockets, interleaved."""
+    parts: list[tuple[bytes, Any]] = [
+        (raw_frame(0x1, b"hello"), TextMessage("hello")),
+        (raw_frame(0x2, b"\x00\x01\xff"), BinaryMessage(b"\x00\x01\xff")),
+        (raw_frame(0x1, ("é" * 100).encode()), TextMessage("é" * 100)),
+        (raw_frame(0x9, b"p"), Ping(b"p")),
+        (raw_frame(0x1, b""), TextMessage("")),
+        (raw_frame(0x2, b"x" * 70_000), BinaryMessage(b"x" * 70_000)),  # 64-bit length
+        (raw_frame(0x1, b"frag-", fin=False), None),
+        (raw_frame(0x0, b"ment"), TextMessage("frag-ment")),
+        (raw_frame(0xA, b"q"), Pong(b"q")),
+        (raw_frame(0x2, b"y" * 300), BinaryMessage(b"y" * 300)),  # 16-bit length
+        (raw_frame(0x1, b"bye"), TextMessage("bye")),
+    ]
+    expected = [event for _frame, event in parts if event is not None]
+    return b"".join(frame for frame, _ in parts), expected
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5, 7, 64, 1000, 1 << 20])
+def test_small_frame_fast_path_gives_the_same_events_however_the_bytes_are_cut(
+    chunk: int,
+) -> None:
+    stream, expected = _mixed_stream()
+    conn = raw_conn()
+    events: list[Any] = []
+    for i in range(0, len(stream), chunk):
+        events += conn.receive_data(stream[i : i + chunk])
+    assert events == expected
+    # ... and the pong for the ping is queued, the connection still open.
+    assert [f.opcode for f in server_frames(conn.data_to_send())] == [Opcode.PONG]
+    assert conn.state is State.OPEN
+    # Still in step after all that: one more small frame in one piece.
+    assert conn.receive_data(raw_frame(0x1, b"again")) == [TextMessage("again")]
+
+
+def test_fast_path_frames_then_invalid_utf8_fails_with_1007_after_them() -> None:
+    conn = raw_conn()
+    data = raw_frame(0x1, b"ok") + raw_frame(0x1, b"\xff\xfe") + raw_frame(0x1, b"lost")
+    events = conn.receive_data(data)
+    assert events[0] == TextMessage("ok")
+    assert_closed_with(events[1:], conn, 1007)
+
+
+def test_fast_path_respects_max_size() -> None:
+    conn = raw_conn(max_message_size=10)
+    events = conn.receive_data(raw_frame(0x1, b"0123456789") + raw_frame(0x1, b"0123456789!"))
+    assert events[0] == TextMessage("0123456789")
+    assert_closed_with(events[1:], conn, 1009)
+
+
+def test_fast_path_leaves_unmasked_and_rsv_frames_to_websockets() -> None:
+    conn = raw_conn()
+    assert_closed_with(conn.receive_data(raw_frame(0x1, b"x", masked=False)), conn, 1002)
+    conn = raw_conn()
+    assert_closed_with(conn.receive_data(raw_frame(0x1, b"x", rsv=4)), conn, 1002)

@@ -57,6 +57,14 @@ def test_attribute_still_exists(name: str) -> None:
     )
 
 
+def test_apply_mask_is_still_there() -> None:
+    # The fast path for small frames unmasks with it (the C version when built).
+    from websockets.utils import apply_mask
+
+    assert apply_mask(b"\x00\x01", b"\x01\x01\x01\x01") == b"\x01\x00"
+    assert wsproto._apply_mask(b"\x00\x01", b"\x01\x01\x01\x01") == b"\x01\x00"
+
+
 def test_docstring_lists_every_internal() -> None:
     doc = wsproto.__doc__ or ""
     for name in [n for names in METHODS.values() for n in names] + ATTRIBUTES:
