@@ -57,3 +57,25 @@ def test_hold_wakes_the_loop_once_at_the_end_and_keeps_order() -> None:
             assert hub.run_sync(lambda: seen[-1], timeout=5) == 50
     finally:
         hub.stop()
+
+
+def test_idle_here_only_on_the_loop_with_nothing_queued() -> None:
+    """What lets the engine deliver a loop-side send at once without overtaking."""
+    hub = Hub()
+    hub.start()
+    try:
+        assert not hub.idle_here()  # not the loop thread
+        assert hub.run_sync(hub.idle_here, timeout=5)
+        seen: list[str] = []
+        with hub.hold():
+            hub.call(seen.append, "queued")
+            # A held call waits in the queue: on the loop, idle_here() is False
+            # until it ran (asked through the loop's own queue, not the hub's).
+            answer: list[bool] = []
+            hub.loop.call_soon_threadsafe(lambda: answer.append(hub.idle_here()))
+            wait_for(lambda: answer)
+            assert answer == [False] and seen == []
+        wait_for(lambda: seen == ["queued"])
+        assert hub.run_sync(hub.idle_here, timeout=5)
+    finally:
+        hub.stop()

@@ -175,6 +175,16 @@ class Hub:
                 return
             self._wake()
 
+    def idle_here(self) -> bool:
+        """True on the loop thread while no call waits in the queue.
+
+        Then doing something now, instead of through :meth:`call`, keeps the
+        order :meth:`call` promises: every call made before (by any thread,
+        held or not) has run already. A caller that may run re-entrantly (inside
+        a call being run) must still only do what is safe there.
+        """
+        return not self._calls and threading.get_ident() == self._thread_id
+
     def _wake(self) -> None:
         if self._wakeup_pending:
             return
