@@ -6,7 +6,9 @@
 
 * ``bcast``: ``send_prepared`` to all of them (what a room emit does), then the
   emitting thread's ``wait_for_room``; CPU time of the whole process per delivery;
-* ``single``: ``send`` to one session at a time (an ack, an emit to one sid).
+* ``single``: ``send`` to one session at a time (an ack, an emit to one sid);
+* ``loop``: ``send`` made on the loop thread, one per loop turn (an ``async def``
+  handler's ack), its flush included.
 
 It isolates what the flow-control accounting costs on the hot path, which the
 end-to-end figures of ``bench/run.py`` cannot show on a loaded machine.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import threading
 import time
 from typing import Any
 
@@ -96,10 +99,27 @@ def main(n_clients: int = 1000, n_bcast: int = 300, n_single: int = 20000) -> No
             wait((sid,))
     barrier()
     cpu2 = time.process_time()
+    done = threading.Event()
+    sent = [0]
+
+    def loop_send() -> None:
+        i = sent[0]
+        if i == n_single:
+            done.set()
+            return
+        sent[0] = i + 1
+        server.send(sids[i % n_clients], payload)
+        hub.loop.call_soon(loop_send)
+
+    hub.loop.call_soon_threadsafe(loop_send)
+    done.wait()
+    barrier()
+    cpu3 = time.process_time()
     hub.stop()
     print(
         f"bcast: {(cpu1 - cpu0) / (n_bcast * n_clients) * 1e9:.0f} ns CPU per delivery; "
-        f"single: {(cpu2 - cpu1) / n_single * 1e6:.2f} us CPU per send"
+        f"single: {(cpu2 - cpu1) / n_single * 1e6:.2f} us CPU per send; "
+        f"loop: {(cpu3 - cpu2) / n_single * 1e6:.2f} us CPU per send"
     )
 
 
