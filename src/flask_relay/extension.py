@@ -1126,9 +1126,12 @@ class SocketIO:
             if not server_logger.hasHandlers():
                 server_logger.addHandler(logging.StreamHandler(sys.stderr))
 
-        def serve() -> None:
+        def bound() -> Server:
             server = self.make_server(app, host, port, debug=debug, **server_kwargs)
             listen_or_exit(server)
+            return server
+
+        def serve(server: Server) -> None:
             forwarder = None
             if peer_address:
                 # Several hosts behind a load balancer without affinity: requests
@@ -1149,9 +1152,12 @@ class SocketIO:
         if use_reloader:
             if os.environ.get("WERKZEUG_RUN_MAIN") != "true":
                 sys.exit(_reloader_parent(reloader_options.get("reloader_type", "auto")))
-            sys.exit(self._reloader_child(serve, reloader_options))
+            # Bound before the file watcher starts: a child that cannot listen
+            # exits with its one line and no watcher thread racing the exit.
+            server = bound()
+            sys.exit(self._reloader_child(lambda: serve(server), reloader_options))
         else:
-            serve()
+            serve(bound())
 
     def _reloader_child(self, serve: Callable[[], None], options: dict[str, Any]) -> int:
         """The reloader's child: the server in the main thread, the file watcher in another.
