@@ -37,6 +37,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@contextlib.contextmanager
+def serving(app: Any, sio: Any) -> Iterator[str]:
+    """Serve ``app`` with its Flask-Relay ``sio`` on a free port in this process;
+    stops the server and the handler pool (no idle pool left for later tests)."""
+    server = sio.make_server(app, "127.0.0.1", free_port())
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+        sio.server.shutdown(wait=True)
+
+
 def to_wire(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return {"$bin": base64.b64encode(bytes(value)).decode()}

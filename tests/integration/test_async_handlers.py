@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 import socketio
 from flask import Flask, g, request, session
-from nodepeer import NodePeer, free_port
+from nodepeer import NodePeer, serving
 
 from flask_relay import Namespace, SocketIO, emit
 from flask_relay import call as sio_call
@@ -133,17 +133,6 @@ def make_app(async_handlers: bool = True) -> tuple[Flask, SocketIO, Seen]:
 
     sio.on_namespace(Room("/room"))
     return app, sio, seen
-
-
-@contextlib.contextmanager
-def serving(app: Flask, sio: SocketIO) -> Iterator[str]:
-    server = sio.make_server(app, "127.0.0.1", free_port())
-    server.start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
-        sio.server.shutdown(wait=True)
 
 
 def wait_until(predicate: Any, timeout: float, what: str) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import socketio
 from flask import Flask, request
-from nodepeer import free_port
+from nodepeer import serving
 
 from flask_relay import SocketIO, emit
 
@@ -63,17 +63,6 @@ def make_app() -> tuple[Flask, SocketIO, State]:
         state.emitted.set()
 
     return app, sio, state
-
-
-@contextlib.contextmanager
-def serving(app: Flask, sio: SocketIO) -> Iterator[str]:
-    server = sio.make_server(app, "127.0.0.1", free_port())
-    server.start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
-        sio.server.shutdown(wait=True)
 
 
 class Client:

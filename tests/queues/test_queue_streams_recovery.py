@@ -14,7 +14,6 @@ in the stream's order, then the newer ones.
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -39,33 +38,7 @@ def _reconnect(transport: str, delay: int) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _no_keys_left() -> Iterator[None]:
-    """Delete this process's test streams and sessions once the module is done (a
-    queue that closes late, or a server that keeps a session as it shuts down, may
-    write after a test's own cleanup)."""
-    yield
-    import redis
-
-    client = redis.Redis(port=6379)
-    time.sleep(0.5)
-    keys = list(client.scan_iter(match=f"relay-test-{os.getpid()}-*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
-@pytest.fixture
-def redis_client() -> Iterator[Any]:
-    import redis
-
-    client = redis.Redis(port=6379)
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError:
-        pytest.fail("these tests need the machine's Redis on 127.0.0.1:6379")
-    yield client
-    client.close()
+pytestmark = pytest.mark.usefixtures("no_stream_keys_left")
 
 
 @contextlib.contextmanager
