@@ -871,9 +871,7 @@ class EngineIOServer:
             # deferred. The loop never waits for room, so no ledger either.
             session = self._sessions.get(sid)
             if session is not None and session.ws is not None and not session.closed:
-                send = session.ws.channel.send
-                for _, payload in items:
-                    send(payload)
+                self._enqueue(session, items, None)  # the WebSocket branch: buffered
                 return
         try:
             ledger: _Ledger = self._ledgers.ledger
