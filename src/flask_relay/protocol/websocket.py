@@ -398,6 +398,12 @@ class _ServerProtocol(ServerProtocol):
     def parse(self) -> Generator[None]:
         # Our HTTP server parsed the upgrade request already: go straight to
         # frames instead of ServerProtocol.parse(), which reads a request first.
+        # websockets starts this generator in its __init__: the bare ``yield``
+        # stops it here, so websockets' own parser (two more suspended
+        # generators, ~0.6 KB) is started only by the first bytes the fast
+        # path leaves to it, at a frame boundary; a connection whose frames all
+        # take the fast path (an idle Socket.IO client's pongs) never starts it.
+        yield
         yield from Protocol.parse(self)
 
     # -- handshake hooks -----------------------------------------------
