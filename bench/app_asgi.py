@@ -9,6 +9,7 @@ Usage: python bench/app_asgi.py PORT
 from __future__ import annotations
 
 import sys
+import urllib.parse
 from typing import Any
 
 import socketio  # type: ignore[import-untyped]
@@ -57,6 +58,12 @@ async def ws_echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 await send({"type": "websocket.send", "text": msg["text"]})
             else:
                 await send({"type": "websocket.send", "bytes": msg.get("bytes")})
+    elif scope["type"] == "http" and scope["path"] == "/bench/burst":
+        # The `burst` event's work over HTTP (bench/app_flask.py's /bench/burst).
+        args = dict(urllib.parse.parse_qsl(scope["query_string"].decode()))
+        await on_burst("", {"start": 1, "n": 1, "size": 80, **args})
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
     elif scope["type"] == "http":
         await send({"type": "http.response.start", "status": 404, "headers": []})
         await send({"type": "http.response.body", "body": b"not found"})

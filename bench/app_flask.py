@@ -9,7 +9,9 @@ wraps; Flask-Sock itself is not installed) under Werkzeug's threaded server.
 
 ``BENCH_QUEUE`` (Flask-Relay only) sets ``message_queue`` (e.g. ``redis://127.0.0.1:6379/0``)
 for the several-worker scenarios. ``GET /bench/broadcast?seq=N&size=B`` emits one
-``tick`` to every client (through the queue, so to every worker's clients).
+``tick`` to every client (through the queue, so to every worker's clients);
+``GET /bench/burst?start=S&n=K&size=B`` does what the ``burst`` event does (``K`` ticks
+to room ``room``) for a driver that is not a Socket.IO client (the bcast20k scenario).
 
 Usage: BENCH_IMPL=relay python bench/app_flask.py PORT
 """
@@ -58,6 +60,14 @@ def broadcast_all() -> str:
     """One event to every connected client (of every worker, with a queue)."""
     pad = "x" * int(request.args.get("size", 20))
     socketio.emit("tick", {"seq": int(request.args.get("seq", 1)), "pad": pad})
+    return "ok"
+
+
+@app.route("/bench/burst")
+def burst_http() -> str:
+    """The ``burst`` event's work, triggered over HTTP."""
+    args = request.args
+    on_burst({"start": args.get("start", 1), "n": args.get("n", 1), "size": args.get("size", 80)})
     return "ok"
 
 

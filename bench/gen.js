@@ -15,7 +15,10 @@
 //              for a line on stdin before closing (the driver measures the server then).
 //              `wait K SECONDS` on stdin: once every client has received K events (or
 //              after SECONDS), prints {"event":"delivered", ...} with the monotonic time
-//              of the first and last delivery (ns, comparable across processes)
+//              of the first and last delivery (ns, comparable across processes);
+//              `wait K SECONDS SEQ` also counts the clients whose last event is not `seq`
+//              SEQ (`seq_wrong`: a lost or reordered delivery). join=1: every client
+//              joins room 'room' first (the bcast20k scenario's receivers)
 //
 // Options common to the light clients: local_address=127.0.0.2 binds their source
 // address (one address and destination have ~28,000 ephemeral ports here).
@@ -441,22 +444,25 @@ async function scenarioIdle() {
       if (onComplete && complete === conn.clients.length) onComplete();
     }
   };
-  const conn = await connectLights(n, { join: false, limit: opt.concurrency || 200, onTick });
+  const conn = await connectLights(n, { join: Boolean(opt.join), limit: opt.concurrency || 200,
+    onTick, timeoutMs: opt.connect_timeout ? opt.connect_timeout * 1000 : 60000 });
   process.stdout.write(JSON.stringify({ event: 'connected', connected: conn.clients.length,
     errors: firstErrors(conn.errors), seconds: conn.seconds }) + '\n');
   // Wait for the driver to measure the server (and maybe ask for deliveries), then close.
   await new Promise((resolve) => {
     let buf = '';
     const onLine = (line) => {
-      const [cmd, k, secs] = line.trim().split(/\s+/);
+      const [cmd, k, secs, seq] = line.trim().split(/\s+/);
       if (cmd !== 'wait') { resolve(); return; }
       want = Number(k);
       complete = conn.clients.filter((c) => c.count >= want).length;
       const report = (timedOut) => {
         onComplete = null;
         const alive = conn.clients.filter((c) => !c.closed).length;
+        const seqWrong = seq === undefined ? null
+          : conn.clients.filter((c) => c.lastSeq() !== Number(seq)).length;
         process.stdout.write(JSON.stringify({
-          event: 'delivered', clients: conn.clients.length, alive, complete,
+          event: 'delivered', clients: conn.clients.length, alive, complete, seq_wrong: seqWrong,
           first_ns: firstNs === null ? null : String(firstNs),
           last_ns: lastNs === null ? null : String(lastNs), timed_out: timedOut,
         }) + '\n');

@@ -10,6 +10,9 @@ JSON to ``bench/results/``.
     python bench/run.py --fixtures relay,node --scenarios ack,echo
     python bench/run.py --scenarios bcast_workers   # gunicorn -w 1/2/4 + Redis
     python bench/run.py --scenarios scale50k        # 50,000 clients on 3 workers
+    python bench/run.py --fixtures relay,node --scenarios bcast20k
+                                    # broadcast to 20,000 clients (two generators; the
+                                    # descriptor limit may cap it: see descriptor_room)
 
 Not part of the test suite: nothing here asserts a speed.
 """
@@ -19,8 +22,10 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
+import queue
 import resource
 import shutil
 import signal
@@ -67,6 +72,7 @@ FIXTURES = [
             # starves every other process on the machine for minutes.
             "bcast5k": "skipped: thread per connection (~12,000 threads)",
             "scale": "skipped: thread per connection",
+            "bcast20k": "skipped: thread per connection",
         },
     ),
     Fixture(
@@ -112,8 +118,11 @@ ROWS = [
     Row("ack_async1", "ack round trips/s, 1 client, Relay `async def` handler", "/s"),
     Row("bcast1k", "broadcast deliveries/s, 1,000 clients in a room", "/s"),
     Row("bcast5k", "broadcast deliveries/s, 5,000 clients in a room", "/s"),
+    Row("bcast20k", "broadcast deliveries/s, 20,000 clients in a room (two generators)", "/s"),
     Row("lat_p50", "emit -> last of 1,000 deliveries, p50", "ms", False),
     Row("lat_p99", "emit -> last of 1,000 deliveries, p99", "ms", False),
+    Row("lat20k_p50", "emit -> last of 20,000 deliveries, p50", "ms", False),
+    Row("lat20k_p99", "emit -> last of 20,000 deliveries, p99", "ms", False),
     Row("echo", "raw WebSocket echo msgs/s, 100 clients", "/s"),
     Row(
         "echo_async", "raw WebSocket echo msgs/s, Relay `async def` route (anchors: as above)", "/s"
@@ -145,6 +154,7 @@ GROUPS = [
     "ack_async1",
     "bcast1k",
     "bcast5k",
+    "bcast20k",
     "echo",
     "echo_async",
     "storm_ws",
@@ -155,7 +165,20 @@ GROUPS = [
 # Flask-Relay under gunicorn with several workers and a private Redis; not per fixture.
 WORKER_GROUPS = ["bcast_workers", "scale50k"]
 # Run only when asked for with --scenarios (minutes of connecting on slow servers).
-OPTIONAL_GROUPS = {"scale", *WORKER_GROUPS}
+OPTIONAL_GROUPS = {"scale", "bcast20k", *WORKER_GROUPS}
+
+
+# 20,000 receivers from two `gen.js idle` processes (one process cannot open them all:
+# descriptors); bursts of `burst` ticks of the bcast1k/5k payload (pad of `size`).
+BCAST20K: dict[str, Any] = {
+    "clients": 20000,
+    "procs": 2,
+    "concurrency": 500,
+    "burst": 3,
+    "size": 80,
+    "burst_timeout": 60,
+    "connect_timeout": 120,
+}
 
 
 def settings(quick: bool) -> dict[str, dict[str, Any]]:
@@ -182,6 +205,7 @@ def settings(quick: bool) -> dict[str, dict[str, Any]]:
             "storm_up": {"clients": 300, "transport": "upgrade"},
             "idle": {"clients": 1000},
             "scale": {"clients": 19000, "procs": 2, "concurrency": 500},
+            "bcast20k": BCAST20K | {"duration": 3, "probes": 5},
             "bcast_workers": {
                 "workers": "1/2/4",
                 "no_queue_reference": 1,
@@ -213,6 +237,7 @@ def settings(quick: bool) -> dict[str, dict[str, Any]]:
         "storm_up": {"clients": 1000, "transport": "upgrade"},
         "idle": {"clients": 1000},
         "scale": {"clients": 19000, "procs": 2, "concurrency": 500},
+        "bcast20k": BCAST20K | {"duration": 10, "probes": 30},
         "bcast_workers": {
             "workers": "1/2/4",
             "no_queue_reference": 1,
@@ -551,6 +576,218 @@ def measure_idle(
     return result
 
 
+# ---------------------------------------------------------------------------------------
+# broadcast to 20,000 receivers held by two generator processes (bcast20k)
+
+FD_RESERVE = 1000  # descriptors a server keeps beside its clients (listener, epoll, logs)
+
+
+def descriptor_room(n: int) -> int:
+    """Clients one server process can hold: ``n``, or fewer (whole thousands) when the
+    hard open-file limit cannot be raised that far (20,000 here, as for ``scale``)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard >= n + FD_RESERVE:
+        return n
+    return max(0, (hard - FD_RESERVE) // 1000 * 1000)
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    """Nearest-rank percentile, as gen.js computes it."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    i = min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))
+    return ordered[i]
+
+
+class Generators:
+    """Several ``gen.js idle`` processes driven line by line (stdin commands, stdout JSON).
+
+    One reader thread per process fills a queue, so every read has a deadline and a
+    generator that stalls or dies becomes an error, never a hang."""
+
+    def __init__(
+        self, url: str, counts: list[int], opts: dict[str, Any], core: int | None, log: Any
+    ) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.lines: list[queue.Queue[dict[str, Any] | None]] = []
+        self.readers: list[threading.Thread] = []
+        try:
+            for count in counts:
+                proc = subprocess.Popen(
+                    gen_cmd("idle", url, {**opts, "clients": count}),
+                    cwd=ROOT,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=log,
+                    preexec_fn=pin(core),
+                )
+                self.procs.append(proc)
+                lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
+                self.lines.append(lines)
+                reader = threading.Thread(target=self._read, args=(proc, lines), daemon=True)
+                reader.start()
+                self.readers.append(reader)
+        except BaseException:
+            self.kill()
+            raise
+        self.ps = [psutil.Process(p.pid) for p in self.procs]
+
+    @staticmethod
+    def _read(proc: subprocess.Popen[bytes], lines: queue.Queue[dict[str, Any] | None]) -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            if raw.startswith(b"{"):
+                lines.put(json.loads(raw))
+        lines.put(None)  # end of output
+
+    def send(self, line: str) -> None:
+        for proc in self.procs:
+            assert proc.stdin is not None
+            proc.stdin.write(line.encode() + b"\n")
+            proc.stdin.flush()
+
+    def read_all(self, timeout: float) -> list[dict[str, Any]]:
+        """The next JSON line of every generator, within ``timeout`` seconds overall."""
+        deadline = time.monotonic() + timeout
+        out = []
+        for k, lines in enumerate(self.lines):
+            try:
+                msg = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise RuntimeError(f"generator {k} silent for {timeout:.0f}s") from None
+            if msg is None:
+                raise RuntimeError(f"generator {k} exited (code {self.procs[k].poll()})")
+            out.append(msg)
+        return out
+
+    def cpu(self) -> float:
+        total = 0.0
+        for p in self.ps:
+            try:
+                total += sum(p.cpu_times()[:2])
+            except psutil.Error:
+                pass
+        return total
+
+    def finish(self, timeout: float) -> list[dict[str, Any]]:
+        """Ask every generator to close its clients; their final results."""
+        self.send("done")
+        return self.read_all(timeout)
+
+    def kill(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        for reader in self.readers:
+            reader.join(5)  # at the end of its output now
+        for proc in self.procs:
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None:
+                    pipe.close()
+
+
+class BurstIncomplete(RuntimeError):
+    pass
+
+
+def measure_bcast20k(
+    server: Server, opts: dict[str, Any], core: int | None, log_path: Path
+) -> dict[str, Any]:
+    """Bursts of ``burst`` ticks to room 'room', whose members are the light clients of
+    ``procs`` generator processes; each burst is an HTTP request (``/bench/burst``) and
+    lasts from that request to the last delivery over all generators (``wait TOTAL``).
+
+    rate = deliveries / the bursts' summed durations; ``server_cpu`` is the server's CPU
+    time over the same durations, so rate / server_cpu = deliveries per CPU-second."""
+    wanted = int(opts["clients"])
+    n = descriptor_room(wanted)
+    procs = int(opts["procs"])
+    k, size = int(opts["burst"]), int(opts["size"])
+    timeout = float(opts["burst_timeout"])
+    result: dict[str, Any] = {"clients": n, "wanted": wanted, "generators": procs, "burst": k}
+    if n < wanted:
+        result["capped_by"] = (
+            f"RLIMIT_NOFILE hard limit {resource.getrlimit(resource.RLIMIT_NOFILE)[1]}"
+        )
+    per = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
+    gen_opts = {"join": 1, "concurrency": opts["concurrency"], "connect_timeout": 60}
+    state = {"total": 0, "seq": 0}
+
+    def burst(count: int) -> float:
+        """One burst of ``count`` ticks; ms from the trigger to the last delivery."""
+        start = state["seq"] + 1
+        state["seq"] += count
+        state["total"] += count  # events every client has had, cumulatively
+        gens.send(f"wait {state['total']} {timeout:.0f} {state['seq']}")
+        t_send = time.monotonic_ns()
+        url = f"{server.url}/bench/burst?start={start}&n={count}&size={size}"
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            resp.read()
+        got = gens.read_all(timeout + 30)
+        complete = sum(int(d.get("complete", 0)) for d in got)
+        wrong = sum(int(d.get("seq_wrong") or 0) for d in got)
+        if complete < connected or wrong:
+            result["partial"] = complete / connected
+            raise BurstIncomplete(
+                f"burst of {count} reached {complete}/{connected} clients completely"
+                + (f", {wrong} with a wrong last seq" if wrong else "")
+            )
+        return (max(int(d["last_ns"]) for d in got) - t_send) / 1e6
+
+    with open(log_path, "ab") as log:
+        gens = Generators(server.url, per, gen_opts, core, log)
+    try:
+        firsts = gens.read_all(float(opts["connect_timeout"]) + 60)
+        connected = sum(int(f.get("connected", 0)) for f in firsts)
+        errors: dict[str, int] = {}
+        for f in firsts:
+            for key, v in (f.get("errors") or {}).items():
+                errors[key] = errors.get(key, 0) + v
+        result.update(
+            connected=connected,
+            connect_errors=errors,
+            connect_seconds=max(float(f.get("seconds", 0)) for f in firsts),
+        )
+        if connected < n:
+            result["error"] = f"only {connected}/{n} clients connected and joined"
+            return result
+        burst(1)  # warm-up: a single tick, then a full-size burst, both unmeasured
+        burst(k)
+        durations: list[float] = []
+        c0, g0, t0 = server.cpu(), gens.cpu(), time.monotonic()
+        while time.monotonic() - t0 < float(opts["duration"]):
+            durations.append(burst(k))
+        c1, g1, t1 = server.cpu(), gens.cpu(), time.monotonic()
+        busy = sum(durations) / 1000
+        delivered = connected * k * len(durations)
+        result.update(
+            bursts=len(durations),
+            delivered=delivered,
+            seconds=busy,
+            burst_ms_median=statistics.median(durations),
+            rate=delivered / busy,
+            server_cpu=(c1 - c0) / busy,
+            gen_cpu=(g1 - g0) / (t1 - t0),  # both generators share one core
+        )
+        latencies = []
+        for _ in range(int(opts["probes"])):
+            latencies.append(burst(1))
+            time.sleep(0.02)
+        result["latency_p50_ms"] = percentile(latencies, 50)
+        result["latency_p99_ms"] = percentile(latencies, 99)
+        finals = gens.finish(120)
+        result["alive_at_end"] = sum(int(f.get("alive_at_end") or 0) for f in finals)
+        if result["alive_at_end"] < connected:
+            result["error"] = f"{connected - result['alive_at_end']} connections dropped"
+    except (RuntimeError, OSError, ValueError) as exc:  # BurstIncomplete, HTTP errors too
+        result["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        gens.kill()
+    return result
+
+
 def run_group(
     fixture: Fixture,
     group: str,
@@ -594,6 +831,11 @@ def run_group(
             profilers.append(spy)
         if group in ("idle", "scale"):
             return measure_idle(server, opts, gen_core, log_path)
+        if group == "bcast20k":
+            result = measure_bcast20k(server, opts, gen_core, log_path)
+            if server.proc.poll() is not None:
+                result["error"] = f"server died (exit {server.proc.returncode})"
+            return result
         scenario = {
             "bcast1k": "broadcast",
             "bcast5k": "broadcast",
@@ -976,6 +1218,9 @@ def cell_values(res: dict[str, Any], per_cpu: bool = False) -> dict[str, float |
         "bcast5k": ok("bcast5k"),
         "lat_p50": ok("bcast1k", "latency_p50_ms"),
         "lat_p99": ok("bcast1k", "latency_p99_ms"),
+        "bcast20k": ok("bcast20k"),
+        "lat20k_p50": ok("bcast20k", "latency_p50_ms"),
+        "lat20k_p99": ok("bcast20k", "latency_p99_ms"),
         "echo": ok("echo"),
         "echo_async": subject_only("echo_async"),
         "storm_ws": ok("storm_ws") if not (res.get("storm_ws") or {}).get("errors") else None,
@@ -991,6 +1236,8 @@ def why_missing(res: dict[str, Any], row: str) -> str:
     group = {
         "lat_p50": "bcast1k",
         "lat_p99": "bcast1k",
+        "lat20k_p50": "bcast20k",
+        "lat20k_p99": "bcast20k",
         "mem": "idle",
         "threads": "idle",
         "scale_mem": "scale",
@@ -1020,7 +1267,12 @@ def fmt(v: float | None, unit: str) -> str:
 
 
 def gen_bound(res: dict[str, Any], row: str) -> bool:
-    group = {"lat_p50": "bcast1k", "lat_p99": "bcast1k"}.get(row, row)
+    group = {
+        "lat_p50": "bcast1k",
+        "lat_p99": "bcast1k",
+        "lat20k_p50": "bcast20k",
+        "lat20k_p99": "bcast20k",
+    }.get(row, row)
     r = res.get(group) or {}
     return float(r.get("gen_cpu") or 0) >= 0.9
 
@@ -1034,9 +1286,22 @@ PER_CPU_ROWS = (
     "ack_async1",
     "bcast1k",
     "bcast5k",
+    "bcast20k",
     "echo",
     "echo_async",
 )
+
+
+def row_label(row: Row, results: dict[str, dict[str, Any]]) -> str:
+    """The row's label; a bcast20k row names the clients it had (fewer than 20,000 when
+    the descriptor limit capped them, see descriptor_room)."""
+    if row.key not in ("bcast20k", "lat20k_p50", "lat20k_p99"):
+        return row.label
+    counts = {r["bcast20k"].get("clients") for r in results.values() if "bcast20k" in r}
+    counts.discard(None)
+    if len(counts) != 1:
+        return row.label
+    return row.label.replace("20,000", f"{counts.pop():,}")
 
 
 def table(
@@ -1057,7 +1322,7 @@ def table(
             for f in present
         ):
             continue  # scenario not run
-        cells = [row.label + ("" if row.higher_is_better else " (lower is better)")]
+        cells = [row_label(row, results) + ("" if row.higher_is_better else " (lower is better)")]
         for f in present:
             v = values[f.key][row.key]
             text = fmt(v, row.unit) if v is not None else why_missing(results[f.key], row.key)
@@ -1116,7 +1381,7 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(g for g in GROUPS if g not in OPTIONAL_GROUPS),
         help="comma-separated: "
         + ",".join(GROUPS + WORKER_GROUPS)
-        + " (scale, bcast_workers, scale50k only when named)",
+        + " (scale, bcast20k, bcast_workers, scale50k only when named)",
     )
     parser.add_argument("--repeat", type=int, default=1, help="runs per cell (median)")
     parser.add_argument(
@@ -1168,10 +1433,13 @@ def main(argv: list[str] | None = None) -> int:
                 results[fixture.key][group] = {"error": fixture.skip[group]}
                 print(f"{fixture.key:10} {group:9} {fixture.skip[group]}", file=sys.stderr)
                 continue
-            prev = results[fixture.key].get("bcast1k")
-            if group == "bcast5k" and prev is not None and prev.get("error"):
-                results[fixture.key][group] = {"error": "skipped: failed at 1,000 clients"}
-                print(f"{fixture.key:10} {group:9} skipped (failed at 1,000)", file=sys.stderr)
+            prev = results[fixture.key].get(
+                {"bcast5k": "bcast1k", "bcast20k": "bcast5k"}.get(group, "")
+            )
+            if prev is not None and prev.get("error"):
+                smaller = "1,000" if group == "bcast5k" else "5,000"
+                results[fixture.key][group] = {"error": f"skipped: failed at {smaller} clients"}
+                print(f"{fixture.key:10} {group:9} skipped (failed at {smaller})", file=sys.stderr)
                 continue
             runs = []
             for _ in range(args.repeat):
