@@ -832,6 +832,19 @@ class SocketIO:
         else:
             session_obj = ctx.session
         request: Any = ctx.request
+        unmatched = request.routing_exception
+        if unmatched is not None and unmatched.__traceback__ is not None:
+            # The handshake URL is no view's (``/socket.io/`` seldom is): Flask
+            # keeps the NotFound on the request, and its traceback would hold
+            # this handler call's frames (arguments included) for as long as
+            # the connection's cached context lives, ~20 objects for the
+            # garbage collector to scan per connection, in a reference cycle
+            # through the context. Nothing reads that traceback (nor those of
+            # the exceptions it was raised in the handling of).
+            exc: BaseException | None = unmatched
+            while exc is not None and exc.__traceback__ is not None:
+                exc.__traceback__ = None
+                exc = exc.__context__
         request.sid = sid
         request.namespace = namespace
         request.event = {"message": message, "args": args}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 import threading
+import types
 from typing import Any
 
 import pytest
@@ -370,3 +372,30 @@ def test_ping_timeout_reason_reaches_the_disconnect_handler(app: Flask) -> None:
         assert reasons == [SocketIO.reason.PING_TIMEOUT]
     finally:
         server.stop()
+
+
+def test_a_connection_keeps_no_frames_of_the_handlers_it_ran(served: Any, sio: SocketIO) -> None:
+    # The handshake URL (/socket.io/) is no view's, so Flask stores a NotFound on
+    # the connection's request; its traceback used to keep the frames of the
+    # first handler call (and everything they referenced) for the connection's
+    # lifetime: ~25 objects per connection for the garbage collector, ~4 KB.
+    sio.on("echo")(lambda data: data)
+    sio.on("unmatched")(lambda: type(request.routing_exception).__name__)
+    clients = [_client() for _ in range(5)]
+    try:
+        for client in clients:
+            client.connect(served.url, transports=["websocket"], wait_timeout=5)
+            assert client.call("echo", {"n": 1}, timeout=5) == {"n": 1}
+        # What Flask says about the unmatched URL is unchanged.
+        assert clients[0].call("unmatched", timeout=5) == "NotFound"
+        gc.collect()
+        held = [
+            f
+            for f in gc.get_objects()
+            if isinstance(f, types.FrameType)
+            and f.f_code.co_name in ("_run_in_context", "_handle_event", "match_request")
+        ]
+        assert held == []
+    finally:
+        for client in clients:
+            client.disconnect()
