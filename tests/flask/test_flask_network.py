@@ -15,6 +15,7 @@ from flask import Flask, request
 from flask_face_peers import free_port, wait_until
 
 from flask_relay import SocketIO, emit
+from flask_relay.server.httpconn import HTTPConnection
 
 
 def _client() -> Any:
@@ -397,5 +398,26 @@ def test_a_connection_keeps_no_frames_of_the_handlers_it_ran(served: Any, sio: S
         ]
         assert held == []
     finally:
+        for client in clients:
+            client.disconnect()
+
+
+def test_an_upgraded_connection_leaves_no_http_side_for_the_garbage_collector(
+    served: Any, sio: SocketIO
+) -> None:
+    # After the upgrade the HTTP side of a connection is done with; it used to
+    # stay in a reference cycle with its parser until a collection ran.
+    sio.on("echo")(lambda data: data)
+    gc.collect()
+    gc.disable()
+    clients = [_client() for _ in range(5)]
+    try:
+        for client in clients:
+            client.connect(served.url, transports=["websocket"], wait_timeout=5)
+            assert client.call("echo", 1, timeout=5) == 1
+        left = [o for o in gc.get_objects() if isinstance(o, HTTPConnection) and o.detached]
+        assert left == []
+    finally:
+        gc.enable()
         for client in clients:
             client.disconnect()

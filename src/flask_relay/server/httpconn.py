@@ -191,7 +191,7 @@ class HTTPConnection(asyncio.Protocol):
         self.limits = server.limits
         self.loop = server.hub.loop
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpRequestParser(self)
+        self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         self.client: tuple[str, int] | None = None
         self.local: tuple[str, int] = ("127.0.0.1", 0)
         self.scheme = "http"
@@ -269,10 +269,11 @@ class HTTPConnection(asyncio.Protocol):
             self.flow.notify_all()
 
     def data_received(self, data: bytes) -> None:
-        if self.closing or self.detached:
+        parser = self.parser
+        if self.closing or self.detached or parser is None:
             return
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             offset = int(exc.args[0]) if exc.args else len(data)
             if self.queue and self.queue[-1].request is not None:
@@ -381,6 +382,7 @@ class HTTPConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         parser = self.parser
+        assert parser is not None  # a parser callback
         version = parser.get_http_version()
         if version not in ("1.0", "1.1"):
             # llhttp parses "GET /" (HTTP/0.9) and any "HTTP/x.y"; we speak 1.0 and 1.1.
@@ -455,7 +457,9 @@ class HTTPConnection(asyncio.Protocol):
         self._in_request = False
         request = self._request
         assert request is not None
-        request.upgrade = bool(self.parser.should_upgrade())
+        parser = self.parser
+        assert parser is not None  # a parser callback
+        request.upgrade = bool(parser.should_upgrade())
         self._request = None
         self.queue.append(_Pending(request, self._mount, self._body))
         self._body = None
@@ -674,6 +678,9 @@ class HTTPConnection(asyncio.Protocol):
         self.detached = True
         self._cancel_timer()
         self.server.connections.discard(self)
+        # The parser holds this object's callbacks (a reference cycle): without
+        # it, this object is freed at once instead of by the garbage collector.
+        self.parser = None
 
     def shutdown(self) -> None:
         """Server stopping: close now if idle, else after the current answer."""
