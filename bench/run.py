@@ -1241,18 +1241,22 @@ def cell_values(res: dict[str, Any], per_cpu: bool = False) -> dict[str, float |
     }
 
 
+#: The scenario group a row's figure comes from, where the row is named otherwise.
+ROW_GROUP = {
+    "lat_p50": "bcast1k",
+    "lat_p99": "bcast1k",
+    "lat5k_p50": "bcast5k",
+    "lat5k_p99": "bcast5k",
+    "lat20k_p50": "bcast20k",
+    "lat20k_p99": "bcast20k",
+    "mem": "idle",
+    "threads": "idle",
+    "scale_mem": "scale",
+}
+
+
 def why_missing(res: dict[str, Any], row: str) -> str:
-    group = {
-        "lat_p50": "bcast1k",
-        "lat_p99": "bcast1k",
-        "lat5k_p50": "bcast5k",
-        "lat5k_p99": "bcast5k",
-        "lat20k_p50": "bcast20k",
-        "lat20k_p99": "bcast20k",
-        "mem": "idle",
-        "threads": "idle",
-        "scale_mem": "scale",
-    }.get(row, row)
+    group = ROW_GROUP.get(row, row)
     r = res.get(group)
     if r is None:
         return "-"
@@ -1278,14 +1282,7 @@ def fmt(v: float | None, unit: str) -> str:
 
 
 def gen_bound(res: dict[str, Any], row: str) -> bool:
-    group = {
-        "lat_p50": "bcast1k",
-        "lat_p99": "bcast1k",
-        "lat5k_p50": "bcast5k",
-        "lat5k_p99": "bcast5k",
-        "lat20k_p50": "bcast20k",
-        "lat20k_p99": "bcast20k",
-    }.get(row, row)
+    group = ROW_GROUP.get(row, row)
     r = res.get(group) or {}
     if row in ("lat20k_p50", "lat20k_p99"):  # its generators' share during the probes
         return float(r.get("probe_gen_cpu") or 0) >= 0.9
