@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import socket
+import weakref
 from typing import Any
 
 from flask_relay.protocol.websocket import WebSocketConnection, accept, build_frame
@@ -116,3 +118,17 @@ def test_a_broadcast_to_many_channels_is_flushed_by_one_callback_in_order() -> N
                 channel.transport.abort()
         loop.run_until_complete(asyncio.sleep(0.05))
         loop.close()
+
+
+def test_a_finished_loop_is_not_kept_alive_by_its_channels_flush_queue() -> None:
+    loop = asyncio.new_event_loop()
+    conn = accept("GET", "/ws", HEADERS)
+    assert isinstance(conn, WebSocketConnection)
+    channel = WSChannel(conn, Listener(), loop, close_timeout=1.0)
+    channel.send("queued")  # schedules the loop's flush callback
+    loop.run_until_complete(asyncio.sleep(0))  # which runs (no transport: nothing to write)
+    loop.close()
+    gone = weakref.ref(loop)
+    del loop, channel, conn
+    gc.collect()
+    assert gone() is None
