@@ -490,6 +490,15 @@ def run_gen(
     return result
 
 
+def connect_errors(firsts: list[dict[str, Any]]) -> dict[str, int]:
+    """The connect errors of several generators' first reports, summed by message."""
+    errors: dict[str, int] = {}
+    for f in firsts:
+        for key, v in (f.get("errors") or {}).items():
+            errors[key] = errors.get(key, 0) + v
+    return errors
+
+
 def measure_idle(
     server: Server, opts: dict[str, Any], core: int | None, log_path: Path
 ) -> dict[str, Any]:
@@ -552,10 +561,7 @@ def measure_idle(
                     gen.kill()
                     gen.wait()
     connected = sum(int(f.get("connected", 0)) for f in firsts)
-    errors: dict[str, int] = {}
-    for f in firsts:
-        for k, v in (f.get("errors") or {}).items():
-            errors[k] = errors.get(k, 0) + v
+    errors = connect_errors(firsts)
     result: dict[str, Any] = {
         "clients": n,
         "connected": connected,
@@ -743,13 +749,9 @@ def measure_bcast20k(
     try:
         firsts = gens.read_all(float(opts["connect_timeout"]) + 60)
         connected = sum(int(f.get("connected", 0)) for f in firsts)
-        errors: dict[str, int] = {}
-        for f in firsts:
-            for key, v in (f.get("errors") or {}).items():
-                errors[key] = errors.get(key, 0) + v
         result.update(
             connected=connected,
-            connect_errors=errors,
+            connect_errors=connect_errors(firsts),
             connect_seconds=max(float(f.get("seconds", 0)) for f in firsts),
         )
         if connected < n:
@@ -1095,11 +1097,7 @@ def run_scale50k(conf: dict[str, Any], logdir: Path) -> dict[str, Any]:
             firsts.append(json.loads(gen.stdout.readline() or "{}"))
         result["connect_seconds"] = time.monotonic() - t0
         connected = sum(int(f.get("connected", 0)) for f in firsts)
-        errors: dict[str, int] = {}
-        for f in firsts:
-            for key, v in (f.get("errors") or {}).items():
-                errors[key] = errors.get(key, 0) + v
-        result.update(connected=connected, connect_errors=errors)
+        result.update(connected=connected, connect_errors=connect_errors(firsts))
         time.sleep(3.0)  # let the workers settle (buffers allocated, threads idle)
         alive = [p.is_running() for p in workers]
         result["rss"] = [_sum_over([p], rss) for p in workers]
